@@ -9,12 +9,12 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "checkpoint", "data", "lottery", "masks", "models", "pruning", "report", "scores",
-    "train", "transfer",
+      "checkpoint", "data", "lottery", "masks", "models", "pruning", "report", "scores",
+      "train", "transfer",
 )
 
 
 def __getattr__(name):
-  if name in _SUBMODULES:
-    return importlib.import_module(f"elax.{name}")
-  raise AttributeError(f"module 'elax' has no attribute {name!r}")
+    if name in _SUBMODULES:
+      return importlib.import_module(f"elax.{name}")
+    raise AttributeError(f"module 'elax' has no attribute {name!r}")
