@@ -16,5 +16,5 @@ _SUBMODULES = (
 
 def __getattr__(name):
     if name in _SUBMODULES:
-      return importlib.import_module(f"elax.{name}")
+        return importlib.import_module(f"elax.{name}")
     raise AttributeError(f"module 'elax' has no attribute {name!r}")
