@@ -1,0 +1,136 @@
+"""Mask trees: a bool leaf for every param leaf, True = weight kept.
+
+Leaves that are never pruned (biases, BatchNorm scale/bias, excluded layers) are all-True, so a mask always has
+exactly the structure and shapes of the params it belongs to. Which leaves are prunable is a predicate
+`prunable(path, leaf) -> bool` over key paths, so the same rule works on params, masks and score trees.
+"""
+
+import dataclasses
+import math
+from typing import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Predicate = Callable[[tuple, object], bool]
+
+
+def path_str(path) -> str:
+    """'stage1_block0/conv1/kernel' for a jax key path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def prunable_kernels(exclude: Iterable[str] = ()) -> Predicate:
+    """Conv and dense kernels (ndim >= 2), except those whose path starts with a prefix in `exclude`.
+
+    ResNets prune every kernel (ELTH.md section 1); VGG and MLPs use `exclude=("head",)`.
+    """
+    exclude = tuple(exclude)
+
+    def predicate(path, leaf) -> bool:
+        name = path_str(path)
+        return name.endswith("kernel") and np.ndim(leaf) >= 2 and not name.startswith(exclude)
+
+    return predicate
+
+
+default_prunable = prunable_kernels()
+
+
+def build(params):
+    """The all-True mask of `params` (a dense ticket)."""
+    return jax.tree.map(lambda p: jnp.ones(np.shape(p), bool), params)
+
+
+def apply(params, mask):
+    """params with pruned weights set to exactly zero."""
+    validate(mask, params)
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+
+
+def prunable_leaves(tree, prunable: Predicate = default_prunable) -> dict:
+    """{path string: leaf} for the prunable leaves of `tree`, in tree order."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {path_str(path): leaf for path, leaf in flat if prunable(path, leaf)}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDensity:
+    name: str
+    total: int
+    kept: int
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.total
+
+
+def layer_report(mask, prunable: Predicate = default_prunable) -> list[LayerDensity]:
+    """Kept/total weights of every prunable leaf."""
+    return [
+        LayerDensity(name, int(np.size(m)), int(np.sum(np.asarray(m))))
+        for name, m in prunable_leaves(mask, prunable).items()
+    ]
+
+
+def count(mask, prunable: Predicate = default_prunable) -> tuple[int, int]:
+    """(kept, total) prunable weights."""
+    layers = layer_report(mask, prunable)
+    return sum(l.kept for l in layers), sum(l.total for l in layers)
+
+
+def sparsity(mask, prunable: Predicate = default_prunable) -> float:
+    """Pruned fraction of the prunable weights."""
+    kept, total = count(mask, prunable)
+    return 1.0 - kept / total
+
+
+def format_report(mask, prunable: Predicate = default_prunable) -> str:
+    """A readable per-layer density table."""
+    layers = layer_report(mask, prunable)
+    width = max(len(l.name) for l in layers)
+    lines = [f"{'layer':<{width}}  {'kept':>9}  {'total':>9}  density"]
+    lines += [f"{l.name:<{width}}  {l.kept:>9}  {l.total:>9}  {l.density:7.2%}" for l in layers]
+    kept, total = count(mask, prunable)
+    lines.append(f"{'all prunable':<{width}}  {kept:>9}  {total:>9}  {kept / total:7.2%}")
+    return "\n".join(lines)
+
+
+def validate(mask, params) -> None:
+    """Raise ValueError naming the first leaf whose path, shape or dtype makes `mask` unfit for `params`."""
+    mask_flat = {path_str(p): m for p, m in jax.tree_util.tree_flatten_with_path(mask)[0]}
+    param_flat = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    for name, p in param_flat.items():
+        if name not in mask_flat:
+            raise ValueError(
+                f"Mask does not fit the params: the mask has no leaf {name!r}. "
+                "Was the mask built for another model? Rebuild it with elax.masks.build(params)."
+            )
+        m = mask_flat[name]
+        if np.shape(m) != np.shape(p):
+            raise ValueError(
+                f"Mask does not fit the params at {name!r}: mask shape {np.shape(m)} != param shape "
+                f"{np.shape(p)}. Was the mask built for another model or width?"
+            )
+        if getattr(m, "dtype", None) != np.dtype(bool):
+            raise ValueError(f"Mask leaf {name!r} has dtype {getattr(m, 'dtype', type(m))}; masks are bool.")
+    extra = [name for name in mask_flat if name not in param_flat]
+    if extra:
+        raise ValueError(
+            f"Mask does not fit the params: the mask has a leaf {extra[0]!r} that the params lack. "
+            "Was the mask built for another model?"
+        )
+
+
+def expected_sparsity(levels: int, prune_fraction: float = 0.2) -> float:
+    """Sparsity after `levels` IMP levels that each prune `prune_fraction` of the remaining weights."""
+    return 1.0 - (1.0 - prune_fraction) ** levels
+
+
+def check_fraction(prune_fraction: float) -> None:
+    if not (0.0 < prune_fraction < 1.0) or math.isnan(prune_fraction):
+        raise ValueError(
+            f"prune_fraction must be in (0, 1) (the fraction of remaining weights pruned per level), "
+            f"got {prune_fraction}."
+        )

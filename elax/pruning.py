@@ -1,0 +1,101 @@
+"""Scores -> masks. Pure functions over trees; a higher score means "keep".
+
+Counts are exact: pruning a fraction f of the remaining weights removes exactly ceil(f * remaining) of them
+(globally, or per layer), ties broken by position, so results do not depend on float ties.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from elax import masks as masks_lib
+from elax.masks import Predicate, default_prunable
+
+
+def _flat(tree, prunable):
+    """(treedef, leaves, is_prunable flags) of `tree` with leaves as numpy arrays."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    leaves = [np.asarray(leaf) for _, leaf in flat]
+    return treedef, leaves, [prunable(path, leaf) for path, leaf in flat]
+
+
+def _keep_top(scores: np.ndarray, alive: np.ndarray, n_keep: int) -> np.ndarray:
+    """Bool array keeping the `n_keep` highest-scoring alive entries (stable: earlier entries win ties)."""
+    ranked = np.where(alive, scores.astype(np.float64), -np.inf)
+    order = np.argsort(-ranked, kind="stable")
+    keep = np.zeros(scores.size, bool)
+    keep[order[:n_keep]] = True
+    return keep & alive
+
+
+def keep_top(scores, mask, n_keep_fn, prunable: Predicate = default_prunable, scope: str = "global"):
+    """The mask that keeps, among weights alive in `mask`, the top `n_keep_fn(alive, size)` by score.
+
+    scope="global" ranks all prunable weights together; scope="layer" ranks each prunable leaf on its own.
+    Non-prunable leaves come back all-True.
+    """
+    masks_lib.validate(mask, scores)
+    treedef, score_leaves, is_prunable = _flat(scores, prunable)
+    mask_leaves = [np.asarray(m) for m in jax.tree.leaves(mask)]
+    out = [np.ones(m.shape, bool) for m in mask_leaves]
+    groups = [[i] for i, p in enumerate(is_prunable) if p]
+    if scope == "global":
+        groups = [sum(groups, [])]
+    elif scope != "layer":
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}.")
+    for group in groups:
+        s = np.concatenate([score_leaves[i].ravel() for i in group])
+        alive = np.concatenate([mask_leaves[i].ravel() for i in group])
+        keep = _keep_top(s, alive, n_keep_fn(int(alive.sum()), alive.size))
+        for i, piece in zip(group, np.split(keep, np.cumsum([mask_leaves[i].size for i in group])[:-1])):
+            out[i] = piece.reshape(mask_leaves[i].shape)
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(m) for m in out])
+
+
+def prune_fraction(scores, mask, fraction: float, prunable: Predicate = default_prunable, scope="global"):
+    """Remove exactly ceil(fraction * remaining) of the alive weights with the lowest scores."""
+    masks_lib.check_fraction(fraction)
+    return keep_top(scores, mask, lambda alive, size: alive - math.ceil(fraction * alive), prunable, scope)
+
+
+def prune_to_sparsity(scores, mask, sparsity: float, prunable: Predicate = default_prunable, scope="global"):
+    """Keep the round((1 - sparsity) * total) highest-scoring alive weights (per layer with scope="layer").
+
+    One-shot baselines start from the dense mask; a sparser `mask` keeps at most its alive weights.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}.")
+    n_keep = lambda alive, size: min(alive, round((1.0 - sparsity) * size))
+    return keep_top(scores, mask, n_keep, prunable, scope)
+
+
+def magnitude_scores(params):
+    """|w|: the score of magnitude pruning."""
+    return jax.tree.map(jnp.abs, params)
+
+
+def prune_magnitude(params, mask, fraction: float, prunable: Predicate = default_prunable, scope="global"):
+    """One IMP pruning step: remove `fraction` of the remaining weights with the smallest |w|."""
+    return prune_fraction(magnitude_scores(params), mask, fraction, prunable, scope)
+
+
+def permute_within_layers(mask, key, prunable: Predicate = default_prunable):
+    """Randomly permute each prunable leaf of `mask`: same per-layer density, random positions."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(mask)
+    keys = jax.random.split(key, len(flat))
+    out = []
+    for k, (path, m) in zip(keys, flat):
+        if prunable(path, m):
+            m = jax.random.permutation(k, jnp.ravel(m)).reshape(m.shape)
+        out.append(m)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def random_prune(mask, fraction: float, key, prunable: Predicate = default_prunable):
+    """Remove ceil(fraction * remaining) alive weights uniformly at random in every layer (keeps layer density)."""
+    leaves, treedef = jax.tree.flatten(mask)
+    keys = jax.random.split(key, len(leaves))
+    scores = jax.tree.unflatten(treedef, [jax.random.uniform(k, np.shape(m)) for k, m in zip(keys, leaves)])
+    return prune_fraction(scores, mask, fraction, prunable, scope="layer")

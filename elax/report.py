@@ -1,0 +1,292 @@
+"""Summaries of lottery-ticket runs: markdown and CSV tables and an accuracy plot.
+
+Reads the `results.json` files that runs write (a JSON list of records, one
+per trained ticket), averages test accuracy over seeds for each series and
+sparsity, and writes a report:
+
+    python -m elax.report RUN_DIR... --out DIR [--title T]
+
+Only the standard library is imported at module level; matplotlib is imported
+inside `plot` so that `import elax.report` stays fast.
+"""
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+RESULTS_FILE = "results.json"
+REQUIRED_KEYS = ("level", "sparsity", "test_accuracy", "model", "method", "seed")
+ETT_KEYS = ("source_model", "source_level", "strategy")
+SPARSITY_DECIMALS = 4
+PLOT_FILE = "accuracy_vs_sparsity.png"
+
+
+class Cell(NamedTuple):
+    """Test accuracy (fraction in [0, 1]) over the replicates of one table cell."""
+
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Table:
+    """Summary table: `cells[(series, sparsity)]`; series and sparsities are ordered."""
+
+    series: tuple
+    sparsities: tuple
+    cells: dict
+
+    def get(self, series, sparsity):
+        """The Cell at (series, sparsity), or None when that series lacks it."""
+        return self.cells.get((series, round(sparsity, SPARSITY_DECIMALS)))
+
+
+# ----------------------------------------------------------------------------
+# Loading.
+
+
+def _find_results(path):
+    """The results.json files that `path` (file, run dir or tree of runs) names."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(path.rglob(RESULTS_FILE))
+        if found:
+            return found
+        raise FileNotFoundError(f"no {RESULTS_FILE} found in or under {path}")
+    raise FileNotFoundError(f"no such file or directory: {path}")
+
+
+def _validate(record, file, index):
+    """Raises ValueError naming `file` when `record` lacks a key or is out of range."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{file}: record {index} is not a JSON object")
+    keys = REQUIRED_KEYS + (ETT_KEYS if record.get("method") == "ett" else ())
+    for key in keys:
+        if key not in record:
+            raise ValueError(f"{file}: record {index} is missing required key {key!r}")
+    # Sparsity 1 would mean 0% remaining, which the log-scale plot cannot show.
+    if not 0 <= record["sparsity"] < 1:
+        raise ValueError(f"{file}: record {index} has sparsity {record['sparsity']!r} "
+                         "outside [0, 1)")
+
+
+def _read_results(file):
+    """The validated records of one results.json file."""
+    try:
+        records = json.loads(Path(file).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: invalid JSON: {e}") from e
+    if not isinstance(records, list):
+        raise ValueError(f"{file}: expected a JSON list of records")
+    for i, record in enumerate(records):
+        _validate(record, file, i)
+    return records
+
+
+def load_records(paths):
+    """Records from run dirs, results.json files, or dirs holding several runs.
+
+    A file reached through two of `paths` (say a run and its parent) is read once.
+    Raises FileNotFoundError when a path holds no results.json, and ValueError
+    naming the file and key when a record lacks a required key.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    records, seen = [], set()
+    for path in paths:
+        for file in _find_results(path):
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                records.extend(_read_results(file))
+    return records
+
+
+# ----------------------------------------------------------------------------
+# Summaries.
+
+
+def series_name(record):
+    """Line/column label, e.g. 'imp (cifar_resnet_32)' or
+    'ett cifar_resnet_20→cifar_resnet_32 (append)'."""
+    method, model = record["method"], record["model"]
+    if method == "ett":
+        return f"ett {record['source_model']}→{model} ({record['strategy']})"
+    return f"{method} ({model})"
+
+
+def _series_key(name):
+    """Order: imp series first, then ett, then the rest alphabetically."""
+    method = name.split(" ", 1)[0]
+    rank = {"imp": 0, "ett": 1}.get(method, 2)
+    return (rank, name)
+
+
+def summarize(records):
+    """Groups by (series, sparsity rounded to 4 decimals) and averages over seeds.
+
+    Each cell holds mean and population std (ddof=0, so 0 for one replicate)
+    of test_accuracy, and n, the number of records. Sparsities ascend; series
+    are ordered imp, then ett, then the rest alphabetically.
+    """
+    groups = {}
+    for record in records:
+        key = (series_name(record), round(float(record["sparsity"]), SPARSITY_DECIMALS))
+        groups.setdefault(key, []).append(float(record["test_accuracy"]))
+    cells = {
+        key: Cell(statistics.fmean(accs), statistics.pstdev(accs), len(accs))
+        for key, accs in groups.items()
+    }
+    series = tuple(sorted({s for s, _ in cells}, key=_series_key))
+    sparsities = tuple(sorted({p for _, p in cells}))
+    return Table(series, sparsities, cells)
+
+
+# ----------------------------------------------------------------------------
+# Output formats.
+
+
+def format_cell(cell):
+    """Accuracy in percent: '92.48 ± 0.31 (n=3)', or just '92.48' when n == 1."""
+    if cell is None:
+        return ""
+    if cell.n == 1:
+        return f"{100 * cell.mean:.2f}"
+    return f"{100 * cell.mean:.2f} ± {100 * cell.std:.2f} (n={cell.n})"
+
+
+def _md_row(cells):
+    # A '|' inside a series name would otherwise split the column.
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def to_markdown(table):
+    """Markdown table: sparsity %, remaining %, then one column per series.
+
+    Cells are test accuracy in percent, formatted by `format_cell`; a cell is
+    empty where its series has no result at that sparsity.
+    """
+    header = ["sparsity %", "remaining %", *table.series]
+    lines = [_md_row(header), "|" + "|".join("---:" for _ in header) + "|"]
+    for sparsity in table.sparsities:
+        row = [f"{100 * sparsity:.2f}", f"{100 * (1 - sparsity):.2f}"]
+        row += [format_cell(table.get(s, sparsity)) for s in table.series]
+        lines.append(_md_row(row))
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table):
+    """CSV with columns series, sparsity, mean, std, n (fractions, not percent).
+
+    Rows follow the series order, then ascending sparsity.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["series", "sparsity", "mean", "std", "n"])
+    for series in table.series:
+        for sparsity in table.sparsities:
+            cell = table.get(series, sparsity)
+            if cell is not None:
+                writer.writerow([series, sparsity, cell.mean, cell.std, cell.n])
+    return out.getvalue()
+
+
+def _series_points(table, series):
+    """(remaining %, accuracy %, std %, n) lists for one series, sparsity ascending."""
+    points = []
+    for sparsity in table.sparsities:
+        cell = table.get(series, sparsity)
+        if cell is not None:
+            points.append((100 * (1 - sparsity), 100 * cell.mean, 100 * cell.std, cell.n))
+    return [list(column) for column in zip(*points)]
+
+
+def plot(table, path, title=None):
+    """Writes a PNG of test accuracy (%) against percent of weights remaining.
+
+    The x axis is log scale and inverted (100% on the left), as in
+    lottery-ticket papers; error bars show std where n > 1.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for series in table.series:
+        remaining, acc, std, n = _series_points(table, series)
+        (line,) = ax.plot(remaining, acc, marker="o", markersize=4, label=series)
+        bars = [(r, a, s) for r, a, s, k in zip(remaining, acc, std, n) if k > 1]
+        if bars:
+            ax.errorbar(*zip(*bars), fmt="none", ecolor=line.get_color(), capsize=3)
+    ax.set_xscale("log")
+    # Label the measured sparsities when few; log-scale default ticks are sparse.
+    remaining_all = [100 * (1 - s) for s in table.sparsities]
+    if 0 < len(remaining_all) <= 12:
+        ax.set_xticks(remaining_all)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if remaining_all:
+        ax.set_xlim(max(remaining_all) * 1.15, min(remaining_all) / 1.15)
+    else:
+        ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "Test accuracy vs. sparsity")
+    ax.grid(True, which="major", alpha=0.4)
+    if table.series:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def write_report(paths, out_dir, title=None):
+    """Writes report.md, results.csv and the plot to `out_dir`; returns the markdown."""
+    table = summarize(load_records(paths))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(table)
+    heading = f"# {title}\n\n" if title else ""
+    (out_dir / "report.md").write_text(
+        f"{heading}{markdown}\n![accuracy vs sparsity]({PLOT_FILE})\n")
+    (out_dir / "results.csv").write_text(to_csv(table))
+    plot(table, out_dir / PLOT_FILE, title=title)
+    return markdown
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+
+def main(argv=None):
+    """`python -m elax.report RUN_DIR... --out DIR [--title T]`; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m elax.report", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+",
+                        help="run dirs, results.json files, or dirs holding several runs")
+    parser.add_argument("--out", default="report", help="output dir (default: ./report)")
+    parser.add_argument("--title", default=None, help="title of the report and plot")
+    args = parser.parse_args(argv)
+    try:
+        markdown = write_report(args.runs, args.out, title=args.title)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(markdown)
+    for name in ("report.md", "results.csv", PLOT_FILE):
+        print(f"wrote {Path(args.out) / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The lottery ticket: a mask plus the (rewound) weights and BatchNorm statistics it starts from."""
+
+import dataclasses
+from typing import Any
+
+from elax import masks as masks_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    """A sparse subnetwork of `model`, ready to train from step `rewind_step`.
+
+    `params` are already masked (pruned weights are exactly 0). `model` is the Flax module; `model_name` its
+    registry name (e.g. "cifar_resnet_20").
+    """
+
+    model: Any
+    model_name: str
+    mask: Any
+    params: Any
+    batch_stats: Any
+    level: int = 0
+    rewind_step: int = 0
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def sparsity(self) -> float:
+        return masks_lib.sparsity(self.mask)
+
+    def __repr__(self) -> str:
+        return (f"Ticket({self.model_name}, level={self.level}, sparsity={self.sparsity:.2%}, "
+                f"rewind_step={self.rewind_step})")

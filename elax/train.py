@@ -1,0 +1,217 @@
+"""Masked training: state, LR schedule, jitted train/eval steps, data parallel over all devices.
+
+The training loop is a pure function of (state, global step): the batch order of epoch e is a permutation seeded
+by (seed, e) and the augmentation of step t is seeded by (seed, t). So a run restored from a checkpoint continues
+exactly as if it had never stopped, and IMP levels that restart at the rewind step see the same data order.
+
+Data parallelism: one `jax.jit` program over a 1-D mesh ('data'): the batch is sharded, the state replicated.
+BatchNorm statistics are computed over the global batch, so any device count gives the same step.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from elax import data as data_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array          # global step (iterations since the start of the schedule)
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    mask: Any
+
+
+def lr_schedule(lr: float, steps_per_epoch: int, milestones=(), gamma: float = 0.1,
+                warmup_epochs: float = 0.0) -> Callable:
+    """Per-iteration LR: x`gamma` at each milestone epoch, after an optional linear warmup from 0."""
+    boundaries = {int(round(m * steps_per_epoch)): gamma for m in milestones}
+    schedule = optax.piecewise_constant_schedule(lr, boundaries)
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    if warmup_steps:
+        schedule = optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup_steps), schedule], [warmup_steps])
+    return schedule
+
+
+def make_optimizer(momentum: float, weight_decay: float) -> optax.GradientTransformation:
+    """SGD direction with coupled L2 (added to the gradient before momentum), as torch.optim.SGD.
+
+    The LR is applied in the train step from the *global* step, so a fresh optimizer started at the rewind
+    step continues the schedule where level 0 was at that step.
+    """
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.trace(decay=momentum))
+
+
+def create_state(params, batch_stats, mask, tx, step: int = 0) -> TrainState:
+    """A state with a fresh optimizer, params masked so training starts from the ticket."""
+    params = jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+    return TrainState(step=jnp.asarray(step, jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), mask=mask)
+
+
+def cross_entropy(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def train_step(state: TrainState, images, labels, *, apply_fn, tx, schedule, masked: bool = True):
+    """One SGD step. Masked: params <- (params + updates) * mask, so pruned weights stay exactly 0."""
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        logits, updated = apply_fn(variables, images, train=True, mutable=["batch_stats"])
+        return cross_entropy(logits, labels), (logits, updated["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    direction, opt_state = tx.update(grads, state.opt_state, state.params)
+    lr = schedule(state.step)
+    if masked:
+        params = jax.tree.map(lambda p, d, m: jnp.where(m, p - lr * d, 0.0).astype(p.dtype),
+                              state.params, direction, state.mask)
+    else:
+        params = jax.tree.map(lambda p, d: (p - lr * d).astype(p.dtype), state.params, direction)
+    metrics = {"loss": loss * labels.shape[0],
+               "correct": jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.float32),
+               "count": jnp.asarray(labels.shape[0], jnp.float32)}
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, metrics
+
+
+def make_mesh(devices=None):
+    """1-D mesh named 'data' over `devices` (default: all devices, across hosts)."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    return jax.sharding.Mesh(devices, ("data",))
+
+
+@flax.struct.dataclass
+class DeviceData:
+    """A small dataset resident on the devices (replicated uint8); mean/std are compile-time constants."""
+
+    train_images: jax.Array
+    train_labels: jax.Array
+    test_images: jax.Array
+    test_labels: jax.Array
+    mean: tuple = flax.struct.field(pytree_node=False)
+    std: tuple = flax.struct.field(pytree_node=False)
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_labels.shape[0])
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train_images.shape[1:])
+
+
+def put_on_devices(dataset, mesh) -> DeviceData:
+    replicated = NamedSharding(mesh, P())
+    put = lambda x: jax.device_put(np.asarray(x), replicated)
+    return DeviceData(put(dataset.train_images), put(dataset.train_labels.astype(np.int32)),
+                      put(dataset.test_images), put(dataset.test_labels.astype(np.int32)),
+                      tuple(dataset.mean), tuple(dataset.std))
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Jitted training and evaluation of one model under one recipe. Holds no training state."""
+
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: Callable
+    mesh: Any
+    batch_size: int
+    steps_per_epoch: int
+    seed: int
+    augment: bool
+    compute_dtype: Any = jnp.float32
+    eval_batch_size: int = 1000
+    masked: bool = True
+
+    def __post_init__(self):
+        n = self.mesh.size
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) % n:
+                raise ValueError(f"train.{name}={getattr(self, name)} must be divisible by the {n} devices.")
+
+    # -- training -------------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _run_steps(self):
+        batch_sharding = NamedSharding(self.mesh, P("data"))
+        replicated = NamedSharding(self.mesh, P())
+        step_fn = functools.partial(train_step, apply_fn=self.model.apply, tx=self.tx,
+                                    schedule=self.schedule, masked=self.masked)
+        base_key = jax.random.key(self.seed)
+        order_key, augment_key = jax.random.fold_in(base_key, 1), jax.random.fold_in(base_key, 2)
+
+        def run(state, data: DeviceData, num_steps):
+            # The caller keeps every call inside one epoch, so one permutation serves all its steps.
+            n = data.train_labels.shape[0]
+            epoch = state.step // self.steps_per_epoch
+            order = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
+
+            def body(_, carry):
+                state, totals = carry
+                position = (state.step % self.steps_per_epoch) * self.batch_size
+                # The last batch of an epoch wraps around to the epoch's first examples (static shapes).
+                idx = order[(position + jnp.arange(self.batch_size)) % n]
+                images, labels = data.train_images[idx], data.train_labels[idx]
+                if self.augment:
+                    images = data_lib.random_crop_flip(images, jax.random.fold_in(augment_key, state.step))
+                images = data_lib.normalize(images, data.mean, data.std, self.compute_dtype)
+                images = jax.lax.with_sharding_constraint(images, batch_sharding)
+                labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
+                state, metrics = step_fn(state, images, labels)
+                return state, jax.tree.map(jnp.add, totals, metrics)
+
+            zeros = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+            return jax.lax.fori_loop(0, num_steps, body, (state, zeros))
+
+        return jax.jit(run, donate_argnums=(0,), out_shardings=replicated)
+
+    def train_steps(self, state: TrainState, data: DeviceData, num_steps: int):
+        """Run `num_steps` steps (not crossing an epoch boundary); returns (state, summed metrics)."""
+        return self._run_steps(state, data, jnp.asarray(num_steps, jnp.int32))
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _evaluate(self):
+        batch_sharding = NamedSharding(self.mesh, P(None, "data"))
+        eb = self.eval_batch_size
+
+        def evaluate(params, batch_stats, images, labels, mean, std):
+            n = labels.shape[0]
+            pad = (-n) % eb
+            images = jnp.pad(images, [(0, pad)] + [(0, 0)] * (images.ndim - 1))
+            valid = jnp.arange(n + pad) < n
+            labels = jnp.pad(labels, (0, pad))
+            batches = (images.reshape(-1, eb, *images.shape[1:]), labels.reshape(-1, eb), valid.reshape(-1, eb))
+            batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
+
+            def one(batch):
+                x, y, ok = batch
+                x = data_lib.normalize(x, mean, std, self.compute_dtype)
+                logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+                losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+                return (jnp.sum(jnp.where(ok, losses, 0.0)),
+                        jnp.sum((jnp.argmax(logits, -1) == y) & ok).astype(jnp.float32))
+
+            loss, correct = jax.tree.map(jnp.sum, jax.lax.map(one, batches))
+            return {"loss": loss / n, "accuracy": correct / n}
+
+        return jax.jit(evaluate, static_argnames=("mean", "std"))
+
+    def evaluate(self, params, batch_stats, data: DeviceData, split: str = "test") -> dict:
+        """Mean loss and accuracy over a whole split, BatchNorm in inference mode."""
+        images, labels = (data.test_images, data.test_labels) if split == "test" else (
+            data.train_images, data.train_labels)
+        metrics = self._evaluate(params, batch_stats, images, labels, mean=data.mean, std=data.std)
+        return {k: float(v) for k, v in metrics.items()}
