@@ -1,0 +1,36 @@
+"""What `main.py` runs: one function per config mode, each resumable in its workdir."""
+
+import os
+
+import jax
+import ml_collections
+
+from elax import config as config_lib
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+    config_lib.validate(config)
+    print(f"elax {config.mode} run in {os.path.abspath(workdir)} on {jax.device_count()} "
+          f"{jax.devices()[0].platform} device(s)", flush=True)
+    if config.mode == "report":
+        from elax import report
+        out = config.report.out or os.path.join(workdir, "report")
+        print(report.write_report(list(config.report.runs) or [workdir], out))
+        return
+    if config.mode == "imp":
+        from elax.lottery import run_imp as run_mode
+    elif config.mode == "transfer":
+        from elax.lottery import run_transfer as run_mode
+    elif config.mode == "baseline":
+        from elax.baselines import run_baseline as run_mode
+    else:
+        from elax.experiment import run_experiment as run_mode
+    records = run_mode(config, workdir, log=lambda line: print(line, flush=True))
+    if config.mode != "experiment":
+        print_table(records)
+
+
+def print_table(records) -> None:
+    from elax import report
+    print()
+    print(report.to_markdown(report.summarize(records)))

@@ -1,0 +1,407 @@
+"""Elastic ticket transformation (E-LTH): move a ticket to a deeper or shallower member of its family.
+
+A `Plan` says, stage by stage, which source block every target block `stage{s}_block{b}` copies.
+`apply(plan, tree)` performs that copy on any tree shaped like the source params (params, batch_stats, masks,
+scores); `transfer_ticket` moves a whole `Ticket`. Stem, head and the number of stages are kept, and block 0 of a
+stage (the downsampling block) only ever maps to block 0 (ELTH.md section 4).
+
+Strategies, with k and m the non-first blocks per stage of source and target:
+  stretch (m > k)  "append":      B0 B1..Bk, then B1..Bk again, earliest first, until the stage is full.
+                   "interpolate": B0, then each Bj repeated in place; the first m % k blocks get one extra copy.
+  squeeze (m < k)  "drop_last":   B0..Bm.
+                   "interleave":  B0 and B(1 + floor(i * k / m)) for i = 0..m-1: the k non-first blocks are cut
+                                  into m runs of k/m blocks and the first block of each run is kept, so B1 is
+                                  always kept and dropped blocks are spread evenly over the stage.
+  same depth: the identity, whatever the strategy name.
+The official E-LTH mapping string ("0:0;1:1,5;2:2,6;3:3,7;4:4,8", or one per stage joined by "|") is accepted
+wherever a strategy name is.
+"""
+
+import dataclasses
+import re
+from collections.abc import Mapping
+
+import flax
+import jax
+import numpy as np
+
+from elax import masks as masks_lib
+from elax import pruning
+from elax.models import get_model, init_variables, model_name
+from elax.ticket import Ticket
+
+STRETCH_STRATEGIES = ("append", "interpolate")
+SQUEEZE_STRATEGIES = ("drop_last", "interleave")
+STRATEGIES = STRETCH_STRATEGIES + SQUEEZE_STRATEGIES
+REPLICA_MASKS = ("copy", "permute")
+WEIGHTS = ("source", "reinit")
+
+_BLOCK_KEY = re.compile(r"stage(\d+)_block(\d+)")
+_SYNTAX = "'src:tgt[,tgt...]' entries joined by ';' (e.g. '0:0;1:1,3;2:2,4'), one per stage joined by '|'"
+
+
+# ----------------------------------------------------------------------------------------------------------- plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Which source block each target block copies: `mapping[stage][target_block] = source_block`.
+
+    Stages count from 1, blocks from 0 (the `stage{s}_block{b}` names). A Plan is validated when built.
+    """
+
+    source: str
+    target: str
+    source_stage_sizes: tuple
+    target_stage_sizes: tuple
+    strategy: str
+    mapping: dict
+
+    def __post_init__(self):
+        _validate_mapping(self.mapping, tuple(self.source_stage_sizes), tuple(self.target_stage_sizes))
+        # Normalise (lists, numpy ints) so that plans compare and print alike however they were built.
+        normalised = {int(s): tuple(int(j) for j in sources) for s, sources in sorted(self.mapping.items())}
+        object.__setattr__(self, "mapping", normalised)
+        object.__setattr__(self, "source_stage_sizes", tuple(self.source_stage_sizes))
+        object.__setattr__(self, "target_stage_sizes", tuple(self.target_stage_sizes))
+
+    def __str__(self) -> str:
+        lines = [f"{self.source} -> {self.target} ({self.strategy})"]
+        lines += [f"  stage {s}: " + " ".join(f"B{j}" for j in sources) for s, sources in self.mapping.items()]
+        return "\n".join(lines)
+
+    def to_string(self) -> str:
+        """The official mapping syntax: one string if all stages share it, else per-stage strings joined by '|'."""
+        per_stage = [_stage_string(sources) for sources in self.mapping.values()]
+        return per_stage[0] if len(set(per_stage)) == 1 else "|".join(per_stage)
+
+
+def plan(source_model, target_model, strategy: str = "append") -> Plan:
+    """The block mapping from `source_model` to `target_model` (modules or registry names).
+
+    `strategy` is a strategy name (see the module docstring) or an official mapping string.
+    """
+    source, target = _as_model(source_model), _as_model(target_model)
+    source_name, target_name = _name(source), _name(target)
+    _check_compatible(source, target, source_name, target_name)
+    source_sizes, target_sizes = tuple(source.stage_sizes), tuple(target.stage_sizes)
+    if not isinstance(strategy, str):
+        raise ValueError(f"strategy must be a string (a strategy name or a mapping string), got {strategy!r}.")
+    strategy = strategy.strip()
+    if ":" in strategy:
+        mapping = _parse_mapping_string(strategy, target_sizes)
+    else:
+        mapping = _strategy_mapping(strategy, source_sizes, target_sizes)
+    return Plan(source_name, target_name, source_sizes, target_sizes, strategy, mapping)
+
+
+def _as_model(model):
+    return get_model(model) if isinstance(model, str) else model
+
+
+def _name(model) -> str:
+    """Registry name of a model; a descriptive name for models outside the registry."""
+    try:
+        return model_name(model)
+    except ValueError:
+        return f"{getattr(model, 'family', type(model).__name__)}{tuple(getattr(model, 'stage_sizes', ()))}"
+
+
+def _check_compatible(source, target, source_name, target_name) -> None:
+    for model, name in ((source, source_name), (target, target_name)):
+        missing = [a for a in ("family", "stage_sizes", "width") if not hasattr(model, a)]
+        if missing:
+            raise ValueError(f"{name} has no {', '.join(missing)} attribute: transfer reads a model's family, "
+                             "stage_sizes and width (registry models have them).")
+    pair = f"{source_name} -> {target_name}"
+    if source.family != target.family:
+        raise ValueError(f"Cannot transfer between model families ({pair}: {source.family!r} vs "
+                         f"{target.family!r}); E-LTH moves tickets within one family.")
+    if len(source.stage_sizes) != len(target.stage_sizes):
+        raise ValueError(f"Cannot transfer between different numbers of stages ({pair}: "
+                         f"{len(source.stage_sizes)} vs {len(target.stage_sizes)}); E-LTH keeps the stages.")
+    if source.width != target.width:
+        raise ValueError(f"Cannot transfer between different widths ({pair}: width {source.width} vs "
+                         f"{target.width}); E-LTH changes depth only, so block shapes must match.")
+
+
+# ----------------------------------------------------------------------------------------------------- strategies
+
+
+def _append(n_source: int, n_target: int) -> tuple:
+    k = n_source - 1
+    return (0,) + tuple(1 + i % k for i in range(n_target - 1))
+
+
+def _interpolate(n_source: int, n_target: int) -> tuple:
+    k, m = n_source - 1, n_target - 1
+    copies = [m // k + (j < m % k) for j in range(k)]
+    return (0,) + tuple(1 + j for j in range(k) for _ in range(copies[j]))
+
+
+def _drop_last(n_source: int, n_target: int) -> tuple:
+    return tuple(range(n_target))
+
+
+def _interleave(n_source: int, n_target: int) -> tuple:
+    k, m = n_source - 1, n_target - 1
+    return (0,) + tuple(1 + i * k // m for i in range(m))
+
+
+_STRATEGY_FUNCTIONS = {"append": _append, "interpolate": _interpolate,
+                       "drop_last": _drop_last, "interleave": _interleave}
+
+
+def _strategy_mapping(strategy: str, source_sizes: tuple, target_sizes: tuple) -> dict:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}. Valid: 'append', 'interpolate' (stretch), 'drop_last', "
+                         f"'interleave' (squeeze), or an official mapping string of {_SYNTAX}.")
+    mapping = {}
+    for s, (n_source, n_target) in enumerate(zip(source_sizes, target_sizes), start=1):
+        if n_source == n_target:
+            mapping[s] = tuple(range(n_target))
+            continue
+        direction, valid = ("stretch", STRETCH_STRATEGIES) if n_target > n_source else ("squeeze", SQUEEZE_STRATEGIES)
+        if strategy not in valid:
+            raise ValueError(f"Strategy {strategy!r} cannot {direction} stage {s} from {n_source} to {n_target} "
+                             f"blocks; valid {direction} strategies: {', '.join(map(repr, valid))} "
+                             "(or an official mapping string).")
+        if direction == "stretch" and n_source == 1:
+            raise ValueError(f"Stage {s} of the source has only block 0 (the downsampling block), which is never "
+                             "replicated, so it cannot be stretched.")
+        mapping[s] = _STRATEGY_FUNCTIONS[strategy](n_source, n_target)
+    return mapping
+
+
+# ------------------------------------------------------------------------------------- mapping strings, validation
+
+
+def _stage_string(sources: tuple) -> str:
+    targets_of = {}
+    for b, j in enumerate(sources):
+        targets_of.setdefault(j, []).append(b)
+    return ";".join(f"{j}:{','.join(map(str, targets))}" for j, targets in sorted(targets_of.items()))
+
+
+def _parse_mapping_string(text: str, target_sizes: tuple) -> dict:
+    parts = text.split("|")
+    if len(parts) == 1:
+        parts = parts * len(target_sizes)
+    elif len(parts) != len(target_sizes):
+        raise ValueError(f"Mapping string {text!r} has {len(parts)} '|'-separated stage mappings but the models "
+                         f"have {len(target_sizes)} stages: give one mapping shared by all stages or one per stage.")
+    return {s: _parse_stage(part, s, n) for s, (part, n) in enumerate(zip(parts, target_sizes), start=1)}
+
+
+def _parse_stage(text: str, stage: int, n_target: int) -> tuple:
+    """'0:0;1:1,2' -> (0, 1, 1); None marks a target block that no entry names (reported by validation)."""
+    sources = [None] * n_target
+    for entry in text.split(";"):
+        source, colon, targets = entry.partition(":")
+        try:
+            source, targets = int(source), [int(t) for t in targets.split(",")]
+        except ValueError:
+            colon = ""
+        if not colon:
+            raise ValueError(f"Cannot parse {entry!r} in the stage {stage} mapping {text!r}: expected {_SYNTAX}.")
+        for t in targets:
+            if not 0 <= t < n_target:
+                raise ValueError(f"Stage {stage}: target block {t} does not exist; the target stage has "
+                                 f"{n_target} blocks (0..{n_target - 1}).")
+            if sources[t] is not None:
+                raise ValueError(f"Stage {stage}: target block {t} gets two source blocks ({sources[t]} and "
+                                 f"{source}); every target block copies exactly one.")
+            sources[t] = source
+    return tuple(sources)
+
+
+def _validate_mapping(mapping, source_sizes: tuple, target_sizes: tuple) -> None:
+    """Raise ValueError naming the first stage and block that break the E-LTH mapping rules."""
+    if len(source_sizes) != len(target_sizes):
+        raise ValueError(f"Source and target have different numbers of stages: {source_sizes} vs {target_sizes}.")
+    stages = list(range(1, len(target_sizes) + 1))
+    if sorted(mapping) != stages:
+        raise ValueError(f"The mapping needs one entry per stage {stages}, got stages {sorted(mapping)}.")
+    for s in stages:
+        n_source, n_target, sources = source_sizes[s - 1], target_sizes[s - 1], tuple(mapping[s])
+        if len(sources) > n_target:
+            raise ValueError(f"Stage {s}: the mapping names {len(sources)} target blocks but the target stage has "
+                             f"{n_target} (0..{n_target - 1}).")
+        for b in range(n_target):
+            _check_source(s, b, sources[b] if b < len(sources) else None, n_source)
+
+
+def _check_source(stage: int, block: int, source, n_source: int) -> None:
+    where = f"Stage {stage}, target block {block}"
+    if source is None:
+        raise ValueError(f"{where} has no source block; every target block copies exactly one source block.")
+    if isinstance(source, bool) or not isinstance(source, (int, np.integer)) or not 0 <= source < n_source:
+        raise ValueError(f"{where}: source block {source!r} does not exist; the source stage has {n_source} "
+                         f"blocks (0..{n_source - 1}).")
+    if block == 0 and source != 0:
+        raise ValueError(f"{where} (the downsampling block) must copy source block 0, not block {source}.")
+    if block != 0 and source == 0:
+        valid = f"1..{n_source - 1}" if n_source > 1 else "none: this source stage cannot be stretched"
+        raise ValueError(f"{where}: source block 0 (the downsampling block) can only feed target block 0; copy a "
+                         f"non-first source block ({valid}).")
+
+
+# ---------------------------------------------------------------------------------------------------------- apply
+
+
+def apply(plan: Plan, tree):
+    """`tree` (params, batch_stats, mask or scores of the plan's source) mapped to the target.
+
+    Target `stage{s}_block{b}` is a copy of source `stage{s}_block{plan.mapping[s][b]}`; other top-level keys
+    (stem, head) pass through. Containers are new dicts (FrozenDicts come back as dicts); leaves are shared,
+    not copied, since jax arrays are immutable. Raises ValueError if `tree` is not a tree of the source model.
+    """
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"apply expects a dict tree (params, batch_stats, mask), got {type(tree).__name__}.")
+    _check_source_blocks(plan, tree)
+    _check_block_shapes(plan, tree)
+    out, blocks_placed = {}, False
+    for key, value in tree.items():
+        if not _BLOCK_KEY.fullmatch(key):
+            out[key] = flax.core.unfreeze(value)
+        elif not blocks_placed:
+            # Emit all target blocks where the source blocks started, so key order stays stem, blocks, head.
+            out.update(_target_blocks(plan, tree))
+            blocks_placed = True
+    return out
+
+
+def _target_blocks(plan: Plan, tree) -> dict:
+    return {f"stage{s}_block{b}": flax.core.unfreeze(tree[f"stage{s}_block{j}"])
+            for s, sources in plan.mapping.items() for b, j in enumerate(sources)}
+
+
+def _check_source_blocks(plan: Plan, tree) -> None:
+    found = {(int(m[1]), int(m[2])) for key in tree if (m := _BLOCK_KEY.fullmatch(str(key)))}
+    expected = {(s, b) for s, n in enumerate(plan.source_stage_sizes, start=1) for b in range(n)}
+    if found == expected:
+        return
+    missing, extra = sorted(expected - found), sorted(found - expected)
+    if missing:
+        problem = f"it has no 'stage{missing[0][0]}_block{missing[0][1]}'"
+    else:
+        problem = f"it has 'stage{extra[0][0]}_block{extra[0][1]}', which the source lacks"
+    tree_sizes = tuple(sum(1 for fs, _ in found if fs == s) for s in range(1, max(s for s, _ in found) + 1)) \
+        if found else ()
+    hint = " Pass variables['params'] or variables['batch_stats'], not the variables dict." \
+        if not found and "params" in tree else ""
+    raise ValueError(f"The tree does not fit the plan's source {plan.source} (blocks per stage "
+                     f"{plan.source_stage_sizes}): {problem}; the tree has blocks per stage {tree_sizes}. "
+                     f"Is it a tree (e.g. a mask) from another model?{hint}")
+
+
+def _check_block_shapes(plan: Plan, tree) -> None:
+    """Each copied block must have the leaves and shapes of the source block of its target position's kind.
+
+    Block 0 (stride 2 and shortcut in later stages) and the non-first blocks are the two kinds.
+    """
+    for s, sources in plan.mapping.items():
+        for b, j in enumerate(sources):
+            reference = 0 if b == 0 else 1
+            if j != reference:
+                _check_same_shapes(tree[f"stage{s}_block{j}"], tree[f"stage{s}_block{reference}"],
+                                   f"stage{s}_block{j}", f"stage{s}_block{b}")
+
+
+def _check_same_shapes(block, reference, source_name: str, target_name: str) -> None:
+    problem = _shape_mismatch(_leaf_shapes(block), _leaf_shapes(reference))
+    if problem:
+        raise ValueError(f"Cannot copy {source_name} to {target_name}: {problem}.")
+
+
+def _shape_mismatch(shapes: dict, expected: dict):
+    """A description of the first leaf whose presence or shape differs from `expected`, else None."""
+    for path, shape in expected.items():
+        if path not in shapes:
+            return f"it lacks the leaf {path!r}"
+        if shapes[path] != shape:
+            return f"leaf {path!r} has shape {shapes[path]}, the target expects {shape}"
+    extra = [path for path in shapes if path not in expected]
+    return f"its leaf {extra[0]!r} has no place in the target" if extra else None
+
+
+def _leaf_shapes(tree) -> dict:
+    return {masks_lib.path_str(path): np.shape(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+# ------------------------------------------------------------------------------------------------ transfer_ticket
+
+
+def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", replica_masks: str = "copy",
+                    weights: str = "source", seed: int = 0,
+                    prunable: masks_lib.Predicate = masks_lib.default_prunable) -> Ticket:
+    """`ticket` moved to `target_model` (module or registry name): mask, params and BN statistics, one plan.
+
+    replica_masks: "copy" (E-LTH) or "permute" (the paper's control: every replica, i.e. the second and later
+    copy of a source block in a stage, gets each prunable mask leaf randomly permuted, density kept).
+    weights: "source" (the ticket's rewound weights and BN statistics) or "reinit" (the target's own fresh init
+    from `jax.random.key(seed)`, with the transferred mask). Params always come back masked.
+    """
+    _check_option("replica_masks", replica_masks, REPLICA_MASKS)
+    _check_option("weights", weights, WEIGHTS)
+    target = _target_module(ticket.model, target_model)
+    the_plan = plan(ticket.model, target, strategy)
+    masks_lib.validate(ticket.mask, ticket.params)
+
+    mask = apply(the_plan, ticket.mask)
+    if replica_masks == "permute":
+        mask = _permute_replicas(the_plan, mask, jax.random.key(seed), prunable)
+    input_shape = (8, 8, _input_channels(ticket.params))
+    if weights == "source":
+        params, batch_stats = apply(the_plan, ticket.params), apply(the_plan, ticket.batch_stats)
+        _check_fits_model(target, the_plan.target, input_shape, params=params, batch_stats=batch_stats)
+    else:
+        fresh = init_variables(target, jax.random.key(seed), input_shape)
+        params, batch_stats = fresh["params"], fresh.get("batch_stats", {})
+    meta = {"source_model": ticket.model_name, "source_level": ticket.level, "strategy": the_plan.strategy,
+            "replica_masks": replica_masks, "weights": weights}
+    return Ticket(target, the_plan.target, mask, masks_lib.apply(params, mask), batch_stats,
+                  level=ticket.level, rewind_step=ticket.rewind_step, meta=meta)
+
+
+def _check_option(name: str, value, valid: tuple) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}, got {value!r}.")
+
+
+def _target_module(source_module, target_model):
+    """The target module; a registry name is built with the source's classes and dtype, since the head is kept."""
+    if not isinstance(target_model, str):
+        return target_model
+    options = {a: getattr(source_module, a) for a in ("num_classes", "dtype") if hasattr(source_module, a)}
+    return get_model(target_model, **options)
+
+
+def _check_fits_model(target, target_name: str, input_shape: tuple, **trees) -> None:
+    """Copied trees must have the shapes of the target's own variables (e.g. the kept head's num_classes)."""
+    # eval_shape traces the init without compiling or running it: cheap next to a real init.
+    expected = jax.eval_shape(lambda key: init_variables(target, key, input_shape), jax.random.key(0))
+    for collection, tree in trees.items():
+        problem = _shape_mismatch(_leaf_shapes(tree), _leaf_shapes(expected.get(collection, {})))
+        if problem:
+            raise ValueError(f"The transferred {collection} do not fit {target_name}: {problem}.")
+
+
+def _permute_replicas(the_plan: Plan, mask, key, prunable) -> dict:
+    mask = dict(mask)
+    for s, sources in the_plan.mapping.items():
+        for b, j in enumerate(sources):
+            if j in sources[:b]:  # an earlier target block already holds the original copy
+                name = f"stage{s}_block{b}"
+                # Wrapping in {name: ...} gives `prunable` the full path, as it sees in the whole tree.
+                block_key = jax.random.fold_in(jax.random.fold_in(key, s), b)
+                mask[name] = pruning.permute_within_layers({name: mask[name]}, block_key, prunable)[name]
+    return mask
+
+
+def _input_channels(params) -> int:
+    try:
+        return int(np.shape(params["stem_conv"]["kernel"])[-2])
+    except (KeyError, TypeError, IndexError):
+        raise ValueError("weights='reinit' reads the input channels from params['stem_conv']['kernel'], "
+                         "which this ticket lacks.") from None

@@ -1,0 +1,33 @@
+"""elax command line: `python main.py --config configs/cifar_resnet.py --workdir runs/r20`.
+
+The config file picks the mode (imp, transfer, baseline, experiment, report); `--config.x.y=v` overrides any
+key. Running the same command again resumes the run in --workdir.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A get_config() file; `file.py:arg` passes arg.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created, or resumed if it exists). "
+                               "Default: runs/<config file name>.")
+flags.mark_flags_as_required(["config"])
+
+
+def default_workdir() -> str:
+    path = config_flags.get_config_filename(flags.FLAGS["config"])
+    name = os.path.splitext(os.path.basename(path.split(":")[0]))[0]
+    return os.path.join("runs", name)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
+    from elax import cli  # after flag parsing, so `--help` stays fast
+    cli.run(_CONFIG.value, _WORKDIR.value or default_workdir())
+
+
+if __name__ == "__main__":
+    app.run(main)
