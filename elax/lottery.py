@@ -305,3 +305,67 @@ def load_ticket(workdir: str, level: int) -> Ticket:
                   rewind_step=int(tree["step"]),
                   meta={"workdir": workdir, "method": record.get("method", config["mode"]),
                         "test_accuracy": record.get("test_accuracy")})
+
+
+# -- Elastic ticket transformation runs -----------------------------------------------------------------------
+
+def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
+    """(config, results) of a finished or running run that another run builds on; clear error if absent."""
+    config = checkpoint.read_json(os.path.join(workdir, "config.json"))
+    if config is None:
+        raise FileNotFoundError(f"{what} {workdir!r} is not an elax run directory (no config.json). Pass the "
+                                "--workdir of an IMP run (python main.py --config configs/cifar_resnet.py ...).")
+    return config, load_results(workdir)
+
+
+def _matching_recipe(config, source_config: dict, what: str) -> ml_collections.ConfigDict:
+    """`config` with the source run's rewind step; refuse a run on another dataset."""
+    if source_config["data"]["name"] != config.data.name:
+        raise ValueError(f"The {what} was trained on {source_config['data']['name']!r}, this run on "
+                         f"{config.data.name!r}; set --config.data.name={source_config['data']['name']}.")
+    config = config.copy_and_resolve_references()
+    config.lottery.rewind_steps = source_config["lottery"]["rewind_steps"]
+    return config
+
+
+def _selected_levels(requested, records, minimum: int = 0) -> list[int]:
+    finished = sorted(r["level"] for r in records if r["method"] == "imp" and r["level"] >= minimum)
+    levels = list(requested) or finished
+    missing = [level for level in levels if level not in finished]
+    if missing:
+        raise ValueError(f"Levels {missing} are not finished in the source run; finished levels: {finished}.")
+    return levels
+
+
+def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
+    """Train the elastic transfer of each selected level's ticket of an IMP source run, like an IMP level."""
+    from elax import transfer
+
+    config_lib.validate(config)
+    t = config.transfer
+    source_config, source_records = source_run(t.source, "transfer.source")
+    config = _matching_recipe(config, source_config, "source run")
+    levels = _selected_levels(t.levels, source_records)
+    exp = setup(config)
+    claim_workdir(workdir, config)
+    strategy_label = t.strategy + ("/permuted-replica-masks" if t.replica_masks == "permute" else "") + (
+        "/reinit" if t.weights == "reinit" else "")
+    for level in levels:
+        if find_record(workdir, level):
+            continue
+
+        def make_start(level=level):
+            ticket = load_ticket(t.source, level)
+            moved = transfer.transfer_ticket(ticket, exp.model, strategy=t.strategy, replica_masks=t.replica_masks,
+                                             weights=t.weights, seed=config.seed)
+            return moved.params, moved.batch_stats, moved.mask
+
+        state = train_level(exp, level_dir(workdir, level), make_start, exp.rewind_step,
+                            f"ett {source_config['model']['name']}->{exp.model_name} level {level}")
+        source_record = next(r for r in source_records if r["level"] == level and r["method"] == "imp")
+        record = make_record(exp, state, level, "ett", rewind_step=exp.rewind_step,
+                             source_model=source_config["model"]["name"], source_level=level,
+                             source_sparsity=source_record["sparsity"], strategy=strategy_label)
+        add_record(workdir, record)
+        log(summary_line(record))
+    return load_results(workdir)

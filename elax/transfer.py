@@ -262,7 +262,7 @@ def apply(plan: Plan, tree):
     _check_block_shapes(plan, tree)
     out, blocks_placed = {}, False
     for key, value in tree.items():
-        if not _BLOCK_KEY.fullmatch(key):
+        if not _BLOCK_KEY.fullmatch(str(key)):
             out[key] = flax.core.unfreeze(value)
         elif not blocks_placed:
             # Emit all target blocks where the source blocks started, so key order stays stem, blocks, head.
@@ -311,7 +311,7 @@ def _check_block_shapes(plan: Plan, tree) -> None:
 def _check_same_shapes(block, reference, source_name: str, target_name: str) -> None:
     problem = _shape_mismatch(_leaf_shapes(block), _leaf_shapes(reference))
     if problem:
-        raise ValueError(f"Cannot copy {source_name} to {target_name}: {problem}.")
+        raise ValueError(f"Source {source_name} does not fit target {target_name}: {problem}.")
 
 
 def _shape_mismatch(shapes: dict, expected: dict):
@@ -345,22 +345,22 @@ def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", repl
     _check_option("replica_masks", replica_masks, REPLICA_MASKS)
     _check_option("weights", weights, WEIGHTS)
     target = _target_module(ticket.model, target_model)
-    the_plan = plan(ticket.model, target, strategy)
+    block_plan = plan(ticket.model, target, strategy)
     masks_lib.validate(ticket.mask, ticket.params)
 
-    mask = apply(the_plan, ticket.mask)
+    mask = apply(block_plan, ticket.mask)
     if replica_masks == "permute":
-        mask = _permute_replicas(the_plan, mask, jax.random.key(seed), prunable)
+        mask = _permute_replicas(block_plan, mask, jax.random.key(seed), prunable)
     input_shape = (8, 8, _input_channels(ticket.params))
     if weights == "source":
-        params, batch_stats = apply(the_plan, ticket.params), apply(the_plan, ticket.batch_stats)
-        _check_fits_model(target, the_plan.target, input_shape, params=params, batch_stats=batch_stats)
+        params, batch_stats = apply(block_plan, ticket.params), apply(block_plan, ticket.batch_stats)
+        _check_fits_model(target, block_plan.target, input_shape, params=params, batch_stats=batch_stats)
     else:
         fresh = init_variables(target, jax.random.key(seed), input_shape)
         params, batch_stats = fresh["params"], fresh.get("batch_stats", {})
-    meta = {"source_model": ticket.model_name, "source_level": ticket.level, "strategy": the_plan.strategy,
+    meta = {"source_model": ticket.model_name, "source_level": ticket.level, "strategy": block_plan.strategy,
             "replica_masks": replica_masks, "weights": weights}
-    return Ticket(target, the_plan.target, mask, masks_lib.apply(params, mask), batch_stats,
+    return Ticket(target, block_plan.target, mask, masks_lib.apply(params, mask), batch_stats,
                   level=ticket.level, rewind_step=ticket.rewind_step, meta=meta)
 
 
@@ -387,9 +387,10 @@ def _check_fits_model(target, target_name: str, input_shape: tuple, **trees) -> 
             raise ValueError(f"The transferred {collection} do not fit {target_name}: {problem}.")
 
 
-def _permute_replicas(the_plan: Plan, mask, key, prunable) -> dict:
+def _permute_replicas(block_plan: Plan, mask, key, prunable) -> dict:
+    """`mask` with the prunable leaves of every replica block randomly permuted (seeded per stage and block)."""
     mask = dict(mask)
-    for s, sources in the_plan.mapping.items():
+    for s, sources in block_plan.mapping.items():
         for b, j in enumerate(sources):
             if j in sources[:b]:  # an earlier target block already holds the original copy
                 name = f"stage{s}_block{b}"
@@ -403,5 +404,5 @@ def _input_channels(params) -> int:
     try:
         return int(np.shape(params["stem_conv"]["kernel"])[-2])
     except (KeyError, TypeError, IndexError):
-        raise ValueError("weights='reinit' reads the input channels from params['stem_conv']['kernel'], "
+        raise ValueError("transfer_ticket reads the input channels from params['stem_conv']['kernel'], "
                          "which this ticket lacks.") from None

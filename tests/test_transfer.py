@@ -1,5 +1,6 @@
 """Tests for elax.transfer: exact E-LTH block mappings, the official mapping syntax, tree copies and errors."""
 
+import re
 import types
 
 import flax
@@ -65,6 +66,15 @@ def block_names(stage_sizes):
     return {f"stage{s}_block{b}" for s, n in enumerate(stage_sizes, start=1) for b in range(n)}
 
 
+def source_layer(p, name):
+    """'stage1_block3/conv1/kernel' -> the source layer it was copied from under plan `p`."""
+    match = re.fullmatch(r"stage(\d+)_block(\d+)/(.*)", name)
+    if not match:
+        return name  # stem and head
+    s, b = int(match[1]), int(match[2])
+    return f"stage{s}_block{p.mapping[s][b]}/{match[3]}"
+
+
 def trees_equal(a, b):
     return jax.tree.structure(a) == jax.tree.structure(b) and all(
         np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -83,9 +93,9 @@ def sources():
         for _ in range(2):
             mask = pruning.prune_magnitude(masks.apply(params, mask), mask, 0.2)
         # Fresh BN statistics are 0/1 everywhere: randomise them so that a wrong block copy shows.
-        stats, treedef = jax.tree.flatten(variables["batch_stats"])
-        keys = jax.random.split(jax.random.key(100 + index), len(stats))
-        batch_stats = jax.tree.unflatten(treedef, [jax.random.normal(k, s.shape) for k, s in zip(keys, stats)])
+        rng = np.random.default_rng(index)
+        batch_stats = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32),
+                                   variables["batch_stats"])
         tickets[name] = Ticket(model, name, mask, masks.apply(params, mask), batch_stats, level=2, rewind_step=7)
     return tickets
 
@@ -166,11 +176,7 @@ def test_apply_copies_blocks_exactly(sources, source, target, strategy):
     mask, params = transfer.apply(p, ticket.mask), transfer.apply(p, ticket.params)
     source_density = {layer.name: (layer.kept, layer.total) for layer in masks.layer_report(ticket.mask)}
     for layer in masks.layer_report(mask):
-        stage_block, rest = layer.name.split("/", 1)
-        s, b = (int(x) for x in stage_block.removeprefix("stage").split("_block")) \
-            if stage_block.startswith("stage") else (None, None)
-        source_name = f"stage{s}_block{p.mapping[s][b]}/{rest}" if s else layer.name
-        assert (layer.kept, layer.total) == source_density[source_name]
+        assert (layer.kept, layer.total) == source_density[source_layer(p, layer.name)]
     assert all(not np.any(np.where(m, 0, w)) for w, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)))
 
 
@@ -238,20 +244,31 @@ def test_permuted_replica_masks(sources):
     assert trees_equal(again.mask, permuted.mask)
 
 
-def test_reinit_weights_keep_the_mask(sources):
+def test_reinit_weights_keep_the_mask(sources, monkeypatch):
     ticket = sources["cifar_resnet_20_4"]
     copied = transfer.transfer_ticket(ticket, "cifar_resnet_32_4")
+    calls = []
+
+    def eager_init_variables(model, key, input_shape):
+        # init_variables' contract without compiling a new init (the slowest step of this file otherwise).
+        variables = model.init(key, jnp.zeros((1, *input_shape)), train=False)
+        calls.append((model, key, input_shape, variables))
+        return variables
+
+    monkeypatch.setattr(transfer, "init_variables", eager_init_variables)
     fresh = transfer.transfer_ticket(ticket, "cifar_resnet_32_4", weights="reinit", seed=5)
+    [(model, key, input_shape, variables)] = calls
+    assert model is fresh.model and model.stage_sizes == (5, 5, 5) and input_shape == INPUT_SHAPE
+    assert np.array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(5)))
     assert fresh.meta["weights"] == "reinit"
     assert trees_equal(fresh.mask, copied.mask)
+    assert trees_equal(fresh.params, masks.apply(variables["params"], fresh.mask))
+    assert trees_equal(fresh.batch_stats, variables["batch_stats"])
     flat_params = jax.tree_util.tree_flatten_with_path(fresh.params)[0]
     for (path, new), old, keep in zip(flat_params, jax.tree.leaves(copied.params), jax.tree.leaves(fresh.mask)):
         assert not np.any(np.where(keep, 0, new))
         if masks.path_str(path).endswith("kernel"):
             assert not np.array_equal(new, old)
-    # BN statistics come from the fresh init (mean 0, var 1), not from the source ticket.
-    for path, stat in jax.tree_util.tree_flatten_with_path(fresh.batch_stats)[0]:
-        assert np.all(stat == (1.0 if masks.path_str(path).endswith("var") else 0.0))
 
 
 # --------------------------------------------------------------------------------------------------------- errors
@@ -319,8 +336,9 @@ def test_apply_refuses_trees_of_other_models(sources):
 def test_apply_refuses_blocks_of_the_wrong_shape(sources):
     params = dict(sources["cifar_resnet_20_4"].params)
     params["stage2_block2"] = {**params["stage2_block2"], "conv1": {"kernel": jnp.zeros((3, 3, 4, 8))}}
-    with pytest.raises(ValueError, match=r"Cannot copy stage2_block2 to stage2_block4: leaf 'conv1/kernel' has "
-                                         r"shape \(3, 3, 4, 8\), the target expects \(3, 3, 8, 8\)"):
+    expected = (r"Source stage2_block2 does not fit target stage2_block2: leaf 'conv1/kernel' has shape "
+                r"\(3, 3, 4, 8\), the target expects \(3, 3, 8, 8\)")
+    with pytest.raises(ValueError, match=expected):
         transfer.apply(transfer.plan("cifar_resnet_20_4", "cifar_resnet_32_4"), params)
 
 
