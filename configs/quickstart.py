@@ -1,6 +1,9 @@
-"""IMP on scikit-learn's digits (no download) with a small ResNet: a few minutes on 2 CPU cores.
+"""The E-LTH experiment in miniature on scikit-learn's digits (no download), a few minutes on 2 CPU cores:
+IMP on ResNet-14 (source) and ResNet-20 (target), both 8 channels wide, ETT 14 -> 20, random and SNIP baselines
+on ResNet-20 at the same sparsities, and the comparison report.
 
-    python main.py --config configs/quickstart.py
+    python main.py --config configs/quickstart.py                      # workdir: runs/quickstart
+    python main.py --config configs/quickstart.py --config.mode=imp    # only IMP on model.name
 """
 
 from elax.config import default_config
@@ -8,15 +11,18 @@ from elax.config import default_config
 
 def get_config():
     config = default_config()
-    config.mode = "imp"
-    config.model.name = "cifar_resnet_8"
+    config.mode = "experiment"
+    config.model.name = "cifar_resnet_14_8"
     config.data.name = "digits"
     config.data.augment = False      # flipped digits are other digits
-    config.train.epochs = 8
+    config.train.epochs = 6
     config.train.batch_size = 64
     config.train.lr = 0.05
-    config.train.milestones = (6,)
+    config.train.milestones = (4,)
     config.train.eval_batch_size = 360
-    config.lottery.levels = 5
+    config.lottery.levels = 4
     config.lottery.rewind_steps = 23  # one epoch of 1437 images at batch 64
+    config.experiment.source_model = "cifar_resnet_14_8"   # the smallest stretchable ResNet (2 blocks/stage)
+    config.experiment.target_models = ("cifar_resnet_20_8",)
+    config.experiment.baselines = ("random", "snip")
     return config

@@ -71,8 +71,20 @@ def baseline_ticket(exp: lottery.Experiment, method: str, dense, imp, sparsity: 
     return params, batch_stats, pruning.prune_to_sparsity(score, dense_mask, sparsity, exp.prunable)
 
 
-def score_batches(exp: lottery.Experiment):
-    """Normalised (and, as in training, augmented) batches for SNIP/GraSP: `baseline.snip_batches`, 0 = an epoch."""
+class score_batches:
+    """Normalised (and, as in training, augmented) batches for SNIP/GraSP: `baseline.snip_batches`, 0 = an epoch.
+
+    Re-iterable with the same batches each time (GraSP reads them twice) without holding an epoch in memory.
+    """
+
+    def __init__(self, exp: lottery.Experiment):
+        self.exp = exp
+
+    def __iter__(self):
+        return _batches(self.exp)
+
+
+def _batches(exp: lottery.Experiment):
     data, trainer = exp.data, exp.trainer
     n_batches = exp.config.baseline.snip_batches or trainer.steps_per_epoch
     key = jax.random.key(exp.config.seed)

@@ -78,6 +78,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _fail("mode", f"unknown mode {c.mode!r}.", f"Valid: {', '.join(MODES)}.")
     if c.mode == "report":
         return
+    from elax import data, models  # light: no dataset is read, no model is built beyond its dataclass
+    if c.data.name not in data.DATASETS:
+        _fail("data.name", f"unknown dataset {c.data.name!r}.", f"Valid: {', '.join(data.DATASETS)}.")
+    try:
+        models.get_model(c.model.name)
+    except ValueError as e:
+        _fail("model.name", str(e))
     t, lot = c.train, c.lottery
     if t.epochs <= 0:
         _fail("train.epochs", f"must be > 0, got {t.epochs}.")

@@ -7,9 +7,12 @@ convention of `elax.pruning`; non-prunable leaves get a score too, pruning ignor
 - `batches` is an iterable of `(images, labels)`: normalized float images [B, H, W, C] and int labels [B].
 - `mask` (optional) restricts the network: scores are those of the loss of `params * mask` seen as a function of
   the alive weights, so pruned weights score exactly 0.
+Compiled functions are cached per `apply_fn` object, so repeated calls with the same `model.apply` (dense or
+masked, any sparsity) compile once.
 """
 
 import dataclasses
+import functools
 from typing import Iterable
 
 import flax.linen as nn
@@ -25,16 +28,26 @@ from elax.masks import Predicate, default_prunable
 GRASP_VARIANTS = ("original", "elth_abs")
 
 
-def _loss_fn(apply_fn, mask=None, temperature: float = 1.0):
-    """loss(params, batch_stats, images, labels): mean cross-entropy of logits / temperature, BN in eval mode."""
+@functools.lru_cache(maxsize=16)
+def _loss_derivatives(apply_fn, temperature: float):
+    """Jitted per-batch (gradient, Hessian-vector product) of the masked loss, compiled once per model.
 
-    def loss(params, batch_stats, images, labels):
-        if mask is not None:
-            params = masks_lib.apply(params, mask)
-        logits = apply_fn({"params": params, "batch_stats": batch_stats}, images, train=False)
+    loss(params, mask, batch_stats, images, labels) = mean CE(logits / temperature), BN in eval mode, on
+    params * mask; the mask is an argument (not a constant) so dense and masked calls share one compilation.
+    """
+
+    def loss(params, mask, batch_stats, images, labels):
+        variables = {"params": masks_lib.apply(params, mask), "batch_stats": batch_stats}
+        logits = apply_fn(variables, images, train=False)
         return optax.softmax_cross_entropy_with_integer_labels(logits / temperature, labels).mean()
 
-    return loss
+    grad = jax.grad(loss)
+
+    def hvp(params, mask, batch_stats, images, labels, vector):
+        # Forward-over-reverse: the JVP of the gradient along `vector` is H @ vector, without forming H.
+        return jax.jvp(lambda p: grad(p, mask, batch_stats, images, labels), (params,), (vector,))[1]
+
+    return jax.jit(grad), jax.jit(hvp)
 
 
 def _sum_over(fn, batches):
@@ -48,15 +61,16 @@ def _sum_over(fn, batches):
     return total
 
 
-def _alive(params, mask):
-    return params if mask is None else masks_lib.apply(params, mask)
+def _dense_if_none(params, mask):
+    return masks_lib.build(params) if mask is None else mask
 
 
 def snip_scores(apply_fn, params, batch_stats, batches: Iterable, mask=None):
     """SNIP: |g * w|, g = gradient of the mean cross-entropy summed over all `batches` (E-LTH: one epoch)."""
-    grad_fn = jax.jit(jax.grad(_loss_fn(apply_fn, mask)))
-    grads = _sum_over(lambda x, y: grad_fn(params, batch_stats, x, y), batches)
-    return jax.tree.map(lambda g, w: jnp.abs(g * w), grads, _alive(params, mask))
+    mask = _dense_if_none(params, mask)
+    grad, _ = _loss_derivatives(apply_fn, 1.0)
+    grads = _sum_over(lambda x, y: grad(params, mask, batch_stats, x, y), batches)
+    return jax.tree.map(lambda g, w: jnp.abs(g * w), grads, masks_lib.apply(params, mask))
 
 
 def _zero_where(tree, keep_fn):
@@ -73,23 +87,18 @@ def grasp_scores(apply_fn, params, batch_stats, batches: Iterable, mask=None, te
     variant="original": GraSP removes the weights with the largest S = -w * Hg, so the keep-score is w * Hg.
     variant="elth_abs": the official E-LTH code keeps the largest |w * Hg|. The absolute value changes which
     weights go: a weight with a very negative w * Hg is removed first by GraSP but kept by E-LTH.
+    BN runs in eval mode as in the E-LTH code (the original GraSP code used batch statistics).
     `batches` is read twice (an iterator is first stored in a list).
     """
     if variant not in GRASP_VARIANTS:
         raise ValueError(f"variant must be one of {GRASP_VARIANTS}, got {variant!r}.")
     if iter(batches) is batches:
         batches = list(batches)
-    grad_fn = jax.grad(_loss_fn(apply_fn, mask, temperature))
-    batch_grad = jax.jit(grad_fn)
-    g = _sum_over(lambda x, y: batch_grad(params, batch_stats, x, y), batches)
-    g = _zero_where(g, prunable)
-
-    @jax.jit
-    def batch_hg(x, y):
-        # Forward-over-reverse: the JVP of the gradient along g is H g, without forming H.
-        return jax.jvp(lambda p: grad_fn(p, batch_stats, x, y), (params,), (g,))[1]
-
-    w_hg = jax.tree.map(jnp.multiply, _alive(params, mask), _sum_over(batch_hg, batches))
+    mask = _dense_if_none(params, mask)
+    grad, hvp = _loss_derivatives(apply_fn, float(temperature))
+    g = _zero_where(_sum_over(lambda x, y: grad(params, mask, batch_stats, x, y), batches), prunable)
+    hg = _sum_over(lambda x, y: hvp(params, mask, batch_stats, x, y, g), batches)
+    w_hg = jax.tree.map(jnp.multiply, masks_lib.apply(params, mask), hg)
     return w_hg if variant == "original" else jax.tree.map(jnp.abs, w_hg)
 
 
@@ -105,6 +114,7 @@ def _float64_apply(apply_fn):
 
 
 def _check_finite(scores) -> None:
+    """Raise rather than rank overflowed scores (inf/nan would silently decide which weights go)."""
     bad = [masks_lib.path_str(p) for p, s in jax.tree_util.tree_flatten_with_path(scores)[0]
            if not np.all(np.isfinite(s))]
     if bad:
@@ -115,8 +125,9 @@ def _check_finite(scores) -> None:
         )
 
 
-def _synflow_scorer(apply_fn, input_shape):
-    """score(params, batch_stats, mask) -> SynFlow scores as numpy float64, jitted once for all masks."""
+@functools.lru_cache(maxsize=16)
+def _synflow_scorer(apply_fn, input_shape: tuple):
+    """score(params, batch_stats, mask) -> SynFlow scores as numpy float64, compiled once per model."""
     apply64 = _float64_apply(apply_fn)
 
     @jax.jit

@@ -1,0 +1,168 @@
+"""IMP with rewinding end to end on digits with a tiny ResNet: counts, rewinding, resumption, tickets."""
+
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from elax import checkpoint, lottery, masks
+from elax.config import default_config
+
+LEVELS = 3
+
+
+def tiny_config(**overrides):
+    c = default_config()
+    c.model.name = "cifar_resnet_8_4"
+    c.data.name = "digits"
+    c.data.augment = False
+    c.train.epochs = 2
+    c.train.batch_size = 128
+    c.train.milestones = (1,)
+    c.train.eval_batch_size = 360
+    c.lottery.levels = LEVELS
+    c.lottery.rewind_steps = 5          # mid-epoch (12 steps per epoch): exercises the split
+    c.progress = False
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        c[section][name] = value
+    return c
+
+
+@pytest.fixture(scope="module")
+def imp_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("imp"))
+    records = lottery.run_imp(tiny_config(), workdir, log=lambda _: None)
+    return workdir, records
+
+
+def test_records_have_the_promised_fields(imp_run):
+    _, records = imp_run
+    assert [r["level"] for r in records] == list(range(LEVELS + 1))
+    for r in records:
+        assert r["method"] == "imp" and r["model"] == "cifar_resnet_8_4" and r["seed"] == 0
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+        assert r["steps"] == 2 * 12
+
+
+def test_exact_pruned_counts_and_sparsity(imp_run):
+    _, records = imp_run
+    total = records[0]["prunable_weights"]
+    assert records[0]["kept_weights"] == total and records[0]["sparsity"] == 0.0
+    for previous, current in zip(records, records[1:]):
+        assert current["kept_weights"] == previous["kept_weights"] - math.ceil(0.2 * previous["kept_weights"])
+        assert abs(current["sparsity"] - masks.expected_sparsity(current["level"])) < 1e-3
+
+
+def test_masks_only_shrink_and_match_the_records(imp_run):
+    workdir, records = imp_run
+    tickets = [lottery.load_ticket(workdir, level) for level in range(LEVELS + 1)]
+    for ticket, record in zip(tickets, records):
+        assert masks.count(ticket.mask)[0] == record["kept_weights"]
+    for older, newer in zip(tickets, tickets[1:]):
+        for a, b in zip(jax.tree.leaves(older.mask), jax.tree.leaves(newer.mask)):
+            assert not np.any(np.asarray(b) & ~np.asarray(a))
+
+
+def test_level_start_is_mask_times_rewind_weights(imp_run):
+    workdir, _ = imp_run
+    rewind = checkpoint.load_tree(os.path.join(workdir, "rewind"))
+    assert int(rewind["step"]) == 5
+    for level in range(1, LEVELS + 1):
+        start = checkpoint.load_tree(os.path.join(lottery.level_dir(workdir, level), "ticket"))
+        assert int(start["step"]) == 5
+        expected = jax.tree.map(lambda p, m: np.where(m, p, 0.0), rewind["params"], start["mask"])
+        jax.tree.map(np.testing.assert_array_equal, start["params"], expected)
+        jax.tree.map(np.testing.assert_array_equal, start["batch_stats"], rewind["batch_stats"])
+
+
+def test_level_is_pruned_from_the_previous_levels_final_weights(imp_run):
+    workdir, _ = imp_run
+    exp = lottery.setup(tiny_config())
+    final = checkpoint.restore_state(os.path.join(lottery.level_dir(workdir, 1), "checkpoints"),
+                                     exp.template_state)
+    next_mask = lottery.load_ticket(workdir, 2).mask
+    kept = np.concatenate([np.abs(np.asarray(p))[np.asarray(m)].ravel() for p, m in
+                           zip(jax.tree.leaves(final.params), jax.tree.leaves(next_mask)) if p.ndim >= 2])
+    dropped = np.concatenate([np.abs(np.asarray(p))[np.asarray(m0) & ~np.asarray(m1)].ravel() for p, m0, m1 in
+                              zip(jax.tree.leaves(final.params), jax.tree.leaves(final.mask),
+                                  jax.tree.leaves(next_mask)) if p.ndim >= 2])
+    assert dropped.size > 0 and kept.min() >= dropped.max()
+
+
+def test_pruned_weights_stay_zero_after_training(imp_run):
+    workdir, _ = imp_run
+    exp = lottery.setup(tiny_config())
+    final = checkpoint.restore_state(os.path.join(lottery.level_dir(workdir, LEVELS), "checkpoints"),
+                                     exp.template_state)
+    assert int(final.step) == exp.total_steps
+    for p, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(final.mask)):
+        assert np.all(np.asarray(p)[~np.asarray(m)] == 0.0)
+
+
+def test_load_ticket_level_0_is_dense_rewind_state(imp_run):
+    workdir, _ = imp_run
+    ticket = lottery.load_ticket(workdir, 0)
+    rewind = checkpoint.load_tree(os.path.join(workdir, "rewind"))
+    assert ticket.sparsity == 0.0 and ticket.rewind_step == 5 and ticket.model_name == "cifar_resnet_8_4"
+    jax.tree.map(np.testing.assert_array_equal, ticket.params, rewind["params"])
+    with pytest.raises(FileNotFoundError, match="no ticket for level 9"):
+        lottery.load_ticket(workdir, 9)
+
+
+def test_interrupted_run_resumes_to_identical_results(imp_run, tmp_path, monkeypatch):
+    reference_dir, reference = imp_run
+    saves = {"n": 0}
+    real_save = checkpoint.save_state
+
+    def dying_save(directory, state):
+        real_save(directory, state)
+        saves["n"] += 1
+        if saves["n"] == 6:  # inside level 1
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_state", dying_save)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        lottery.run_imp(tiny_config(), workdir, log=lambda _: None)
+    partial = lottery.load_results(workdir)
+    assert [r["level"] for r in partial] == [0]
+    monkeypatch.setattr(checkpoint, "save_state", real_save)
+    resumed = lottery.run_imp(tiny_config(), workdir, log=lambda _: None)
+    assert resumed == reference
+    with open(os.path.join(lottery.level_dir(workdir, 1), "metrics.jsonl")) as f:
+        assert [int(__import__("json").loads(line)["epoch"]) for line in f] == [1, 2]
+
+
+def test_resume_refuses_a_different_config_and_keeps_results(imp_run):
+    workdir, reference = imp_run
+    with pytest.raises(ValueError, match=r"different config \(lottery.prune_fraction: 0.2 -> 0.5\)"):
+        lottery.run_imp(tiny_config(**{"lottery.prune_fraction": 0.5}), workdir)
+    assert lottery.load_results(workdir) == reference
+
+
+def test_extending_levels_continues_the_run(imp_run, tmp_path):
+    workdir, reference = imp_run
+    import shutil
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    records = lottery.run_imp(tiny_config(**{"lottery.levels": LEVELS + 1}), copy, log=lambda _: None)
+    assert records[:-1] == reference
+    assert records[-1]["level"] == LEVELS + 1
+    assert abs(records[-1]["sparsity"] - masks.expected_sparsity(LEVELS + 1)) < 1e-3
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("lottery.levels", -1, "lottery.levels: must be >= 0"),
+    ("lottery.prune_fraction", 1.0, r"lottery.prune_fraction: must be in \(0, 1\)"),
+    ("lottery.prune_fraction", 0.0, r"lottery.prune_fraction: must be in \(0, 1\)"),
+    ("model.name", "cifar_resnet_21", "6n\\+2"),
+    ("data.name", "imagenet", "unknown dataset 'imagenet'"),
+])
+def test_bad_config_fails_before_any_work(tmp_path, key, value, message):
+    workdir = str(tmp_path / "run")
+    with pytest.raises(ValueError, match=message):
+        lottery.run_imp(tiny_config(**{key: value}), workdir)
+    assert not os.path.exists(workdir)
