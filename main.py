@@ -5,6 +5,7 @@ key. Running the same command again resumes the run in --workdir.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -26,7 +27,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
     from elax import cli  # after flag parsing, so `--help` stays fast
-    cli.run(_CONFIG.value, _WORKDIR.value or default_workdir())
+    try:
+        cli.run(_CONFIG.value, _WORKDIR.value or default_workdir())
+    except (ValueError, FileNotFoundError) as error:  # bad config, paths or data: the message says the fix
+        print(f"elax: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 Reads the `results.json` files that runs write (a JSON list of records, one
 per trained ticket), averages test accuracy over seeds for each series and
-sparsity, and writes a report:
+row of close sparsities (see `summarize`), and writes a report:
 
-    python -m elax.report RUN_DIR... --out DIR [--title T]
+    python -m elax.report RUN_DIR... --out DIR [--title T] [--tolerance TOL]
 
 Only the standard library is imported at module level; matplotlib is imported
 inside `plot` so that `import elax.report` stays fast.
@@ -14,6 +14,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import statistics
 import sys
 from dataclasses import dataclass
@@ -24,27 +25,38 @@ RESULTS_FILE = "results.json"
 REQUIRED_KEYS = ("level", "sparsity", "test_accuracy", "model", "method", "seed")
 ETT_KEYS = ("source_model", "source_level", "strategy")
 SPARSITY_DECIMALS = 4
+# Relative difference in remaining weights within which a sparsity joins an IMP row: ETT copies block masks,
+# which moves remaining weights by ~3% (40.96% -> 39.79%), while IMP levels at prune fraction 0.2 are 25% apart.
+DEFAULT_TOLERANCE = 0.1
+# A cell whose own sparsity is further than this from its row label says so.
+SPARSITY_NOTE_THRESHOLD = 0.0005
 PLOT_FILE = "accuracy_vs_sparsity.png"
 
 
 class Cell(NamedTuple):
-    """Test accuracy (fraction in [0, 1]) over the replicates of one table cell."""
+    """Test accuracy (fraction in [0, 1]) over the replicates of one table cell,
+    and `sparsity`, the mean sparsity of those replicates (which may differ
+    from the row label)."""
 
     mean: float
     std: float
     n: int
+    sparsity: float
 
 
 @dataclass(frozen=True)
 class Table:
-    """Summary table: `cells[(series, sparsity)]`; series and sparsities are ordered."""
+    """Summary table: `cells[(series, row)]`, `row` being a row label in `sparsities`.
+
+    Series and row labels (ascending) are ordered as in `summarize`.
+    """
 
     series: tuple
     sparsities: tuple
     cells: dict
 
     def get(self, series, sparsity):
-        """The Cell at (series, sparsity), or None when that series lacks it."""
+        """The Cell of `series` in the row labelled `sparsity`, or None when absent."""
         return self.cells.get((series, round(sparsity, SPARSITY_DECIMALS)))
 
 
@@ -130,37 +142,86 @@ def _series_key(name):
     return (rank, name)
 
 
-def summarize(records):
-    """Groups by (series, sparsity rounded to 4 decimals) and averages over seeds.
+def _gap(a, b):
+    """Distance of two sparsities in remaining weights, relative: |log((1 - a) / (1 - b))|."""
+    return abs(math.log((1.0 - a) / (1.0 - b)))
+
+
+def _row_labels(sparsities, imp, tolerance):
+    """{sparsity: row label}. Every IMP sparsity labels its own row (levels never merge); any other sparsity
+    joins the nearest IMP row within `tolerance`, else rows of its own built the same way, ascending."""
+    limit = math.log1p(tolerance) + 1e-12  # the epsilon keeps float noise from splitting boundary cases
+    labels = {p: p for p in imp}
+    loose = []
+    for p in sorted(set(sparsities) - set(imp)):
+        nearest = min(imp, key=lambda a: _gap(p, a), default=None)
+        if nearest is not None and _gap(p, nearest) <= limit:
+            labels[p] = nearest
+        elif loose and _gap(p, loose[-1]) <= limit:
+            labels[p] = loose[-1]
+        else:
+            loose.append(p)
+            labels[p] = p
+    return labels
+
+
+def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
+    """Groups records into (series, row) cells and averages over seeds.
+
+    Rows: sparsities are rounded to 4 decimals. Each IMP sparsity labels a row of its own, so IMP levels never
+    merge however close they get. Any other sparsity joins the IMP row nearest to it if its remaining weights
+    differ from that row's by at most `tolerance` (relative; default 10%, while successive IMP levels at prune
+    fraction 0.2 differ by 25%): an ETT ticket at 20.49% shares the row of its IMP level at 20.00%. Sparsities
+    with no IMP row that close form rows of their own, each within `tolerance` of the row's first (smallest)
+    sparsity. tolerance 0 gives one row per distinct sparsity.
 
     Each cell holds mean and population std (ddof=0, so 0 for one replicate)
-    of test_accuracy, and n, the number of records. Sparsities ascend; series
-    are ordered imp, then ett, then the rest alphabetically.
+    of test_accuracy, n, the number of records, and `sparsity`, their mean
+    sparsity (4 decimals). Records of one non-IMP series at different
+    sparsities in one row (possible with a large `tolerance`) are aggregated
+    into one cell.
+    Rows ascend; series are ordered imp, then ett, then the rest alphabetically.
     """
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    records = [(series_name(r), round(float(r["sparsity"]), SPARSITY_DECIMALS), r)
+               for r in records]
+    imp = {p for _, p, r in records if r["method"] == "imp"}
+    row_of = _row_labels([p for _, p, _ in records], imp, tolerance)
     groups = {}
-    for record in records:
-        key = (series_name(record), round(float(record["sparsity"]), SPARSITY_DECIMALS))
-        groups.setdefault(key, []).append(float(record["test_accuracy"]))
+    for name, sparsity, record in records:
+        group = groups.setdefault((name, row_of[sparsity]), ([], []))
+        group[0].append(float(record["test_accuracy"]))
+        group[1].append(float(record["sparsity"]))
     cells = {
-        key: Cell(statistics.fmean(accs), statistics.pstdev(accs), len(accs))
-        for key, accs in groups.items()
+        key: Cell(statistics.fmean(accs), statistics.pstdev(accs), len(accs),
+                  round(statistics.fmean(sparsities), SPARSITY_DECIMALS))
+        for key, (accs, sparsities) in groups.items()
     }
     series = tuple(sorted({s for s, _ in cells}, key=_series_key))
-    sparsities = tuple(sorted({p for _, p in cells}))
-    return Table(series, sparsities, cells)
+    return Table(series, tuple(sorted(set(row_of.values()))), cells)
 
 
 # ----------------------------------------------------------------------------
 # Output formats.
 
 
-def format_cell(cell):
-    """Accuracy in percent: '92.48 ± 0.31 (n=3)', or just '92.48' when n == 1."""
+def format_cell(cell, row_sparsity=None):
+    """Accuracy in percent: '92.48 ± 0.31 (n=3)', or just '92.48' when n == 1.
+
+    When the cell's own sparsity is more than 0.0005 from `row_sparsity`, it
+    is noted in percent: '92.48 ± 0.31 (n=3, at 20.49%)', '97.78 (at 20.49%)'.
+    """
     if cell is None:
         return ""
-    if cell.n == 1:
-        return f"{100 * cell.mean:.2f}"
-    return f"{100 * cell.mean:.2f} ± {100 * cell.std:.2f} (n={cell.n})"
+    notes = [] if cell.n == 1 else [f"n={cell.n}"]
+    if (row_sparsity is not None and round(abs(cell.sparsity - row_sparsity),
+                                           SPARSITY_DECIMALS) > SPARSITY_NOTE_THRESHOLD):
+        notes.append(f"at {100 * cell.sparsity:.2f}%")
+    text = f"{100 * cell.mean:.2f}"
+    if cell.n > 1:
+        text += f" ± {100 * cell.std:.2f}"
+    return f"{text} ({', '.join(notes)})" if notes else text
 
 
 def _md_row(cells):
@@ -171,41 +232,47 @@ def _md_row(cells):
 def to_markdown(table):
     """Markdown table: sparsity %, remaining %, then one column per series.
 
-    Cells are test accuracy in percent, formatted by `format_cell`; a cell is
-    empty where its series has no result at that sparsity.
+    One line per row label of `table`. Cells are test accuracy in percent,
+    formatted by `format_cell` (which notes a cell's own sparsity when it is
+    off the label); a cell is empty where its series has no result in that row.
     """
     header = ["sparsity %", "remaining %", *table.series]
     lines = [_md_row(header), "|" + "|".join("---:" for _ in header) + "|"]
     for sparsity in table.sparsities:
         row = [f"{100 * sparsity:.2f}", f"{100 * (1 - sparsity):.2f}"]
-        row += [format_cell(table.get(s, sparsity)) for s in table.series]
+        row += [format_cell(table.get(s, sparsity), sparsity) for s in table.series]
         lines.append(_md_row(row))
     return "\n".join(lines) + "\n"
 
 
 def to_csv(table):
-    """CSV with columns series, sparsity, mean, std, n (fractions, not percent).
+    """CSV with columns series, sparsity, row_sparsity, mean, std, n (fractions).
 
-    Rows follow the series order, then ascending sparsity.
+    One line per cell: `sparsity` is the cell's own mean sparsity and
+    `row_sparsity` the label of its markdown row. Lines follow the series
+    order, then ascending row.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["series", "sparsity", "mean", "std", "n"])
+    writer.writerow(["series", "sparsity", "row_sparsity", "mean", "std", "n"])
     for series in table.series:
-        for sparsity in table.sparsities:
-            cell = table.get(series, sparsity)
+        for row in table.sparsities:
+            cell = table.get(series, row)
             if cell is not None:
-                writer.writerow([series, sparsity, cell.mean, cell.std, cell.n])
+                writer.writerow([series, cell.sparsity, row, cell.mean, cell.std, cell.n])
     return out.getvalue()
 
 
 def _series_points(table, series):
-    """(remaining %, accuracy %, std %, n) lists for one series, sparsity ascending."""
+    """(remaining %, accuracy %, std %, n) lists for one series, rows ascending.
+
+    x is the cell's own sparsity, not its row label, so points sit at true values.
+    """
     points = []
-    for sparsity in table.sparsities:
-        cell = table.get(series, sparsity)
+    for row in table.sparsities:
+        cell = table.get(series, row)
         if cell is not None:
-            points.append((100 * (1 - sparsity), 100 * cell.mean, 100 * cell.std, cell.n))
+            points.append((100 * (1 - cell.sparsity), 100 * cell.mean, 100 * cell.std, cell.n))
     return [list(column) for column in zip(*points)]
 
 
@@ -229,12 +296,14 @@ def plot(table, path, title=None):
         if bars:
             ax.errorbar(*zip(*bars), fmt="none", ecolor=line.get_color(), capsize=3)
     ax.set_xscale("log")
-    # Label the measured sparsities when few; log-scale default ticks are sparse.
-    remaining_all = [100 * (1 - s) for s in table.sparsities]
-    if 0 < len(remaining_all) <= 12:
-        ax.set_xticks(remaining_all)
+    # Label the row sparsities when few; log-scale default ticks are sparse.
+    ticks = [100 * (1 - s) for s in table.sparsities]
+    if 0 < len(ticks) <= 12:
+        ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
+    # Limits from the points themselves, which may lie off the row labels.
+    remaining_all = [100 * (1 - c.sparsity) for c in table.cells.values()]
     if remaining_all:
         ax.set_xlim(max(remaining_all) * 1.15, min(remaining_all) / 1.15)
     else:
@@ -250,9 +319,12 @@ def plot(table, path, title=None):
     plt.close(fig)
 
 
-def write_report(paths, out_dir, title=None):
-    """Writes report.md, results.csv and the plot to `out_dir`; returns the markdown."""
-    table = summarize(load_records(paths))
+def write_report(paths, out_dir, title=None, tolerance=DEFAULT_TOLERANCE):
+    """Writes report.md, results.csv and the plot to `out_dir`; returns the markdown.
+
+    `tolerance` groups sparsities into rows as in `summarize`.
+    """
+    table = summarize(load_records(paths), tolerance=tolerance)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(table)
@@ -269,16 +341,21 @@ def write_report(paths, out_dir, title=None):
 
 
 def main(argv=None):
-    """`python -m elax.report RUN_DIR... --out DIR [--title T]`; returns the exit code."""
+    """`python -m elax.report RUN_DIR... --out DIR [--title T] [--tolerance TOL]`;
+    returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m elax.report", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+",
                         help="run dirs, results.json files, or dirs holding several runs")
     parser.add_argument("--out", default="report", help="output dir (default: ./report)")
     parser.add_argument("--title", default=None, help="title of the report and plot")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="a sparsity joins the nearest IMP row when their remaining weights differ by at "
+                             f"most this fraction (default {DEFAULT_TOLERANCE})")
     args = parser.parse_args(argv)
     try:
-        markdown = write_report(args.runs, args.out, title=args.title)
+        markdown = write_report(args.runs, args.out, title=args.title,
+                                tolerance=args.tolerance)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

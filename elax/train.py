@@ -55,6 +55,9 @@ def make_optimizer(momentum: float, weight_decay: float) -> optax.GradientTransf
 def create_state(params, batch_stats, mask, tx, step: int = 0) -> TrainState:
     """A state with a fresh optimizer, params masked so training starts from the ticket."""
     params = jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+    # Own copies: trees from `transfer.apply` share leaves between replicated blocks, and the train step
+    # donates its input buffers.
+    batch_stats, mask = jax.tree.map(jnp.array, (batch_stats, mask))
     return TrainState(step=jnp.asarray(step, jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), mask=mask)
 

@@ -91,6 +91,8 @@ def test_summarize_cells(table):
         assert cell.mean == pytest.approx(mean, abs=1e-12)
         assert cell.std == pytest.approx(std, abs=1e-12)
         assert cell.n == n
+        # Mean of 0.2 and 0.2000001, rounded to 4 decimals, is the row's own 0.2.
+        assert cell.sparsity == key[1]
     assert table.get(ETT, 0.0) is None
 
 
@@ -112,19 +114,150 @@ def test_column_order_imp_ett_then_alphabetical():
         "grasp (cifar_resnet_32)", "random (cifar_resnet_32)", "synflow (cifar_resnet_32)")
 
 
-def test_to_csv_rows(table):
+def _csv_rows(table):
     rows = list(csv.reader(io.StringIO(report.to_csv(table))))
-    assert rows[0] == ["series", "sparsity", "mean", "std", "n"]
-    got = [(r[0], float(r[1]), float(r[2]), float(r[3]), int(r[4])) for r in rows[1:]]
-    expected = [
-        (IMP, 0.0, 0.93, (0.0002 / 3) ** 0.5, 3), (IMP, 0.2, 0.92, 0.0002 ** 0.5, 3),
-        (IMP, 0.36, 0.90, 0.0, 3), (ETT, 0.2, 0.91, 0.01, 2), (ETT, 0.36, 0.885, 0.005, 2),
-        (REINIT, 0.2, 0.80, 0.0, 1), (SNIP, 0.36, 0.85, 0.0, 1),
-    ]
+    assert rows[0] == ["series", "sparsity", "row_sparsity", "mean", "std", "n"]
+    return [(r[0], *map(float, r[1:5]), int(r[5])) for r in rows[1:]]
+
+
+def _assert_rows(got, expected):
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
-        assert g[0] == e[0] and g[4] == e[4]
-        assert g[1:4] == pytest.approx(e[1:4], abs=1e-12)
+        assert g[0] == e[0] and g[5] == e[5]
+        assert g[1:5] == pytest.approx(e[1:5], abs=1e-12)
+
+
+def test_to_csv_rows(table):
+    _assert_rows(_csv_rows(table), [
+        (IMP, 0.0, 0.0, 0.93, (0.0002 / 3) ** 0.5, 3),
+        (IMP, 0.2, 0.2, 0.92, 0.0002 ** 0.5, 3),
+        (IMP, 0.36, 0.36, 0.90, 0.0, 3),
+        (ETT, 0.2, 0.2, 0.91, 0.01, 2),
+        (ETT, 0.36, 0.36, 0.885, 0.005, 2),
+        (REINIT, 0.2, 0.2, 0.80, 0.0, 1),
+        (SNIP, 0.36, 0.36, 0.85, 0.0, 1),
+    ])
+
+
+def _ett_records():
+    """IMP at 0.20/0.36 and ETT tickets of those levels at 0.2049/0.3680."""
+    return [_rec("imp", 0.2, 0.93, seed=0, level=1), _rec("imp", 0.2, 0.91, seed=1, level=1),
+            _rec("imp", 0.36, 0.90, seed=0, level=2),
+            _ett(0.2049, 0.9778, 0, 1), _ett(0.368, 0.92, 0, 2), _ett(0.368, 0.93, 1, 2)]
+
+
+def test_ett_shares_imp_rows_markdown_exact():
+    table = report.summarize(_ett_records())
+    assert table.sparsities == (0.2, 0.36)
+    assert report.to_markdown(table) == (
+        f"| sparsity % | remaining % | {IMP} | {ETT} |\n"
+        "|---:|---:|---:|---:|\n"
+        "| 20.00 | 80.00 | 92.00 ± 1.00 (n=2) | 97.78 (at 20.49%) |\n"
+        "| 36.00 | 64.00 | 90.00 | 92.50 ± 0.50 (n=2, at 36.80%) |\n"
+    )
+    assert table.get(ETT, 0.2).sparsity == 0.2049
+    assert table.get(ETT, 0.36).sparsity == 0.368
+
+
+def test_ett_shares_imp_rows_csv():
+    _assert_rows(_csv_rows(report.summarize(_ett_records())), [
+        (IMP, 0.2, 0.2, 0.92, 0.01, 2),
+        (IMP, 0.36, 0.36, 0.90, 0.0, 1),
+        (ETT, 0.2049, 0.2, 0.9778, 0.0, 1),
+        (ETT, 0.368, 0.36, 0.925, 0.005, 2),
+    ])
+
+
+def test_real_ett_shifts_share_imp_rows():
+    pairs = [(0.2, 0.2049), (0.36, 0.368), (0.488, 0.4982), (0.5904, 0.6021)]
+    records = [_rec("imp", i, 0.9, level=k) for k, (i, _) in enumerate(pairs, 1)]
+    records += [_ett(e, 0.9, 0, k) for k, (_, e) in enumerate(pairs, 1)]
+    table = report.summarize(records)
+    assert table.sparsities == tuple(i for i, _ in pairs)
+    assert [table.get(ETT, i).sparsity for i, _ in pairs] == [e for _, e in pairs]
+
+
+def test_row_labelled_by_imp_sparsity():
+    # The ETT ticket is the row's smallest sparsity, but IMP defines the level.
+    records = [_ett(0.199, 0.91, 0, 1), _rec("imp", 0.2, 0.92, level=1),
+               _rec("snip", 0.5, 0.8), _ett(0.51, 0.81, 0, 3)]
+    table = report.summarize(records)
+    assert table.sparsities == (0.2, 0.5)
+    assert table.get(ETT, 0.2).sparsity == 0.199
+    # Without imp records the smallest sparsity labels the row.
+    assert table.get(SNIP, 0.5).sparsity == 0.5
+    assert table.get(ETT, 0.5).sparsity == 0.51
+    lines = report.to_markdown(table).splitlines()
+    assert lines[2] == "| 20.00 | 80.00 | 92.00 | 91.00 (at 19.90%) |  |"
+    assert lines[3] == "| 50.00 | 50.00 |  | 81.00 (at 51.00%) | 80.00 |"
+
+
+def test_rows_split_beyond_tolerance():
+    # Remaining weights 50% vs 44%: 13.6% apart, beyond the default 10%.
+    records = [_rec("snip", 0.50, 0.8), _rec("grasp", 0.56, 0.7)]
+    assert report.summarize(records).sparsities == (0.50, 0.56)
+    # 50% vs 46% remaining: 8.7% apart, one row.
+    records = [_rec("snip", 0.50, 0.8), _rec("grasp", 0.54, 0.7)]
+    assert report.summarize(records).sparsities == (0.50,)
+
+
+def test_rows_measured_from_first_sparsity():
+    # 0.58 is within 10% (remaining) of 0.54 but not of the row's first, 0.50.
+    records = [_rec("snip", p, 0.8) for p in (0.50, 0.54, 0.58)]
+    table = report.summarize(records)
+    assert table.sparsities == (0.50, 0.58)
+    assert table.get(SNIP, 0.50) == (0.8, 0.0, 2, 0.52)
+
+
+def test_imp_levels_never_share_a_row():
+    records = [_rec("imp", 0.2, 0.92, level=1), _rec("imp", 0.36, 0.90, level=2)]
+    assert report.summarize(records, tolerance=0.5).sparsities == (0.2, 0.36)
+    # All 15 levels of the paper's schedule stay apart, each with its ETT ticket (3% fewer weights) beside it.
+    levels = [round(1 - 0.8 ** level, 4) for level in range(16)]
+    records = [_rec("imp", p, 0.9, level=i) for i, p in enumerate(levels)]
+    records += [_ett(round(1 - (1 - p) * 0.97, 4), 0.9, seed=0, level=i) for i, p in enumerate(levels)]
+    table = report.summarize(records)
+    assert table.sparsities == tuple(levels)
+    assert all(table.get(ETT, p) is not None for p in levels)
+
+
+def test_tolerance_changes_grouping():
+    records = [_rec("snip", 0.50, 0.8), _rec("grasp", 0.56, 0.7)]
+    assert report.summarize(records, tolerance=0.15).sparsities == (0.50,)
+    # Tolerance 0: one row per distinct sparsity, as before grouping.
+    table = report.summarize(_ett_records(), tolerance=0)
+    assert table.sparsities == (0.2, 0.2049, 0.36, 0.368)
+    assert "(at " not in report.to_markdown(table)
+    with pytest.raises(ValueError, match="tolerance"):
+        report.summarize(records, tolerance=-0.01)
+
+
+def test_same_series_two_sparsities_in_one_row_aggregates():
+    records = [_rec("snip", 0.2, 0.92, level=1), _rec("snip", 0.36, 0.90, level=2)]
+    table = report.summarize(records, tolerance=0.5)
+    assert table.sparsities == (0.2,)
+    cell = table.get(SNIP, 0.2)
+    assert (cell.n, cell.sparsity) == (2, 0.28)
+    assert cell.mean == pytest.approx(0.91, abs=1e-12)
+    assert report.format_cell(cell, 0.2) == "91.00 ± 1.00 (n=2, at 28.00%)"
+
+
+def test_format_cell_sparsity_note():
+    cell = report.Cell(0.9248, 0.0031, 3, 0.2049)
+    assert report.format_cell(cell) == "92.48 ± 0.31 (n=3)"
+    assert report.format_cell(cell, 0.2) == "92.48 ± 0.31 (n=3, at 20.49%)"
+    assert report.format_cell(report.Cell(0.9778, 0.0, 1, 0.2049), 0.2) == "97.78 (at 20.49%)"
+    # Up to 0.0005 off the row label is not noted.
+    assert report.format_cell(report.Cell(0.9778, 0.0, 1, 0.2005), 0.2) == "97.78"
+    assert report.format_cell(report.Cell(0.9778, 0.0, 1, 0.2006), 0.2) == "97.78 (at 20.06%)"
+    assert report.format_cell(None, 0.2) == ""
+
+
+def test_plot_points_at_cell_sparsity():
+    table = report.summarize(_ett_records())
+    remaining, acc, _, n = report._series_points(table, ETT)
+    assert remaining == pytest.approx([100 * (1 - 0.2049), 100 * (1 - 0.368)])
+    assert acc == pytest.approx([97.78, 92.5]) and n == [1, 2]
 
 
 def _assert_png(path):
@@ -145,8 +278,15 @@ def test_write_report(runs, tmp_path):
     assert markdown.startswith("| sparsity % | remaining % |")
     assert "# T" in (out / "report.md").read_text()
     assert markdown in (out / "report.md").read_text()
-    assert (out / "results.csv").read_text().startswith("series,sparsity,mean,std,n\n")
+    assert (out / "results.csv").read_text().startswith(
+        "series,sparsity,row_sparsity,mean,std,n\n")
     _assert_png(out / "accuracy_vs_sparsity.png")
+
+
+def test_main_tolerance_flag(tmp_path, capsys):
+    path = _write(tmp_path / "results.json", _ett_records())
+    assert report.main([str(path), "--out", str(tmp_path / "out"), "--tolerance", "0"]) == 0
+    assert "| 20.49 | 79.51 |  | 97.78 |" in capsys.readouterr().out
 
 
 def _run_cli(*args, cwd):

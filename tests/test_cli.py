@@ -1,0 +1,102 @@
+"""The command line as a user runs it: a real `python main.py` IMP run, killed with SIGKILL and resumed, and
+the errors a user sees for bad configs and missing data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config", os.path.join(ROOT, "configs", "quickstart.py"), "--config.mode=imp",
+        "--config.model.name=cifar_resnet_8_4", "--config.train.epochs=3", "--config.train.batch_size=128",
+        "--config.train.milestones=(2,)", "--config.lottery.levels=2", "--config.lottery.rewind_steps=5",
+        "--config.progress=false"]
+
+
+def main_py(args, **kwargs):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def finish(process, timeout=300):
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def results(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("cli") / "run")
+    code, out, err = finish(main_py([*TINY, f"--workdir={workdir}"]))
+    assert code == 0, err
+    return workdir, out
+
+
+def test_cli_run_prints_levels_and_table(uninterrupted):
+    workdir, out = uninterrupted
+    records = results(workdir)
+    assert [r["level"] for r in records] == [0, 1, 2]
+    assert f"level  2 | imp       | cifar_resnet_8_4 | sparsity {records[2]['sparsity']:7.2%}" in out
+    assert "| sparsity % | remaining % | imp (cifar_resnet_8_4) |" in out
+    for level in range(3):
+        assert os.path.isdir(os.path.join(workdir, f"level_{level:02d}", "checkpoints"))
+        with open(os.path.join(workdir, f"level_{level:02d}", "metrics.jsonl")) as f:
+            assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+
+
+def test_sigkill_and_restart_gives_identical_results(uninterrupted, tmp_path):
+    reference_dir, _ = uninterrupted
+    workdir = str(tmp_path / "run")
+    process = main_py([*TINY, f"--workdir={workdir}"], start_new_session=True)
+    metrics = os.path.join(workdir, "level_01", "metrics.jsonl")
+    deadline = time.time() + 240
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+        assert process.poll() is None, "run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # mid level 1: after its first epoch, before its last
+    process.communicate()
+    assert [r["level"] for r in results(workdir)] == [0]
+    code, out, err = finish(main_py([*TINY, f"--workdir={workdir}"]))
+    assert code == 0, err
+    assert results(workdir) == results(reference_dir)
+    with open(metrics) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.model.name=cifar_resnet_21", "config.model.name: CIFAR ResNet depth must be 6n+2"),
+    ("--config.data.name=imagenet", "config.data.name: unknown dataset 'imagenet'"),
+    ("--config.lottery.levels=-1", "config.lottery.levels: must be >= 0"),
+    ("--config.lottery.prune_fraction=1.5", "config.lottery.prune_fraction: must be in (0, 1)"),
+])
+def test_bad_config_is_a_one_line_error(tmp_path, override, message):
+    code, out, err = finish(main_py([*TINY, override, f"--workdir={tmp_path / 'run'}"]))
+    assert code == 2
+    assert f"elax: error: {message}" in err
+    assert "Traceback" not in err
+
+
+def test_missing_cifar_data_fails_fast_with_advice(tmp_path):
+    start = time.monotonic()
+    code, out, err = finish(main_py([
+        "--config", os.path.join(ROOT, "configs", "cifar_resnet.py"), f"--config.data.dir={tmp_path}",
+        f"--workdir={tmp_path / 'run'}"]), timeout=60)
+    assert code == 2
+    assert "elax: error: dataset 'cifar10' not found" in err and "cifar-10-binary.tar.gz" in err
+    assert time.monotonic() - start < 30  # includes starting Python and importing JAX
+
+
+def test_missing_data_dir_is_named(tmp_path):
+    missing = tmp_path / "nowhere"
+    code, _, err = finish(main_py([*TINY, "--config.data.name=cifar10", f"--config.data.dir={missing}",
+                                   f"--workdir={tmp_path / 'run'}"]), timeout=60)
+    assert code == 2 and str(missing) in err and "does not exist" in err
