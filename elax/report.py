@@ -25,9 +25,9 @@ RESULTS_FILE = "results.json"
 REQUIRED_KEYS = ("level", "sparsity", "test_accuracy", "model", "method", "seed")
 ETT_KEYS = ("source_model", "source_level", "strategy")
 SPARSITY_DECIMALS = 4
-# Relative difference in remaining weights within which a sparsity joins an IMP row: ETT copies block masks,
-# which moves remaining weights by ~3% (40.96% -> 39.79%), while IMP levels at prune fraction 0.2 are 25% apart.
-DEFAULT_TOLERANCE = 0.1
+# Tickets with no IMP level in the report share a row when their remaining weights differ by at most this
+# fraction of the row's first (IMP levels at prune fraction 0.2 are 25% apart).
+DEFAULT_TOLERANCE = 0.15
 # A cell whose own sparsity is further than this from its row label says so.
 SPARSITY_NOTE_THRESHOLD = 0.0005
 PLOT_FILE = "accuracy_vs_sparsity.png"
@@ -147,33 +147,26 @@ def _gap(a, b):
     return abs(math.log((1.0 - a) / (1.0 - b)))
 
 
-def _row_labels(sparsities, imp, tolerance):
-    """{sparsity: row label}. Every IMP sparsity labels its own row (levels never merge); any other sparsity
-    joins the nearest IMP row within `tolerance`, else rows of its own built the same way, ascending."""
+def _clusters(sparsities, tolerance):
+    """{sparsity: row label}: ascending rows, each within `tolerance` (relative remaining weights) of its first."""
     limit = math.log1p(tolerance) + 1e-12  # the epsilon keeps float noise from splitting boundary cases
-    labels = {p: p for p in imp}
-    loose = []
-    for p in sorted(set(sparsities) - set(imp)):
-        nearest = min(imp, key=lambda a: _gap(p, a), default=None)
-        if nearest is not None and _gap(p, nearest) <= limit:
-            labels[p] = nearest
-        elif loose and _gap(p, loose[-1]) <= limit:
-            labels[p] = loose[-1]
-        else:
-            loose.append(p)
-            labels[p] = p
+    labels, first = {}, None
+    for p in sorted(sparsities):
+        if first is None or _gap(p, first) > limit:
+            first = p
+        labels[p] = first
     return labels
 
 
 def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
     """Groups records into (series, row) cells and averages over seeds.
 
-    Rows: sparsities are rounded to 4 decimals. Each IMP sparsity labels a row of its own, so IMP levels never
-    merge however close they get. Any other sparsity joins the IMP row nearest to it if its remaining weights
-    differ from that row's by at most `tolerance` (relative; default 10%, while successive IMP levels at prune
-    fraction 0.2 differ by 25%): an ETT ticket at 20.49% shares the row of its IMP level at 20.00%. Sparsities
-    with no IMP row that close form rows of their own, each within `tolerance` of the row's first (smallest)
-    sparsity. tolerance 0 gives one row per distinct sparsity.
+    Rows are IMP levels: every IMP sparsity (rounded to 4 decimals) labels a row of its own. Any other ticket
+    joins the row of the IMP level it comes from, its `level` (ETT: the source level; baselines: the reference
+    level), nearest in remaining weights when several IMP runs have that level; its cell notes its own sparsity
+    when it differs (ETT copies block masks, so 87.50% becomes 88.69%). Tickets whose level has no IMP record
+    in the report form rows of their own: ascending, each within `tolerance` (relative difference in remaining
+    weights) of its row's first sparsity; tolerance 0 gives one row per distinct sparsity.
 
     Each cell holds mean and population std (ddof=0, so 0 for one replicate)
     of test_accuracy, n, the number of records, and `sparsity`, their mean
@@ -186,11 +179,23 @@ def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
     records = [(series_name(r), round(float(r["sparsity"]), SPARSITY_DECIMALS), r)
                for r in records]
-    imp = {p for _, p, r in records if r["method"] == "imp"}
-    row_of = _row_labels([p for _, p, _ in records], imp, tolerance)
+    imp_levels = {}
+    for _, p, r in records:
+        if r["method"] == "imp":
+            imp_levels.setdefault(r["level"], set()).add(p)
+    is_loose = lambda r: r["method"] != "imp" and r["level"] not in imp_levels
+    loose = _clusters({p for _, p, r in records if is_loose(r)}, tolerance)
+
+    def row(p, r):
+        if r["method"] == "imp":
+            return p
+        if is_loose(r):
+            return loose[p]
+        return min(imp_levels[r["level"]], key=lambda a: _gap(p, a))
+
     groups = {}
     for name, sparsity, record in records:
-        group = groups.setdefault((name, row_of[sparsity]), ([], []))
+        group = groups.setdefault((name, row(sparsity, record)), ([], []))
         group[0].append(float(record["test_accuracy"]))
         group[1].append(float(record["sparsity"]))
     cells = {
@@ -199,7 +204,7 @@ def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
         for key, (accs, sparsities) in groups.items()
     }
     series = tuple(sorted({s for s, _ in cells}, key=_series_key))
-    return Table(series, tuple(sorted(set(row_of.values()))), cells)
+    return Table(series, tuple(sorted({label for _, label in cells})), cells)
 
 
 # ----------------------------------------------------------------------------
@@ -350,8 +355,8 @@ def main(argv=None):
     parser.add_argument("--out", default="report", help="output dir (default: ./report)")
     parser.add_argument("--title", default=None, help="title of the report and plot")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="a sparsity joins the nearest IMP row when their remaining weights differ by at "
-                             f"most this fraction (default {DEFAULT_TOLERANCE})")
+                        help="tickets without an IMP level in the report share a row when their remaining "
+                             f"weights differ by at most this fraction (default {DEFAULT_TOLERANCE})")
     args = parser.parse_args(argv)
     try:
         markdown = write_report(args.runs, args.out, title=args.title,
