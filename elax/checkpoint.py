@@ -21,10 +21,14 @@ def write_json(path: str, obj) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def read_json(path: str, default=None):
@@ -59,6 +63,8 @@ def save_state(directory: str, state) -> None:
 
 def restore_state(directory: str, template, step: int | None = None):
     """Restore the latest (or `step`) checkpoint of `directory` into the structure of `template`."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"No checkpoint in {directory}: the directory does not exist.")
     target = flax.serialization.to_state_dict(template)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     with _manager(directory) as manager:

@@ -22,7 +22,7 @@ def path_str(path) -> str:
 
 
 def prunable_kernels(exclude: Iterable[str] = ()) -> Predicate:
-    """Conv and dense kernels (ndim >= 2), except those whose path starts with a prefix in `exclude`.
+    """Conv and dense kernels (ndim >= 2), except those under a path in `exclude` ("head", "stage1_block0/conv1").
 
     ResNets prune every kernel (ELTH.md section 1); VGG and MLPs use `exclude=("head",)`.
     """
@@ -30,7 +30,8 @@ def prunable_kernels(exclude: Iterable[str] = ()) -> Predicate:
 
     def predicate(path, leaf) -> bool:
         name = path_str(path)
-        return name.endswith("kernel") and np.ndim(leaf) >= 2 and not name.startswith(exclude)
+        excluded = any(name == prefix or name.startswith(prefix.rstrip("/") + "/") for prefix in exclude)
+        return name.endswith("kernel") and np.ndim(leaf) >= 2 and not excluded
 
     return predicate
 

@@ -95,7 +95,11 @@ def permute_within_layers(mask, key, prunable: Predicate = default_prunable):
 
 def random_prune(mask, fraction: float, key, prunable: Predicate = default_prunable):
     """Remove ceil(fraction * remaining) alive weights uniformly at random in every layer (keeps layer density)."""
-    leaves, treedef = jax.tree.flatten(mask)
-    keys = jax.random.split(key, len(leaves))
-    scores = jax.tree.unflatten(treedef, [jax.random.uniform(k, np.shape(m)) for k, m in zip(keys, leaves)])
+    masks_lib.check_fraction(fraction)
+    # One flat draw (one RNG call, not one compilation per leaf shape); non-prunable leaves are never read.
+    sizes = [np.size(m) for m in jax.tree.leaves(mask)]
+    flat = np.asarray(jax.random.uniform(key, (sum(sizes),)))
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    scores = jax.tree.unflatten(jax.tree.structure(mask),
+                                [p.reshape(np.shape(m)) for p, m in zip(pieces, jax.tree.leaves(mask))])
     return prune_fraction(scores, mask, fraction, prunable, scope="layer")

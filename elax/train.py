@@ -35,12 +35,12 @@ def lr_schedule(lr: float, steps_per_epoch: int, milestones=(), gamma: float = 0
                 warmup_epochs: float = 0.0) -> Callable:
     """Per-iteration LR: x`gamma` at each milestone epoch, after an optional linear warmup from 0."""
     boundaries = {int(round(m * steps_per_epoch)): gamma for m in milestones}
-    schedule = optax.piecewise_constant_schedule(lr, boundaries)
+    decayed = optax.piecewise_constant_schedule(lr, boundaries)
     warmup_steps = int(round(warmup_epochs * steps_per_epoch))
-    if warmup_steps:
-        schedule = optax.join_schedules(
-            [optax.linear_schedule(0.0, lr, warmup_steps), schedule], [warmup_steps])
-    return schedule
+    if not warmup_steps:
+        return decayed
+    # Milestones stay absolute epochs (as in OpenLTH): the warmup scales the schedule, it does not shift it.
+    return lambda step: decayed(step) * jnp.minimum(1.0, step / warmup_steps)
 
 
 def make_optimizer(momentum: float, weight_decay: float) -> optax.GradientTransformation:
@@ -180,9 +180,20 @@ class Trainer:
 
         return jax.jit(run, donate_argnums=(0,), out_shardings=replicated)
 
+    def replicate(self, tree):
+        """`tree` replicated over the mesh (a no-op for arrays already there, e.g. the previous step's state).
+
+        Fresh and restored states live on one device; placing them avoids an error on several devices and a
+        second compilation of the training loop.
+        """
+        return jax.device_put(tree, NamedSharding(self.mesh, P()))
+
     def train_steps(self, state: TrainState, data: DeviceData, num_steps: int):
-        """Run `num_steps` steps (not crossing an epoch boundary); returns (state, summed metrics)."""
-        return self._run_steps(state, data, jnp.asarray(num_steps, jnp.int32))
+        """Run `num_steps` steps (not crossing an epoch boundary); returns (state, summed metrics).
+
+        `state` is donated: use the returned state, not the one passed in.
+        """
+        return self._run_steps(self.replicate(state), data, jnp.asarray(num_steps, jnp.int32))
 
     # -- evaluation -----------------------------------------------------------------------------------------
     @functools.cached_property
@@ -216,5 +227,6 @@ class Trainer:
         """Mean loss and accuracy over a whole split, BatchNorm in inference mode."""
         images, labels = (data.test_images, data.test_labels) if split == "test" else (
             data.train_images, data.train_labels)
+        params, batch_stats = self.replicate((params, batch_stats))
         metrics = self._evaluate(params, batch_stats, images, labels, mean=data.mean, std=data.std)
         return {k: float(v) for k, v in metrics.items()}

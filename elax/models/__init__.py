@@ -4,6 +4,7 @@ Every model has `family`, `stage_sizes` and `width` attributes and units named `
 which is all `elax.transfer` needs to map tickets between depths.
 """
 
+import functools
 import re
 from typing import Any
 
@@ -43,8 +44,14 @@ def model_name(model) -> str:
 
 def init_variables(model, key, input_shape):
     """Initial {'params', 'batch_stats'} of `model` for images of `input_shape` (H, W, C)."""
+    return _jitted_init(model, tuple(input_shape))(key)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_init(model, input_shape):
+    # One compilation per (model, input shape), however many seeds are initialised.
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
-    return jax.jit(lambda k: model.init(k, dummy, train=False))(key)
+    return jax.jit(lambda key: model.init(key, dummy, train=False))
 
 
 __all__ = ["CifarResNet", "cifar_resnet", "get_model", "init_variables", "model_name"]

@@ -1,0 +1,124 @@
+"""Tests for elax.checkpoint: Orbax train-state round trips, retention, template-free trees, atomic JSON."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from elax import checkpoint, masks, pruning, train
+
+
+def assert_trees_identical(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape, jax.tree_util.keystr(path)
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def states(resnet8_variables):
+    """(saved, template): a pruned state at step 7 with live momentum, and a differently valued template."""
+    params, batch_stats = resnet8_variables["params"], resnet8_variables["batch_stats"]
+    tx = train.make_optimizer(0.9, 1e-4)
+    mask = pruning.prune_magnitude(params, masks.build(params), 0.5)
+    state = train.create_state(params, batch_stats, mask, tx, step=7)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.25), params)
+    _, opt_state = tx.update(grads, state.opt_state, state.params)
+    stats = jax.tree.map(lambda s: s + 0.5, batch_stats)
+    saved = state.replace(opt_state=opt_state, batch_stats=stats)
+    template = train.create_state(jax.tree.map(jnp.zeros_like, params), batch_stats, masks.build(params), tx)
+    return saved, template
+
+
+def step_dirs(directory):
+    return sorted(name for name in os.listdir(directory) if name.isdigit())
+
+
+def test_state_round_trip(tmp_path, states):
+    saved, template = states
+    directory = str(tmp_path / "ckpt")
+    checkpoint.save_state(directory, saved)
+    restored = checkpoint.restore_state(directory, template)
+    assert isinstance(restored, train.TrainState)
+    assert int(restored.step) == 7
+    assert_trees_identical(restored.params, saved.params)
+    assert_trees_identical(restored.batch_stats, saved.batch_stats)
+    assert_trees_identical(restored.mask, saved.mask)
+    assert all(np.asarray(m).dtype == np.bool_ for m in jax.tree.leaves(restored.mask))
+    assert masks.count(restored.mask) == masks.count(saved.mask) == (2518, 5036)
+    # opt_state keeps optax's namedtuples: (add_decayed_weights: EmptyState, trace: TraceState).
+    assert type(restored.opt_state) is tuple and len(restored.opt_state) == 2
+    assert isinstance(restored.opt_state[0], optax.EmptyState)
+    assert isinstance(restored.opt_state[1], optax.TraceState)
+    assert_trees_identical(restored.opt_state, saved.opt_state)
+    assert float(jnp.abs(restored.opt_state[1].trace["head"]["kernel"]).max()) > 0
+
+
+def test_latest_step_and_max_to_keep_one(tmp_path, states):
+    saved, template = states
+    directory = str(tmp_path / "ckpt")
+    assert checkpoint.latest_step(directory) is None        # does not exist yet
+    checkpoint.save_state(directory, saved)
+    assert checkpoint.latest_step(directory) == 7
+    later = saved.replace(step=jnp.asarray(12, jnp.int32), params=jax.tree.map(lambda p: p * 2, saved.params))
+    checkpoint.save_state(directory, later)
+    assert checkpoint.latest_step(directory) == 12
+    assert step_dirs(directory) == ["12"]
+    restored = checkpoint.restore_state(directory, template)
+    assert int(restored.step) == 12
+    assert_trees_identical(restored.params, later.params)
+    restored = checkpoint.restore_state(directory, template, step=12)
+    assert int(restored.step) == 12
+
+
+def test_restore_from_empty_dir_raises(tmp_path, states):
+    _, template = states
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError):
+        checkpoint.restore_state(str(empty), template)
+    assert checkpoint.latest_step(str(empty)) is None
+    with pytest.raises(FileNotFoundError):
+        checkpoint.restore_state(str(tmp_path / "missing"), template)
+
+
+def test_tree_round_trip_without_template(tmp_path):
+    rng = np.random.default_rng(0)
+    tree = {"params": {"conv": {"kernel": rng.standard_normal((3, 3, 2, 4)).astype(np.float32)},
+                       "head": {"bias": np.zeros(3, np.float32)}},
+            "mask": {"conv": {"kernel": rng.random((3, 3, 2, 4)) < 0.5}},
+            "step": np.asarray(1000, np.int32)}
+    path = str(tmp_path / "ticket")
+    checkpoint.save_tree(path, tree)
+    loaded = checkpoint.load_tree(path)
+    assert_trees_identical(loaded, tree)
+    tree2 = jax.tree.map(lambda x: ~x if x.dtype == bool else x + 1, tree)
+    checkpoint.save_tree(path, tree2)                       # overwrites
+    assert_trees_identical(checkpoint.load_tree(path), tree2)
+    with pytest.raises(FileNotFoundError):
+        checkpoint.load_tree(str(tmp_path / "nothing"))
+
+
+def test_write_json_atomic(tmp_path):
+    path = tmp_path / "sub" / "dir" / "results.json"
+    checkpoint.write_json(str(path), [{"level": 1, "sparsity": 0.2}])
+    assert checkpoint.read_json(str(path)) == [{"level": 1, "sparsity": 0.2}]
+    checkpoint.write_json(str(path), {"b": 2, "a": [1, 2]})
+    assert checkpoint.read_json(str(path)) == {"a": [1, 2], "b": 2}
+    assert path.read_text().endswith("\n")
+    assert os.listdir(path.parent) == ["results.json"]
+    assert checkpoint.read_json(str(tmp_path / "none.json"), default=[]) == []
+    assert checkpoint.read_json(str(tmp_path / "none.json")) is None
+
+
+def test_write_json_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "results.json"
+    checkpoint.write_json(str(path), {"ok": 1})
+    with pytest.raises(TypeError):
+        checkpoint.write_json(str(path), {"bad": object()})   # not JSON serialisable, fails mid-write
+    assert checkpoint.read_json(str(path)) == {"ok": 1}
+    assert os.listdir(tmp_path) == ["results.json"]

@@ -1,0 +1,136 @@
+"""Elastic transfer runs and baseline runs on top of tiny IMP runs (digits, width-4 ResNets)."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from elax import baselines, checkpoint, lottery, masks, transfer
+from elax.config import BASELINES
+from test_lottery import tiny_config
+
+SOURCE, TARGET = "cifar_resnet_14_4", "cifar_resnet_20_4"
+
+
+def quiet(_):
+    pass
+
+
+def imp_config(model):
+    return tiny_config(**{"model.name": model, "train.epochs": 1, "train.milestones": (), "lottery.levels": 2,
+                          "lottery.rewind_steps": 3})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    source, target = str(root / "source"), str(root / "target")
+    lottery.run_imp(imp_config(SOURCE), source, log=quiet)
+    lottery.run_imp(imp_config(TARGET), target, log=quiet)
+    return root, source, target
+
+
+def transfer_config(source, **overrides):
+    c = imp_config(TARGET)
+    c.mode = "transfer"
+    c.transfer.source = source
+    c.transfer.levels = (2,)
+    for key, value in overrides.items():
+        c.transfer[key] = value
+    return c
+
+
+def test_ett_run_trains_the_transferred_ticket_with_its_mask_intact(runs):
+    root, source, _ = runs
+    workdir = str(root / "ett")
+    records = lottery.run_transfer(transfer_config(source), workdir, log=quiet)
+    (record,) = records
+    assert (record["method"], record["model"], record["source_model"], record["source_level"],
+            record["strategy"]) == ("ett", TARGET, SOURCE, 2, "append")
+    expected = transfer.transfer_ticket(lottery.load_ticket(source, 2), TARGET)
+    start = lottery.load_ticket(workdir, 2)
+    jax.tree.map(np.testing.assert_array_equal, start.mask, expected.mask)
+    jax.tree.map(np.testing.assert_array_equal, start.params, expected.params)
+    assert start.rewind_step == 3 and record["sparsity"] == pytest.approx(masks.sparsity(expected.mask))
+    exp = lottery.setup(transfer_config(source))
+    final = checkpoint.restore_state(os.path.join(lottery.level_dir(workdir, 2), "checkpoints"), exp.template_state)
+    assert int(final.step) == exp.total_steps
+    jax.tree.map(np.testing.assert_array_equal, final.mask, expected.mask)
+    for p, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(final.mask)):
+        assert np.all(np.asarray(p)[~np.asarray(m)] == 0.0)
+    # Finished levels are skipped: a second call trains nothing and returns the same records.
+    assert lottery.run_transfer(transfer_config(source), workdir, log=quiet) == records
+
+
+def test_ett_control_variants_are_labelled(runs):
+    root, source, _ = runs
+    config = transfer_config(source, replica_masks="permute", weights="reinit")
+    (record,) = lottery.run_transfer(config, str(root / "ett_controls"), log=quiet)
+    assert record["strategy"] == "append/permuted-replica-masks/reinit"
+
+
+def test_transfer_errors(runs, tmp_path):
+    root, source, _ = runs
+    with pytest.raises(FileNotFoundError, match="not an elax run directory"):
+        lottery.run_transfer(transfer_config(str(tmp_path / "nothing")), str(tmp_path / "a"))
+    with pytest.raises(ValueError, match=r"Levels \[7\] are not finished in the source run"):
+        lottery.run_transfer(transfer_config(source, levels=(7,)), str(tmp_path / "b"))
+    config = transfer_config(source)
+    config.data.name = "fashion_mnist"
+    with pytest.raises(ValueError, match="--config.data.name=digits"):
+        lottery.run_transfer(config, str(tmp_path / "c"))
+
+
+@pytest.fixture(scope="module")
+def baseline_inputs(runs):
+    _, _, target = runs
+    c = imp_config(TARGET)
+    c.mode, c.baseline.reference, c.baseline.snip_batches, c.baseline.synflow_rounds = "baseline", target, 2, 10
+    exp = lottery.setup(c)
+    record = lottery.find_record(target, 2)
+    return exp, lottery.load_ticket(target, 0), lottery.load_ticket(target, 2), record
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_every_baseline_hits_the_reference_sparsity_exactly(baseline_inputs, method):
+    exp, dense, imp, record = baseline_inputs
+    params, batch_stats, mask = baselines.baseline_ticket(exp, method, dense, imp, record["sparsity"])
+    masks.validate(mask, params)
+    assert masks.count(mask, exp.prunable) == (record["kept_weights"], record["prunable_weights"])
+    flat = jax.tree_util.tree_flatten_with_path(mask)[0]
+    for path, m in flat:
+        if not exp.prunable(path, m):
+            assert np.all(np.asarray(m)), masks.path_str(path)
+    if method in ("reinit", "random"):
+        layer_counts = lambda tree: [l.kept for l in masks.layer_report(tree)]
+        assert layer_counts(mask) == layer_counts(imp.mask)
+    if method == "reinit":
+        jax.tree.map(np.testing.assert_array_equal, mask, imp.mask)
+        assert not np.array_equal(params["head"]["kernel"], dense.params["head"]["kernel"])
+    else:
+        jax.tree.map(np.testing.assert_array_equal, params, dense.params)
+    if method == "random":
+        assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(imp.mask)))
+    if method == "magnitude":
+        weights = [np.abs(np.asarray(w)) for w in jax.tree.leaves(dense.params)]
+        kept = np.concatenate([w[np.asarray(m)] for w, m in zip(weights, jax.tree.leaves(mask)) if w.ndim >= 2])
+        dropped = np.concatenate([w[~np.asarray(m)] for w, m in zip(weights, jax.tree.leaves(mask)) if w.ndim >= 2])
+        assert kept.min() >= dropped.max()
+
+
+def test_baseline_run_records_method_and_sparsity(runs):
+    root, _, target = runs
+    c = imp_config(TARGET)
+    c.mode, c.baseline.method, c.baseline.reference, c.baseline.levels = "baseline", "random", target, (1,)
+    (record,) = baselines.run_baseline(c, str(root / "random"), log=quiet)
+    reference = lottery.find_record(target, 1)
+    assert (record["method"], record["level"], record["kept_weights"]) == ("random", 1, reference["kept_weights"])
+
+
+def test_baseline_refuses_a_reference_of_another_model(runs, tmp_path):
+    _, source, _ = runs
+    c = imp_config(TARGET)
+    c.mode, c.baseline.method, c.baseline.reference = "baseline", "snip", source
+    with pytest.raises(ValueError, match="baselines prune the same model as their reference IMP run"):
+        baselines.run_baseline(c, str(tmp_path / "x"))
