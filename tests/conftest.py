@@ -1,11 +1,58 @@
-"""Shared fixtures: one initialised tiny ResNet (init compiles slowly on CPU) and a tiny synthetic dataset."""
+"""Shared fixtures: tiny models, data and IMP runs. Compilation dominates on CPU, so the suite shares one
+persistent JAX compilation cache (also with the CLI subprocesses it starts) and runs each IMP run once."""
 
-import jax
-import numpy as np
-import pytest
+import importlib.util
+import os
 
-from elax.data import Dataset
-from elax.models import get_model, init_variables
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Before JAX is imported: it reads these at import time, and subprocesses inherit them.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from elax import lottery  # noqa: E402
+from elax.data import Dataset  # noqa: E402
+from elax.models import get_model, init_variables  # noqa: E402
+
+# The tiny IMP recipe: the quickstart config (digits) with these overrides. The CLI tests pass the same ones, so
+# their subprocesses compile nothing the in-process runs have not already put in the cache.
+TINY_OVERRIDES = {
+    "mode": "imp", "model.name": "cifar_resnet_14_4", "train.epochs": 2, "train.batch_size": 128,
+    "train.milestones": (1,), "lottery.levels": 3, "lottery.prune_fraction": 0.2, "lottery.rewind_steps": 5,
+    "progress": False,
+}
+
+
+def tiny_config(**overrides):
+    """configs/quickstart.py with TINY_OVERRIDES, then `overrides` ("section.key": value)."""
+    spec = importlib.util.spec_from_file_location("quickstart", os.path.join(ROOT, "configs", "quickstart.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for key, value in {**TINY_OVERRIDES, **overrides}.items():
+        *sections, name = key.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[name] = value
+    return config
+
+
+def tiny_cli_args(**overrides):
+    """The command-line flags that give `tiny_config(**overrides)`."""
+    items = {**TINY_OVERRIDES, **overrides}
+    return ["--config", os.path.join(ROOT, "configs", "quickstart.py")] + [
+        f"--config.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in items.items()]
+
+
+@pytest.fixture(scope="session")
+def imp_run(tmp_path_factory):
+    """(workdir, records) of the tiny IMP run on cifar_resnet_14_4: 3 levels, rewind to step 5 (mid-epoch)."""
+    workdir = str(tmp_path_factory.mktemp("imp"))
+    return workdir, lottery.run_imp(tiny_config(), workdir, log=lambda _: None)
 
 TINY_SHAPE = (8, 8, 3)
 

@@ -8,41 +8,17 @@ import numpy as np
 import pytest
 
 from elax import checkpoint, lottery, masks
-from elax.config import default_config
+from conftest import tiny_config
 
 LEVELS = 3
-
-
-def tiny_config(**overrides):
-    c = default_config()
-    c.model.name = "cifar_resnet_8_4"
-    c.data.name = "digits"
-    c.data.augment = False
-    c.train.epochs = 2
-    c.train.batch_size = 128
-    c.train.milestones = (1,)
-    c.train.eval_batch_size = 360
-    c.lottery.levels = LEVELS
-    c.lottery.rewind_steps = 5          # mid-epoch (12 steps per epoch): exercises the split
-    c.progress = False
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        c[section][name] = value
-    return c
-
-
-@pytest.fixture(scope="module")
-def imp_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("imp"))
-    records = lottery.run_imp(tiny_config(), workdir, log=lambda _: None)
-    return workdir, records
+MODEL = "cifar_resnet_14_4"
 
 
 def test_records_have_the_promised_fields(imp_run):
     _, records = imp_run
     assert [r["level"] for r in records] == list(range(LEVELS + 1))
     for r in records:
-        assert r["method"] == "imp" and r["model"] == "cifar_resnet_8_4" and r["seed"] == 0
+        assert r["method"] == "imp" and r["model"] == MODEL and r["seed"] == 0
         assert 0.0 <= r["test_accuracy"] <= 1.0
         assert r["steps"] == 2 * 12
 
@@ -106,7 +82,7 @@ def test_load_ticket_level_0_is_dense_rewind_state(imp_run):
     workdir, _ = imp_run
     ticket = lottery.load_ticket(workdir, 0)
     rewind = checkpoint.load_tree(os.path.join(workdir, "rewind"))
-    assert ticket.sparsity == 0.0 and ticket.rewind_step == 5 and ticket.model_name == "cifar_resnet_8_4"
+    assert ticket.sparsity == 0.0 and ticket.rewind_step == 5 and ticket.model_name == MODEL
     jax.tree.map(np.testing.assert_array_equal, ticket.params, rewind["params"])
     with pytest.raises(FileNotFoundError, match="no ticket for level 9"):
         lottery.load_ticket(workdir, 9)
@@ -120,7 +96,7 @@ def test_interrupted_run_resumes_to_identical_results(imp_run, tmp_path, monkeyp
     def dying_save(directory, state):
         real_save(directory, state)
         saves["n"] += 1
-        if saves["n"] == 6:  # inside level 1
+        if saves["n"] == 5:  # level 1, after its first epoch
             raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint, "save_state", dying_save)

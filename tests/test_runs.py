@@ -8,7 +8,7 @@ import pytest
 
 from elax import baselines, checkpoint, lottery, masks, transfer
 from elax.config import BASELINES
-from test_lottery import tiny_config
+from conftest import tiny_config
 
 SOURCE, TARGET = "cifar_resnet_14_4", "cifar_resnet_20_4"
 
@@ -23,10 +23,10 @@ def imp_config(model):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, imp_run):
+    """The shared IMP run of cifar_resnet_14_4 is the ETT source; a short one of cifar_resnet_20_4 the target."""
     root = tmp_path_factory.mktemp("runs")
-    source, target = str(root / "source"), str(root / "target")
-    lottery.run_imp(imp_config(SOURCE), source, log=quiet)
+    source, target = imp_run[0], str(root / "target")
     lottery.run_imp(imp_config(TARGET), target, log=quiet)
     return root, source, target
 
@@ -52,7 +52,9 @@ def test_ett_run_trains_the_transferred_ticket_with_its_mask_intact(runs):
     start = lottery.load_ticket(workdir, 2)
     jax.tree.map(np.testing.assert_array_equal, start.mask, expected.mask)
     jax.tree.map(np.testing.assert_array_equal, start.params, expected.params)
-    assert start.rewind_step == 3 and record["sparsity"] == pytest.approx(masks.sparsity(expected.mask))
+    # The source run's rewind step (5) wins over this config's (3): the ticket is the source's step-5 state.
+    assert start.rewind_step == 5 and record["rewind_step"] == 5
+    assert record["sparsity"] == pytest.approx(masks.sparsity(expected.mask))
     exp = lottery.setup(transfer_config(source))
     final = checkpoint.restore_state(os.path.join(lottery.level_dir(workdir, 2), "checkpoints"), exp.template_state)
     assert int(final.step) == exp.total_steps
