@@ -10,6 +10,7 @@ from elax import config as config_lib
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     config_lib.validate(config)
+    enable_compilation_cache()
     print(f"elax {config.mode} run in {os.path.abspath(workdir)} on {jax.device_count()} "
           f"{jax.devices()[0].platform} device(s)", flush=True)
     if config.mode == "report":
@@ -34,3 +35,10 @@ def print_table(records) -> None:
     from elax import report
     print()
     print(report.to_markdown(report.summarize(records)))
+
+
+def enable_compilation_cache() -> None:
+    """Keep compiled programs across runs (resumes, sub-runs, replicates): ~/.cache/elax/jax unless
+    $JAX_COMPILATION_CACHE_DIR names another place."""
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/elax/jax"))

@@ -26,12 +26,17 @@ TINY_OVERRIDES = {
 }
 
 
-def tiny_config(**overrides):
-    """configs/quickstart.py with TINY_OVERRIDES, then `overrides` ("section.key": value)."""
+def quickstart_config():
+    """A fresh get_config() of configs/quickstart.py, as shipped."""
     spec = importlib.util.spec_from_file_location("quickstart", os.path.join(ROOT, "configs", "quickstart.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    return module.get_config()
+
+
+def tiny_config(**overrides):
+    """configs/quickstart.py with TINY_OVERRIDES, then `overrides` ("section.key": value)."""
+    config = quickstart_config()
     for key, value in {**TINY_OVERRIDES, **overrides}.items():
         *sections, name = key.split(".")
         node = config

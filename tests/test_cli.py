@@ -99,3 +99,14 @@ def test_missing_data_dir_is_named(tmp_path):
     code, _, err = finish(main_py([*TINY, "--config.data.name=cifar10", f"--config.data.dir={missing}",
                                    f"--workdir={tmp_path / 'run'}"]), timeout=60)
     assert code == 2 and str(missing) in err and "does not exist" in err
+
+
+def test_report_mode_reads_runs_and_writes_the_report(uninterrupted, tmp_path):
+    run_dir, _ = uninterrupted
+    out = tmp_path / "report"
+    code, stdout, err = finish(main_py(["--config", os.path.join(ROOT, "configs", "quickstart.py"),
+                                        "--config.mode=report", f"--config.report.runs=('{run_dir}',)",
+                                        f"--config.report.out={out}", f"--workdir={tmp_path}"]), timeout=120)
+    assert code == 0, err
+    assert "| sparsity % | remaining % | imp (cifar_resnet_14_4) |" in stdout
+    assert sorted(os.listdir(out)) == ["accuracy_vs_sparsity.png", "report.md", "results.csv"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from elax import checkpoint, lottery, masks
-from conftest import tiny_config
+from conftest import quickstart_config, tiny_config
 
 LEVELS = 3
 MODEL = "cifar_resnet_14_4"
@@ -142,3 +142,12 @@ def test_bad_config_fails_before_any_work(tmp_path, key, value, message):
     with pytest.raises(ValueError, match=message):
         lottery.run_imp(tiny_config(**{key: value}), workdir)
     assert not os.path.exists(workdir)
+
+
+def test_quickstart_recipe_learns_digits(tmp_path):
+    """The dense level of configs/quickstart.py (as shipped) reaches >= 90% test accuracy on digits."""
+    config = quickstart_config()
+    config.mode, config.lottery.levels, config.progress = "imp", 0, False
+    (record,) = lottery.run_imp(config, str(tmp_path / "quickstart"), log=lambda _: None)
+    assert record["model"] == "cifar_resnet_14_8" and record["sparsity"] == 0.0
+    assert record["test_accuracy"] >= 0.90
