@@ -138,6 +138,7 @@ class Trainer:
     compute_dtype: Any = jnp.float32
     eval_batch_size: int = 1000
     masked: bool = True
+    fused_loop: bool | None = None   # many steps per jitted call; None = on accelerators only (see train_steps)
 
     def __post_init__(self):
         n = self.mesh.size
@@ -146,39 +147,48 @@ class Trainer:
                 raise ValueError(f"train.{name}={getattr(self, name)} must be divisible by the {n} devices.")
 
     # -- training -------------------------------------------------------------------------------------------
+    def _key(self, purpose: int):
+        """The RNG stream of `purpose` (1: data order, 2: augmentation), derived from the seed alone."""
+        return jax.random.fold_in(jax.random.key(self.seed), purpose)
+
+    def _epoch_order(self, step, n):
+        """The permutation of the training set that the epoch of `step` reads."""
+        return jax.random.permutation(jax.random.fold_in(self._key(1), step // self.steps_per_epoch), n)
+
+    def _step(self, state, totals, data: DeviceData, order):
+        """Gather the step's batch in `order`, augment and normalise it on the device, and take one step."""
+        n = data.train_labels.shape[0]
+        position = (state.step % self.steps_per_epoch) * self.batch_size
+        # The last batch of an epoch wraps around to the epoch's first examples (static shapes).
+        idx = order[(position + jnp.arange(self.batch_size)) % n]
+        images, labels = data.train_images[idx], data.train_labels[idx]
+        if self.augment:
+            images = data_lib.random_crop_flip(images, jax.random.fold_in(self._key(2), state.step))
+        images = data_lib.normalize(images, data.mean, data.std, self.compute_dtype)
+        batch_sharding = NamedSharding(self.mesh, P("data"))
+        images = jax.lax.with_sharding_constraint(images, batch_sharding)
+        labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
+        state, metrics = train_step(state, images, labels, apply_fn=self.model.apply, tx=self.tx,
+                                    schedule=self.schedule, masked=self.masked)
+        return state, jax.tree.map(jnp.add, totals, metrics)
+
     @functools.cached_property
     def _run_steps(self):
-        batch_sharding = NamedSharding(self.mesh, P("data"))
-        replicated = NamedSharding(self.mesh, P())
-        step_fn = functools.partial(train_step, apply_fn=self.model.apply, tx=self.tx,
-                                    schedule=self.schedule, masked=self.masked)
-        base_key = jax.random.key(self.seed)
-        order_key, augment_key = jax.random.fold_in(base_key, 1), jax.random.fold_in(base_key, 2)
-
         def run(state, data: DeviceData, num_steps):
             # The caller keeps every call inside one epoch, so one permutation serves all its steps.
-            n = data.train_labels.shape[0]
-            epoch = state.step // self.steps_per_epoch
-            order = jax.random.permutation(jax.random.fold_in(order_key, epoch), n)
+            order = self._epoch_order(state.step, data.train_labels.shape[0])
+            body = lambda _, carry: self._step(*carry, data, order)
+            return jax.lax.fori_loop(0, num_steps, body, (state, _zero_metrics()))
 
-            def body(_, carry):
-                state, totals = carry
-                position = (state.step % self.steps_per_epoch) * self.batch_size
-                # The last batch of an epoch wraps around to the epoch's first examples (static shapes).
-                idx = order[(position + jnp.arange(self.batch_size)) % n]
-                images, labels = data.train_images[idx], data.train_labels[idx]
-                if self.augment:
-                    images = data_lib.random_crop_flip(images, jax.random.fold_in(augment_key, state.step))
-                images = data_lib.normalize(images, data.mean, data.std, self.compute_dtype)
-                images = jax.lax.with_sharding_constraint(images, batch_sharding)
-                labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
-                state, metrics = step_fn(state, images, labels)
-                return state, jax.tree.map(jnp.add, totals, metrics)
+        return jax.jit(run, donate_argnums=(0,), out_shardings=NamedSharding(self.mesh, P()))
 
-            zeros = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-            return jax.lax.fori_loop(0, num_steps, body, (state, zeros))
+    @functools.cached_property
+    def _one_step(self):
+        return jax.jit(self._step, donate_argnums=(0, 1), out_shardings=NamedSharding(self.mesh, P()))
 
-        return jax.jit(run, donate_argnums=(0,), out_shardings=replicated)
+    @functools.cached_property
+    def _jit_epoch_order(self):
+        return jax.jit(self._epoch_order, static_argnums=1)
 
     def replicate(self, tree):
         """`tree` replicated over the mesh (a no-op for arrays already there, e.g. the previous step's state).
@@ -193,7 +203,17 @@ class Trainer:
 
         `state` is donated: use the returned state, not the one passed in.
         """
-        return self._run_steps(self.replicate(state), data, jnp.asarray(num_steps, jnp.int32))
+        state = self.replicate(state)
+        fused = self.fused_loop if self.fused_loop is not None else jax.default_backend() != "cpu"
+        if fused:
+            return self._run_steps(state, data, jnp.asarray(num_steps, jnp.int32))
+        # XLA:CPU runs backward convolutions inside a while loop 15-40x slower than outside one
+        # (jax-ml/jax#12868; docs/performance.md), so on CPU every step is its own jitted call.
+        order = self._jit_epoch_order(state.step, data.num_train)
+        totals = self.replicate(_zero_metrics())
+        for _ in range(num_steps):
+            state, totals = self._one_step(state, totals, data, order)
+        return state, totals
 
     # -- evaluation -----------------------------------------------------------------------------------------
     @functools.cached_property
@@ -230,3 +250,8 @@ class Trainer:
         params, batch_stats = self.replicate((params, batch_stats))
         metrics = self._evaluate(params, batch_stats, images, labels, mean=data.mean, std=data.std)
         return {k: float(v) for k, v in metrics.items()}
+
+
+def _zero_metrics():
+    return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32),
+            "count": jnp.zeros((), jnp.float32)}

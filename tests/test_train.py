@@ -275,8 +275,22 @@ def test_seed_changes_data_order(env, trainer, ticket, seed1_run):
 
 def test_train_loop_compiles_once_per_trainer(seed1_run):
     # The first call gets create_state's (uncommitted) state, later calls the replicated output of the previous
-    # call; both must hit one executable, or every IMP level pays for compiling the train loop twice.
-    assert seed1_run["trainer"]._run_steps._cache_size() == 1
+    # call; both must hit one executable, or every IMP level pays for compiling the train step twice.
+    # On CPU each step is its own jitted call (the fused loop is slow there, see Trainer.train_steps).
+    assert jax.default_backend() == "cpu"
+    assert seed1_run["trainer"]._one_step._cache_size() == 1
+    assert seed1_run["trainer"]._run_steps._cache_size() == 0
+
+
+def test_fused_loop_matches_step_by_step(env, ticket, seed1_run):
+    """The accelerator path (all steps in one jitted fori_loop) computes the same training as the CPU path."""
+    fused = make_trainer(env, seed=1, fused_loop=True)
+    state = train.create_state(*jax.tree.map(jnp.array, ticket), env["tx"])
+    state, _ = run(fused, state, env["data"], [4, 4])
+    assert fused._run_steps._cache_size() == 1 and fused._one_step._cache_size() == 0
+    assert int(state.step) == int(seed1_run["state"].step) == 8
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(seed1_run["state"].params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
 def test_train_steps_keeps_callers_mask_and_batch_stats_alive(seed1_run):
