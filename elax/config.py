@@ -43,7 +43,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.lottery.exclude = ()           # param path prefixes never pruned, e.g. ("head",)
 
     c.transfer = ml_collections.ConfigDict()
-    c.transfer.source = ""           # workdir of the source IMP run
+    c.transfer.source = ""           # workdir of the source IMP run (its data/train recipe is used)
     c.transfer.levels = ()           # source levels to transfer; () = all finished levels
     c.transfer.strategy = "append"   # append | interpolate | drop_last | interleave | official mapping string
     c.transfer.replica_masks = "copy"   # copy | permute (the paper's control)
@@ -51,7 +51,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.baseline = ml_collections.ConfigDict()
     c.baseline.method = "random"     # reinit | random | magnitude | snip | grasp | synflow
-    c.baseline.reference = ""        # workdir of an IMP run of the same model: its levels' sparsities
+    c.baseline.reference = ""        # workdir of an IMP run of the same model: its sparsities and recipe
     c.baseline.levels = ()           # reference levels to match; () = all finished levels >= 1
     c.baseline.snip_batches = 0      # batches summed by SNIP/GraSP; 0 = one epoch
     c.baseline.synflow_rounds = 100

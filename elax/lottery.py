@@ -71,13 +71,12 @@ class Experiment:
         return train.create_state(params, batch_stats, mask, self.trainer.tx, step)
 
 
-def setup(config: ml_collections.ConfigDict, model_name: str | None = None) -> Experiment:
+def setup(config: ml_collections.ConfigDict) -> Experiment:
     """Validate `config`, load the data onto the devices, and build the model and trainer."""
     config_lib.validate(config)
-    model_name = model_name or config.model.name
     dataset = data_lib.load(config.data.name, config.data.dir or None)
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
-    model = get_model(model_name, num_classes=dataset.num_classes, dtype=dtype)
+    model = get_model(config.model.name, num_classes=dataset.num_classes, dtype=dtype)
     mesh = train.make_mesh()
     t = config.train
     steps_per_epoch = -(-len(dataset.train_labels) // t.batch_size)
@@ -318,13 +317,24 @@ def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
     return config, load_results(workdir)
 
 
-def _matching_recipe(config, source_config: dict, what: str) -> ml_collections.ConfigDict:
-    """`config` with the source run's rewind step; refuse a run on another dataset."""
-    if source_config["data"]["name"] != config.data.name:
-        raise ValueError(f"The {what} was trained on {source_config['data']['name']!r}, this run on "
-                         f"{config.data.name!r}; set --config.data.name={source_config['data']['name']}.")
+def _matching_recipe(config, source_config: dict, what: str, log=print) -> ml_collections.ConfigDict:
+    """`config` with the recipe of the run it builds on: its data, training and rewind step (E-LTH trains a
+    transferred or baseline ticket exactly like an IMP level of the source). A `data.dir` given here wins."""
     config = config.copy_and_resolve_references()
-    config.lottery.rewind_steps = source_config["lottery"]["rewind_steps"]
+    recipe = {**{f"data.{k}": v for k, v in source_config["data"].items() if k != "dir"},
+              **{f"train.{k}": v for k, v in source_config["train"].items()},
+              "lottery.rewind_steps": source_config["lottery"]["rewind_steps"]}
+    if not config.data.dir:
+        recipe["data.dir"] = source_config["data"]["dir"]
+    changed = []
+    for key, value in recipe.items():
+        section, name = key.split(".")
+        value = tuple(value) if isinstance(value, list) else value
+        if config[section][name] != value:
+            changed.append(f"{key}={value!r}")
+            config[section][name] = value
+    if changed:
+        log(f"Recipe of the {what}: {', '.join(changed)}")
     return config
 
 
@@ -344,7 +354,7 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     config_lib.validate(config)
     t = config.transfer
     source_config, source_records = source_run(t.source, "transfer.source")
-    config = _matching_recipe(config, source_config, "source run")
+    config = _matching_recipe(config, source_config, "source run", log)
     levels = _selected_levels(t.levels, source_records)
     exp = setup(config)
     claim_workdir(workdir, config)

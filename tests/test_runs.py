@@ -57,7 +57,7 @@ def test_ett_run_trains_the_transferred_ticket_with_its_mask_intact(runs):
     assert record["sparsity"] == pytest.approx(masks.sparsity(expected.mask))
     exp = lottery.setup(transfer_config(source))
     final = checkpoint.restore_state(os.path.join(lottery.level_dir(workdir, 2), "checkpoints"), exp.template_state)
-    assert int(final.step) == exp.total_steps
+    assert int(final.step) == record["steps"] == 2 * 12  # the source's 2 epochs, not this config's 1
     jax.tree.map(np.testing.assert_array_equal, final.mask, expected.mask)
     for p, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(final.mask)):
         assert np.all(np.asarray(p)[~np.asarray(m)] == 0.0)
@@ -78,10 +78,22 @@ def test_transfer_errors(runs, tmp_path):
         lottery.run_transfer(transfer_config(str(tmp_path / "nothing")), str(tmp_path / "a"))
     with pytest.raises(ValueError, match=r"Levels \[7\] are not finished in the source run"):
         lottery.run_transfer(transfer_config(source, levels=(7,)), str(tmp_path / "b"))
-    config = transfer_config(source)
-    config.data.name = "fashion_mnist"
-    with pytest.raises(ValueError, match="--config.data.name=digits"):
-        lottery.run_transfer(config, str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="are not finished in the source run"):
+        lottery.run_transfer(transfer_config(source, levels=(0, 3, 4)), str(tmp_path / "c"))
+
+
+def test_transfer_takes_the_source_recipe(runs, tmp_path):
+    """A transfer config with another dataset and schedule trains with the source run's recipe."""
+    _, source, _ = runs
+    config = transfer_config(source, levels=(0,))
+    config.data.name, config.train.epochs, config.train.lr = "fashion_mnist", 9, 0.3
+    lines = []
+    (record,) = lottery.run_transfer(config, str(tmp_path / "ett"), log=lines.append)
+    assert record["dataset"] == "digits" and record["steps"] == 2 * 12 and record["rewind_step"] == 5
+    assert lines[0] == ("Recipe of the source run: data.name='digits', train.epochs=2, train.lr=0.05, "
+                        "train.milestones=(1,), lottery.rewind_steps=5")
+    saved = checkpoint.read_json(os.path.join(str(tmp_path / "ett"), "config.json"))
+    assert (saved["data"]["name"], saved["train"]["epochs"], saved["train"]["lr"]) == ("digits", 2, 0.05)
 
 
 @pytest.fixture(scope="module")
