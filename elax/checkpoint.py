@@ -4,7 +4,7 @@ Train states are saved as plain nested dicts (`flax.serialization.to_state_dict`
 restored with Orbax alone, without elax or the model:
 
     import orbax.checkpoint as ocp
-    tree = ocp.StandardCheckpointer().restore("WORKDIR/level_03/ticket")   # {'params', 'batch_stats', 'mask'}
+    tree = ocp.StandardCheckpointer().restore("/abs/path/WORKDIR/level_03/ticket")  # params, batch_stats, mask, step
 """
 
 import json
