@@ -9,8 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-      "checkpoint", "data", "lottery", "masks", "models", "pruning", "report", "scores",
-      "train", "transfer",
+    "baselines", "checkpoint", "cli", "config", "data", "experiment", "lottery", "masks", "models", "pruning",
+    "report", "scores", "ticket", "train", "transfer",
 )
 
 

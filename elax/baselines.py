@@ -24,8 +24,8 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
         raise ValueError(f"The reference run is of {reference_config['model']['name']}, this baseline of "
                          f"{config.model.name}: baselines prune the same model as their reference IMP run. "
                          f"Set --config.model.name={reference_config['model']['name']} or use another reference.")
-    config = lottery._matching_recipe(config, reference_config, "reference run", log)
-    levels = lottery._selected_levels(b.levels, reference_records, minimum=1)
+    config = lottery.inherit_recipe(config, reference_config, "reference run", log)
+    levels = lottery.select_levels(b.levels, reference_records, minimum=1)
     exp = lottery.setup(config)
     lottery.claim_workdir(workdir, config)
     for level in levels:

@@ -317,7 +317,7 @@ def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
     return config, load_results(workdir)
 
 
-def _matching_recipe(config, source_config: dict, what: str, log=print) -> ml_collections.ConfigDict:
+def inherit_recipe(config, source_config: dict, what: str, log=print) -> ml_collections.ConfigDict:
     """`config` with the recipe of the run it builds on: its data, training and rewind step (E-LTH trains a
     transferred or baseline ticket exactly like an IMP level of the source). A `data.dir` given here wins."""
     config = config.copy_and_resolve_references()
@@ -338,7 +338,7 @@ def _matching_recipe(config, source_config: dict, what: str, log=print) -> ml_co
     return config
 
 
-def _selected_levels(requested, records, minimum: int = 0) -> list[int]:
+def select_levels(requested, records, minimum: int = 0) -> list[int]:
     finished = sorted(r["level"] for r in records if r["method"] == "imp" and r["level"] >= minimum)
     levels = list(requested) or finished
     missing = [level for level in levels if level not in finished]
@@ -354,8 +354,8 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     config_lib.validate(config)
     t = config.transfer
     source_config, source_records = source_run(t.source, "transfer.source")
-    config = _matching_recipe(config, source_config, "source run", log)
-    levels = _selected_levels(t.levels, source_records)
+    config = inherit_recipe(config, source_config, "source run", log)
+    levels = select_levels(t.levels, source_records)
     exp = setup(config)
     claim_workdir(workdir, config)
     strategy_label = t.strategy + ("/permuted-replica-masks" if t.replica_masks == "permute" else "") + (
