@@ -34,9 +34,9 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
         reference = next(r for r in reference_records if r["level"] == level and r["method"] == "imp")
         make_start = lambda level=level, sparsity=reference["sparsity"]: baseline_ticket(
             exp, b.method, lottery.load_ticket(b.reference, 0), lottery.load_ticket(b.reference, level), sparsity)
-        state = lottery.train_level(exp, lottery.level_dir(workdir, level), make_start, exp.rewind_step,
-                                    f"{b.method} level {level}")
-        record = lottery.make_record(exp, state, level, b.method, rewind_step=exp.rewind_step,
+        state, test = lottery.train_level(exp, lottery.level_dir(workdir, level), make_start, exp.rewind_step,
+                                          f"{b.method} level {level}")
+        record = lottery.make_record(exp, state, test, level, b.method, rewind_step=exp.rewind_step,
                                      reference_sparsity=reference["sparsity"])
         lottery.add_record(workdir, record)
         log(lottery.summary_line(record))

@@ -161,11 +161,12 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 
 
 def train_level(exp: Experiment, directory: str, make_start: Callable[[], tuple], start_step: int, desc: str,
-                on_step: dict[int, Callable] | None = None) -> train.TrainState:
+                on_step: dict[int, Callable] | None = None) -> tuple[train.TrainState, dict]:
     """Train a ticket from `start_step` to the end of the schedule, resuming from `directory` if possible.
 
     make_start() -> (params, batch_stats, mask) is called only when the level starts fresh. on_step maps a
     global step to a callback(state) run when training reaches that step (level 0 saves its rewind state).
+    Returns the final state and its test metrics {'loss', 'accuracy'}.
     """
     ckpt_dir, metrics_path = os.path.join(directory, "checkpoints"), os.path.join(directory, "metrics.jsonl")
     on_step = dict(on_step or {})
@@ -181,7 +182,10 @@ def train_level(exp: Experiment, directory: str, make_start: Callable[[], tuple]
         if start_step in on_step:
             on_step[start_step](state)
         checkpoint.save_state(ckpt_dir, state)
-    return _fit(exp, state, ckpt_dir, metrics_path, desc, on_step)
+    state, test = _fit(exp, state, ckpt_dir, metrics_path, desc, on_step)
+    if test is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
+        test = exp.trainer.evaluate(state.params, state.batch_stats, exp.data)
+    return state, test
 
 
 def _fit(exp, state, ckpt_dir, metrics_path, desc, on_step):
@@ -189,7 +193,7 @@ def _fit(exp, state, ckpt_dir, metrics_path, desc, on_step):
     spe, end = trainer.steps_per_epoch, exp.total_steps
     step = int(state.step)
     bar = _progress(end, step, desc, exp.config.progress)
-    totals, epoch_start_time = None, time.time()
+    totals, epoch_start_time, test = None, time.time(), None
     while step < end:
         stop = min((step // spe + 1) * spe, end, *[s for s in on_step if s > step])
         if cfg.steps_per_call:
@@ -205,10 +209,12 @@ def _fit(exp, state, ckpt_dir, metrics_path, desc, on_step):
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
+            if step == end:  # the last epoch is always evaluated: its numbers are the level's result
+                test = {"loss": entry["test_loss"], "accuracy": entry["test_accuracy"]}
             checkpoint.save_state(ckpt_dir, state)
             totals, epoch_start_time = None, time.time()
     bar.close()
-    return state
+    return state, test
 
 
 def _epoch_entry(exp, state, totals, seconds):
@@ -224,9 +230,8 @@ def _epoch_entry(exp, state, totals, seconds):
     return entry
 
 
-def make_record(exp: Experiment, state: train.TrainState, level: int, method: str, **extra) -> dict:
+def make_record(exp: Experiment, state: train.TrainState, test: dict, level: int, method: str, **extra) -> dict:
     """The results.json record of a finished level (deterministic: no timings, so resumed runs match)."""
-    test = exp.trainer.evaluate(state.params, state.batch_stats, exp.data)
     kept, total = masks.count(state.mask, exp.prunable)
     return {"level": level, "method": method, "model": exp.model_name, "dataset": exp.config.data.name,
             "seed": exp.config.seed, "sparsity": 1.0 - kept / total, "kept_weights": kept,
@@ -257,11 +262,12 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[
                 return v["params"], v["batch_stats"], masks.build(v["params"])
             save_rewind = lambda s: checkpoint.save_tree(
                 rewind_dir, {"params": s.params, "batch_stats": s.batch_stats, "step": int(s.step)})
-            state = train_level(exp, directory, make_start, 0, "level 0 (dense)", {exp.rewind_step: save_rewind})
+            state, test = train_level(exp, directory, make_start, 0, "level 0 (dense)",
+                                      {exp.rewind_step: save_rewind})
         else:
             make_start = lambda level=level: _imp_start(exp, workdir, level)
-            state = train_level(exp, directory, make_start, exp.rewind_step, f"level {level}")
-        record = make_record(exp, state, level, "imp", rewind_step=exp.rewind_step)
+            state, test = train_level(exp, directory, make_start, exp.rewind_step, f"level {level}")
+        record = make_record(exp, state, test, level, "imp", rewind_step=exp.rewind_step)
         add_record(workdir, record)
         log(summary_line(record))
     return load_results(workdir)
@@ -370,10 +376,10 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
                                              weights=t.weights, seed=config.seed)
             return moved.params, moved.batch_stats, moved.mask
 
-        state = train_level(exp, level_dir(workdir, level), make_start, exp.rewind_step,
-                            f"ett {source_config['model']['name']}->{exp.model_name} level {level}")
+        state, test = train_level(exp, level_dir(workdir, level), make_start, exp.rewind_step,
+                                  f"ett {source_config['model']['name']}->{exp.model_name} level {level}")
         source_record = next(r for r in source_records if r["level"] == level and r["method"] == "imp")
-        record = make_record(exp, state, level, "ett", rewind_step=exp.rewind_step,
+        record = make_record(exp, state, test, level, "ett", rewind_step=exp.rewind_step,
                              source_model=source_config["model"]["name"], source_level=level,
                              source_sparsity=source_record["sparsity"], strategy=strategy_label)
         add_record(workdir, record)
