@@ -291,9 +291,7 @@ def load_ticket(workdir: str, level: int) -> Ticket:
 
     Level 0 of an IMP run is the dense network at the rewind point.
     """
-    config = checkpoint.read_json(os.path.join(workdir, "config.json"))
-    if config is None:
-        raise FileNotFoundError(f"{workdir} is not an elax run directory (no config.json).")
+    config = run_config(workdir)
     ticket_dir = os.path.join(level_dir(workdir, level), "ticket")
     if not os.path.isdir(ticket_dir):
         levels = sorted(int(d[6:]) for d in os.listdir(workdir) if d.startswith("level_"))
@@ -314,13 +312,19 @@ def load_ticket(workdir: str, level: int) -> Ticket:
 
 # -- Elastic ticket transformation runs -----------------------------------------------------------------------
 
-def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
-    """(config, results) of a finished or running run that another run builds on; clear error if absent."""
+def run_config(workdir: str, what: str = "") -> dict:
+    """The config.json of an elax run directory; a clear error naming `what` pointed at it if there is none."""
     config = checkpoint.read_json(os.path.join(workdir, "config.json"))
     if config is None:
-        raise FileNotFoundError(f"{what} {workdir!r} is not an elax run directory (no config.json). Pass the "
-                                "--workdir of an IMP run (python main.py --config configs/cifar_resnet.py ...).")
-    return config, load_results(workdir)
+        raise FileNotFoundError(f"{what + ' ' if what else ''}{workdir!r} is not an elax run directory (no "
+                                "config.json). Pass the --workdir of an IMP run (python main.py --config "
+                                "configs/cifar_resnet.py ...).")
+    return config
+
+
+def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
+    """(config, results) of a finished or running run that another run builds on; clear error if absent."""
+    return run_config(workdir, what), load_results(workdir)
 
 
 def inherit_recipe(config, source_config: dict, what: str, log=print) -> ml_collections.ConfigDict:
