@@ -7,7 +7,6 @@
 The one-shot methods keep exactly as many weights as the reference level (`pruning.prune_to_sparsity`).
 """
 
-import os
 
 import jax
 import jax.numpy as jnp
@@ -34,12 +33,8 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
         reference = next(r for r in reference_records if r["level"] == level and r["method"] == "imp")
         make_start = lambda level=level, sparsity=reference["sparsity"]: baseline_ticket(
             exp, b.method, lottery.load_ticket(b.reference, 0), lottery.load_ticket(b.reference, level), sparsity)
-        state, test = lottery.train_level(exp, lottery.level_dir(workdir, level), make_start, exp.rewind_step,
-                                          f"{b.method} level {level}")
-        record = lottery.make_record(exp, state, test, level, b.method, rewind_step=exp.rewind_step,
-                                     reference_sparsity=reference["sparsity"])
-        lottery.add_record(workdir, record)
-        log(lottery.summary_line(record))
+        lottery.train_and_record(exp, workdir, level, make_start, exp.rewind_step, f"{b.method} level {level}",
+                                 b.method, log, reference_sparsity=reference["sparsity"])
     return lottery.load_results(workdir)
 
 

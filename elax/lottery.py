@@ -239,6 +239,15 @@ def make_record(exp: Experiment, state: train.TrainState, test: dict, level: int
             "steps": int(state.step), **extra}
 
 
+def train_and_record(exp: Experiment, workdir: str, level: int, make_start: Callable[[], tuple], start_step: int,
+                     desc: str, method: str, log=print, on_step=None, **extra) -> None:
+    """Train one level (resumably) and add its record to WORKDIR/results.json; the step every run repeats."""
+    state, test = train_level(exp, level_dir(workdir, level), make_start, start_step, desc, on_step)
+    record = make_record(exp, state, test, level, method, rewind_step=exp.rewind_step, **extra)
+    add_record(workdir, record)
+    log(summary_line(record))
+
+
 def summary_line(record: dict) -> str:
     return (f"level {record['level']:2d} | {record['method']:<9} | {record['model']} | sparsity "
             f"{record['sparsity']:7.2%} | test accuracy {record['test_accuracy']:7.2%}")
@@ -255,21 +264,17 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[
     for level in range(config.lottery.levels + 1):
         if find_record(workdir, level):
             continue
-        directory = level_dir(workdir, level)
         if level == 0:
             def make_start():
                 v = exp.init_variables(config.seed)
                 return v["params"], v["batch_stats"], masks.build(v["params"])
             save_rewind = lambda s: checkpoint.save_tree(
                 rewind_dir, {"params": s.params, "batch_stats": s.batch_stats, "step": int(s.step)})
-            state, test = train_level(exp, directory, make_start, 0, "level 0 (dense)",
-                                      {exp.rewind_step: save_rewind})
+            train_and_record(exp, workdir, 0, make_start, 0, "level 0 (dense)", "imp", log,
+                             on_step={exp.rewind_step: save_rewind})
         else:
             make_start = lambda level=level: _imp_start(exp, workdir, level)
-            state, test = train_level(exp, directory, make_start, exp.rewind_step, f"level {level}")
-        record = make_record(exp, state, test, level, "imp", rewind_step=exp.rewind_step)
-        add_record(workdir, record)
-        log(summary_line(record))
+            train_and_record(exp, workdir, level, make_start, exp.rewind_step, f"level {level}", "imp", log)
     return load_results(workdir)
 
 
@@ -380,12 +385,9 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
                                              weights=t.weights, seed=config.seed)
             return moved.params, moved.batch_stats, moved.mask
 
-        state, test = train_level(exp, level_dir(workdir, level), make_start, exp.rewind_step,
-                                  f"ett {source_config['model']['name']}->{exp.model_name} level {level}")
         source_record = next(r for r in source_records if r["level"] == level and r["method"] == "imp")
-        record = make_record(exp, state, test, level, "ett", rewind_step=exp.rewind_step,
-                             source_model=source_config["model"]["name"], source_level=level,
-                             source_sparsity=source_record["sparsity"], strategy=strategy_label)
-        add_record(workdir, record)
-        log(summary_line(record))
+        train_and_record(exp, workdir, level, make_start, exp.rewind_step,
+                         f"ett {source_config['model']['name']}->{exp.model_name} level {level}", "ett", log,
+                         source_model=source_config["model"]["name"], source_level=level,
+                         source_sparsity=source_record["sparsity"], strategy=strategy_label)
     return load_results(workdir)
