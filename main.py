@@ -22,6 +22,27 @@ def default_workdir() -> str:
     return os.path.join("runs", name)
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with an override of a key the config lacks as a one-line error, not a traceback."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as error:  # ml_collections, for `--config.<unknown key>=...`
+        print(f"elax: error: {unknown_key_message(error, argv)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def unknown_key_message(error: Exception, argv) -> str:
+    message = error
+    while isinstance(message, BaseException) and message.args:  # AttributeError(KeyError(text))
+        message = message.args[0]
+    key, _, suggestion = str(message).partition("\n")
+    overrides = [a for a in argv if a.startswith("--config.") and key.strip("'") in a.split("=")[0].split(".")]
+    where = f"{overrides[0].split('=')[0]}: " if overrides else ""
+    advice = suggestion or ("--workdir is a flag of its own: --workdir=PATH" if key == "'workdir'" else
+                            "Overrides can only set keys that the config file defines.")
+    return f"{where}the config has no key {key}. {advice}"
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -35,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -84,6 +84,18 @@ def test_bad_config_is_a_one_line_error(tmp_path, override, message):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.epoch=3", '--config.train.epoch: the config has no key \'epoch\'. Did you mean "epochs"'),
+    ("--config.workdir=x", "--config.workdir: the config has no key 'workdir'. --workdir is a flag of its own"),
+    ("--config.nope.x=1", "--config.nope.x: the config has no key 'nope'. Overrides can only set keys"),
+])
+def test_unknown_config_key_is_a_one_line_error(tmp_path, override, message):
+    code, out, err = finish(main_py([*TINY, override, f"--workdir={tmp_path / 'run'}"]), timeout=60)
+    assert code == 2
+    assert err.startswith(f"elax: error: {message}")
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "run")
+
+
 def test_missing_cifar_data_fails_fast_with_advice(tmp_path):
     start = time.monotonic()
     code, out, err = finish(main_py([
