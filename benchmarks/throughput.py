@@ -580,7 +580,7 @@ def metadata(plan: Plan) -> dict:
         **dataclasses.asdict(plan), "prune_levels": PRUNE_LEVELS,
         "step_input": "fixed pre-normalised batch on the device", "torch_layout": "NCHW",
         "trainer_path": "fused" if fused_loop() else "per-step",   # Trainer.train_steps' default here
-        "command": " ".join(sys.argv),
+        "command": " ".join(sys.argv), "xla_flags": os.environ.get("XLA_FLAGS", ""),  # they change the numbers
     }
 
 

@@ -35,6 +35,7 @@ def test_benchmark_runs_and_writes_json(tmp_path):
                 "epoch_images"):
         assert key in meta
     assert (meta["batch_size"], meta["steps"], meta["epoch_images"]) == (16, 2, 32)
+    assert meta["xla_flags"] == throughput.os.environ.get("XLA_FLAGS", "")
 
     entry = result["models"]["cifar_resnet_8_4"]
     # Every row on Trainer's path for this backend, plus the epoch on the other path (on CPU: the fused loop).
