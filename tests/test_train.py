@@ -440,3 +440,47 @@ def test_eight_devices_resume_from_checkpoint(eight_devices):
     # restore_state gives single-device arrays; a resumed run (elax.lottery.train_level) must still train on the
     # 8-device mesh, bitwise like the live state.
     assert eight_devices["resume"] == "ok"
+
+
+# The CPU opt-in of docs/performance.md and the README, for CIFAR-size ResNets (never on a GPU).
+CPU_OPT_IN_XLA_FLAGS = ("--xla_disable_hlo_passes=fusion "
+                        "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+
+LOGITS_AND_GRADS = textwrap.dedent("""
+    import sys
+    import jax, jax.numpy as jnp, numpy as np
+    from elax import train
+    from elax.models import get_model, init_variables
+    model = get_model("cifar_resnet_20")
+    variables = init_variables(model, jax.random.key(0), (32, 32, 3))
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.standard_normal((16, 32, 32, 3)), jnp.float32)
+    labels = jnp.asarray(np.arange(16) % 10)
+
+    def loss(params):
+        logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, images, train=True,
+                                mutable=["batch_stats"])
+        return train.cross_entropy(logits, labels), logits
+
+    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    np.savez(sys.argv[1], logits, *jax.tree.leaves(grads))
+""")
+
+
+def test_cpu_opt_in_xla_flags_change_rounding_only(tmp_path):
+    # Each process reads XLA_FLAGS once, at start-up: one process per setting, run side by side.
+    script = tmp_path / "logits_and_grads.py"
+    script.write_text(LOGITS_AND_GRADS)
+    runs = {}
+    for name, flags in (("default", ""), ("opt_in", CPU_OPT_IN_XLA_FLAGS)):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags,
+                   PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        runs[name] = subprocess.Popen([sys.executable, str(script), str(tmp_path / f"{name}.npz")], cwd=REPO,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for name, proc in runs.items():
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}: {stderr[-2000:]}"   # an unknown flag aborts XLA at start-up
+    default, opt_in = (np.load(tmp_path / f"{name}.npz") for name in runs)
+    assert default.files == opt_in.files and len(default.files) == 1 + 65   # logits + 65 parameter gradients
+    for key in default.files:
+        np.testing.assert_allclose(opt_in[key], default[key], rtol=0, atol=2e-5, err_msg=key)
