@@ -27,20 +27,26 @@ def parse_flags(argv):
     try:
         return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError) as error:  # ml_collections, for `--config.<unknown key>=...`
-        print(f"elax: error: {unknown_key_message(error, argv)}", file=sys.stderr)
+        message = unknown_key_message(error, argv)
+        if message is None:  # not an override's key (e.g. a bug inside the config file): keep the traceback
+            raise
+        print(f"elax: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
-def unknown_key_message(error: Exception, argv) -> str:
+def unknown_key_message(error: Exception, argv) -> str | None:
+    """'--config.a.b: the config has no key 'b'. <advice>', or None if no override names that key."""
     message = error
     while isinstance(message, BaseException) and message.args:  # AttributeError(KeyError(text))
         message = message.args[0]
     key, _, suggestion = str(message).partition("\n")
-    overrides = [a for a in argv if a.startswith("--config.") and key.strip("'") in a.split("=")[0].split(".")]
-    where = f"{overrides[0].split('=')[0]}: " if overrides else ""
+    flag = next((a.split("=")[0] for a in argv
+                 if a.startswith("--config.") and key.strip("'") in a.split("=")[0].split(".")), None)
+    if flag is None:
+        return None
     advice = suggestion or ("--workdir is a flag of its own: --workdir=PATH" if key == "'workdir'" else
                             "Overrides can only set keys that the config file defines.")
-    return f"{where}the config has no key {key}. {advice}"
+    return f"{flag}: the config has no key {key}. {advice}"
 
 
 def main(argv):
