@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from elax import config as config_lib, data as data_lib, masks, pruning, train
+from elax import config as config_lib, data as data_lib, lottery, masks, pruning, train
 from elax.models import get_model, init_variables
 
 CIFAR_SHAPE = (32, 32, 3)
@@ -169,14 +169,11 @@ def random_dataset(num_train: int, image_shape=CIFAR_SHAPE, num_classes: int = 1
 
 def make_trainer(model, num_train: int, batch_size: int, *, dtype=jnp.float32, masked=True, augment=True,
                  fused_loop=None, seed=0) -> train.Trainer:
-    """A Trainer built as `elax.lottery.setup` builds it, with the default (CIFAR ResNet) recipe."""
-    t = config_lib.default_config().train
-    steps_per_epoch = -(-num_train // batch_size)
-    return train.Trainer(
-        model=model, tx=train.make_optimizer(t.momentum, t.weight_decay),
-        schedule=train.lr_schedule(t.lr, steps_per_epoch, t.milestones, t.gamma, t.warmup_epochs),
-        mesh=train.make_mesh(), batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed,
-        augment=augment, compute_dtype=dtype, masked=masked, fused_loop=fused_loop)
+    """The Trainer `elax.lottery.setup` builds for the default (CIFAR ResNet) recipe at this batch size."""
+    config = config_lib.default_config()
+    config.train.batch_size, config.data.augment, config.seed = batch_size, augment, seed
+    return lottery.make_trainer(config, model, num_train, train.make_mesh(), dtype, masked=masked,
+                                fused_loop=fused_loop)
 
 
 def make_ticket(model_name: str, image_shape=CIFAR_SHAPE, levels: int = PRUNE_LEVELS, seed: int = 0):

@@ -77,19 +77,26 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
     dataset = data_lib.load(config.data.name, config.data.dir or None)
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     model = get_model(config.model.name, num_classes=dataset.num_classes, dtype=dtype)
-    mesh = train.make_mesh()
-    t = config.train
-    steps_per_epoch = -(-len(dataset.train_labels) // t.batch_size)
-    if config.lottery.rewind_steps > t.epochs * steps_per_epoch:
+    trainer = make_trainer(config, model, len(dataset.train_labels), train.make_mesh(), dtype)
+    if config.lottery.rewind_steps > config.train.epochs * trainer.steps_per_epoch:
         raise ValueError(f"config.lottery.rewind_steps={config.lottery.rewind_steps} is past the end of training "
-                         f"({t.epochs} epochs x {steps_per_epoch} steps).")
-    trainer = train.Trainer(
+                         f"({config.train.epochs} epochs x {trainer.steps_per_epoch} steps).")
+    data = train.put_on_devices(dataset, trainer.mesh)
+    return Experiment(config, model, data, trainer, dataset.num_classes)
+
+
+def make_trainer(config: ml_collections.ConfigDict, model, num_train: int, mesh, dtype,
+                 **options) -> train.Trainer:
+    """The Trainer of `config`'s recipe (optimizer, LR schedule, batch, seed, augmentation) for `num_train`
+    training examples; `options` are further `train.Trainer` fields (e.g. masked, fused_loop)."""
+    t = config.train
+    steps_per_epoch = -(-num_train // t.batch_size)
+    return train.Trainer(
         model=model, tx=train.make_optimizer(t.momentum, t.weight_decay),
         schedule=train.lr_schedule(t.lr, steps_per_epoch, t.milestones, t.gamma, t.warmup_epochs),
         mesh=mesh, batch_size=t.batch_size, steps_per_epoch=steps_per_epoch, seed=config.seed,
         augment=config.data.augment, compute_dtype=dtype,
-        eval_batch_size=_eval_batch_size(t.eval_batch_size, mesh.size))
-    return Experiment(config, model, train.put_on_devices(dataset, mesh), trainer, dataset.num_classes)
+        eval_batch_size=_eval_batch_size(t.eval_batch_size, mesh.size), **options)
 
 
 def _eval_batch_size(requested: int, num_devices: int) -> int:
