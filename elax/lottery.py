@@ -264,8 +264,7 @@ def summary_line(record: dict) -> str:
 
 def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
     """IMP with rewinding: level 0 dense (rewind state saved at step r), then prune, rewind, retrain."""
-    config_lib.validate(config)
-    exp = setup(config)
+    exp = setup(config)  # validates the config first
     claim_workdir(workdir, config)
     rewind_dir = os.path.join(workdir, "rewind")
     for level in range(config.lottery.levels + 1):
