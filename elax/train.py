@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from elax import data as data_lib
+from elax import data as data_lib, masks
 
 
 @flax.struct.dataclass
@@ -54,7 +54,7 @@ def make_optimizer(momentum: float, weight_decay: float) -> optax.GradientTransf
 
 def create_state(params, batch_stats, mask, tx, step: int = 0) -> TrainState:
     """A state with a fresh optimizer, params masked so training starts from the ticket."""
-    params = jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+    params = masks.apply(params, mask)
     # Own copies: trees from `transfer.apply` share leaves between replicated blocks, and the train step
     # donates its input buffers.
     batch_stats, mask = jax.tree.map(jnp.array, (batch_stats, mask))
