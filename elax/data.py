@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "digits")
-
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10, "digits": 10}
+DATASETS = tuple(_NUM_CLASSES)
 
 # Debian packages install IDX files here (e.g. `dataset-fashion-mnist`).
 _SYSTEM_DIRS = {
