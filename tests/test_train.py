@@ -394,15 +394,19 @@ EIGHT_DEVICES = textwrap.dedent("""
 """)
 
 
+def child_env(xla_flags: str) -> dict:
+    """The environment of a CPU-only Python subprocess that imports this checkout's elax with `xla_flags`."""
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags,
+                PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+
+
 @pytest.fixture(scope="module")
 def eight_devices_proc(tmp_path_factory):
     """Starts EIGHT_DEVICES in a subprocess with 8 forced CPU devices (XLA_FLAGS must be set before jax starts)."""
     tmp = tmp_path_factory.mktemp("eight_devices")
     script = tmp / "eight_devices.py"
     script.write_text(EIGHT_DEVICES)
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip())
+    env = child_env((os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip())
     proc = subprocess.Popen([sys.executable, str(script), str(tmp / "ckpt")], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     yield proc
@@ -473,10 +477,9 @@ def test_cpu_opt_in_xla_flags_change_rounding_only(tmp_path):
     script.write_text(LOGITS_AND_GRADS)
     runs = {}
     for name, flags in (("default", ""), ("opt_in", CPU_OPT_IN_XLA_FLAGS)):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags,
-                   PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
         runs[name] = subprocess.Popen([sys.executable, str(script), str(tmp_path / f"{name}.npz")], cwd=REPO,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                      env=child_env(flags), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
     for name, proc in runs.items():
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{name}: {stderr[-2000:]}"   # an unknown flag aborts XLA at start-up
