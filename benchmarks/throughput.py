@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import json
 import os
 import platform
 import statistics
@@ -43,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from elax import config as config_lib, data as data_lib, lottery, masks, pruning, train
+from elax import config as config_lib, data as data_lib, masks, pruning, runs, train, workdir
 from elax.models import get_model, init_variables
 
 CIFAR_SHAPE = (32, 32, 3)
@@ -159,21 +158,16 @@ def xla_costs(fn, *args) -> dict:
 
 def random_dataset(num_train: int, image_shape=CIFAR_SHAPE, num_classes: int = 10, seed: int = 0):
     """CIFAR-shaped random uint8 images and labels (speed does not depend on pixel values)."""
-    rng = np.random.default_rng(seed)
-    images = lambda n: rng.integers(0, 256, (n, *image_shape), dtype=np.uint8)
-    labels = lambda n: rng.integers(0, num_classes, n).astype(np.int32)
-    return data_lib.Dataset(name="random", train_images=images(num_train), train_labels=labels(num_train),
-                            test_images=images(16), test_labels=labels(16), num_classes=num_classes,
-                            mean=CIFAR_MEAN, std=CIFAR_STD, source="random")
+    return data_lib.synthetic(num_train, 16, image_shape, num_classes=num_classes, seed=seed, mean=CIFAR_MEAN, std=CIFAR_STD)
 
 
 def make_trainer(model, num_train: int, batch_size: int, *, dtype=jnp.float32, masked=True, augment=True,
                  fused_loop=None, seed=0) -> train.Trainer:
-    """The Trainer `elax.lottery.setup` builds for the default (CIFAR ResNet) recipe at this batch size."""
+    """The Trainer `elax.runs.setup` builds for the default (CIFAR ResNet) recipe at this batch size."""
     config = config_lib.default_config()
     config.train.batch_size, config.data.augment, config.seed = batch_size, augment, seed
-    return lottery.make_trainer(config, model, num_train, train.make_mesh(), dtype, masked=masked,
-                                fused_loop=fused_loop)
+    return runs.make_trainer(config, model, num_train, train.make_mesh(), dtype, masked=masked,
+                             fused_loop=fused_loop)
 
 
 def make_ticket(model_name: str, image_shape=CIFAR_SHAPE, levels: int = PRUNE_LEVELS, seed: int = 0):
@@ -227,14 +221,11 @@ def _record(times, steps, batch_size, **extra) -> dict:
 
 
 def fused_loop(trainer: train.Trainer | None = None) -> bool:
-    """Whether `trainer.train_steps` runs its steps in one jitted fori_loop ("fused") or one jitted call per step:
-    the policy of `Trainer.train_steps` (fused on accelerators, per step on CPU, unless `fused_loop` forces it).
-    Without a trainer: the default of this backend."""
-    forced = trainer.fused_loop if trainer is not None else None
-    return forced if forced is not None else jax.default_backend() != "cpu"
+    """The path `trainer.train_steps` takes (without a trainer: this backend's default)."""
+    return trainer.runs_fused if trainer is not None else train.fused_by_default()
 
 
-def _fixed_batch(data: train.DeviceData, batch_size: int, dtype):
+def _fixed_batch(data: data_lib.DeviceSource, batch_size: int, dtype):
     images = data_lib.normalize(data.train_images[:batch_size], data.mean, data.std, dtype)
     return jax.block_until_ready((images, data.train_labels[:batch_size]))
 
@@ -345,8 +336,8 @@ def bench_elax(model_name, plan: Plan, image_shape=CIFAR_SHAPE, variants=None, o
     """All elax variants of one model that run on this backend -> ({variant: record}, ticket info)."""
     ticket = make_ticket(model_name, image_shape)
     mesh = train.make_mesh()
-    step_data = train.put_on_devices(random_dataset(plan.batch_size, image_shape), mesh)
-    epoch_data = train.put_on_devices(random_dataset(plan.epoch_images, image_shape, seed=1), mesh)
+    step_data = data_lib.put_on_devices(random_dataset(plan.batch_size, image_shape), mesh)
+    epoch_data = data_lib.put_on_devices(random_dataset(plan.epoch_images, image_shape, seed=1), mesh)
     results = {}
     for name, v in ELAX_VARIANTS.items():
         if not _selected(name, v, variants, other_path):
@@ -610,14 +601,8 @@ def run(args, image_shape=CIFAR_SHAPE, log=print) -> dict:
         log(format_table(model_name, entry, out["metadata"]))
         out["metadata"]["load_average_end"] = _load_average()
         if args.out:
-            write_json(args.out, out)
+            workdir.write_json(args.out, out)
     return out
-
-
-def write_json(path, obj) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
 
 
 def parse_args(argv=None):

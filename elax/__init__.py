@@ -1,7 +1,7 @@
 """elax: lottery tickets and the Elastic Lottery Ticket Hypothesis in JAX/Flax.
 
 Submodules are imported on demand so that `import elax` stays fast:
-`elax.masks`, `elax.pruning`, `elax.transfer`, `elax.lottery`, `elax.data`, ...
+`elax.masks`, `elax.pruning`, `elax.transfer`, `elax.runs`, `elax.data`, ...
 """
 
 import importlib
@@ -9,8 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "baselines", "checkpoint", "cli", "config", "data", "experiment", "lottery", "masks", "models", "pruning",
-    "report", "scores", "ticket", "train", "transfer",
+    "checkpoint", "cli", "config", "data", "masks", "models", "pruning", "report", "runs", "scores", "ticket",
+    "train", "transfer", "workdir",
 )
 
 

@@ -7,35 +7,11 @@ restored with Orbax alone, without elax or the model:
     tree = ocp.StandardCheckpointer().restore("/abs/path/WORKDIR/level_03/ticket")  # params, batch_stats, mask, step
 """
 
-import json
 import os
-import tempfile
 
 import flax
 import jax
 import orbax.checkpoint as ocp
-
-
-def write_json(path: str, obj) -> None:
-    """Write `obj` as JSON atomically (temp file + rename), so a kill never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def read_json(path: str, default=None):
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
 
 
 def _manager(directory: str) -> ocp.CheckpointManager:

@@ -1,4 +1,4 @@
-"""What `main.py` runs: one function per config mode, each resumable in its workdir."""
+"""What `main.py` runs: the runner of the config's mode (`elax.runs.RUNNERS`), resumable in its workdir."""
 
 import os
 
@@ -18,15 +18,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         out = config.report.out or os.path.join(workdir, "report")
         print(report.write_report(list(config.report.runs) or [workdir], out))
         return
-    if config.mode == "imp":
-        from elax.lottery import run_imp as run_mode
-    elif config.mode == "transfer":
-        from elax.lottery import run_transfer as run_mode
-    elif config.mode == "baseline":
-        from elax.baselines import run_baseline as run_mode
-    else:
-        from elax.experiment import run_experiment as run_mode
-    records = run_mode(config, workdir, log=lambda line: print(line, flush=True))
+    from elax.runs import RUNNERS
+    records = RUNNERS[config.mode](config, workdir, log=lambda line: print(line, flush=True))
     if config.mode != "experiment":
         print_table(records)
 

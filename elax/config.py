@@ -3,8 +3,6 @@ section 2), and validation that fails early with the key to fix."""
 
 import ml_collections
 
-MODES = ("imp", "transfer", "baseline", "experiment", "report")
-BASELINES = ("reinit", "random", "magnitude", "snip", "grasp", "synflow")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -20,6 +18,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.name = "cifar10"
     c.data.dir = ""            # "" = default places (see elax.data.looks_for)
     c.data.augment = True      # random crop (pad 4) + horizontal flip
+    c.data.train_subset = 0    # train on this many images (a fixed subset, the same for every seed); 0 = all
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 160
@@ -61,6 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.experiment.source_model = "cifar_resnet_8"
     c.experiment.target_models = ("cifar_resnet_14",)
     c.experiment.baselines = ("random", "snip")
+    c.experiment.seeds = ()          # replicates, each in WORKDIR/seed_<s>/; () = the one `seed`, in WORKDIR
 
     c.report = ml_collections.ConfigDict()
     c.report.runs = ()               # run dirs to read (report mode)
@@ -72,30 +72,97 @@ def _fail(key, problem, fix=""):
     raise ValueError(f"config.{key}: {problem}" + (f" {fix}" if fix else ""))
 
 
+def modes() -> tuple[str, ...]:
+    from elax.runs import RUNNERS
+    return (*RUNNERS, "report")
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+    return -(-num_train // batch_size)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the first bad key, before any data is loaded or any step runs."""
-    if c.mode not in MODES:
-        _fail("mode", f"unknown mode {c.mode!r}.", f"Valid: {', '.join(MODES)}.")
+    if c.mode not in modes():
+        _fail("mode", f"unknown mode {c.mode!r}.", f"Valid: {', '.join(modes())}.")
     if c.mode == "report":
         return
-    from elax import data, models  # light: no dataset is read, no model is built beyond its dataclass
+    from elax import data  # light: no dataset is read
     if c.data.name not in data.DATASETS:
         _fail("data.name", f"unknown dataset {c.data.name!r}.", f"Valid: {', '.join(data.DATASETS)}.")
+    if c.data.train_subset < 0:
+        _fail("data.train_subset", f"must be >= 0 (0 = the whole training split), got {c.data.train_subset}.")
+    _validate_model("model.name", c.model.name)
+    _validate_train(c.train)
+    _validate_lottery(c.lottery)
+    if c.mode == "transfer":
+        _validate_transfer(c)
+    if c.mode == "baseline":
+        _validate_baseline(c.baseline.method, "baseline.method")
+        if not c.baseline.reference:
+            _fail("baseline.reference", "is empty.",
+                  "Pass --config.baseline.reference=WORKDIR of an IMP run of the same model.")
+    if c.mode == "experiment":
+        _validate_experiment(c)
+
+
+def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int) -> None:
+    """The checks that need the size of the training set (known once the data is read, before any step)."""
+    t = c.train
+    if t.batch_size > num_train:
+        _fail("train.batch_size", f"{t.batch_size} is larger than the {num_train} training images.",
+              "Use a smaller batch (or more data).")
+    total = t.epochs * steps_per_epoch(num_train, t.batch_size)
+    if c.lottery.rewind_steps >= total:
+        _fail("lottery.rewind_steps", f"{c.lottery.rewind_steps} is not before the end of training "
+              f"({t.epochs} epochs x {steps_per_epoch(num_train, t.batch_size)} steps = {total}), so pruned levels "
+              "would train nothing.", "Use a smaller rewind step or more epochs.")
+
+
+def _validate_model(key: str, name: str) -> None:
+    """The model name resolves and the model builds (traced, not run) with no empty layer."""
+    import math
+    from elax import models
     try:
-        models.get_model(c.model.name)
+        model = models.get_model(name)
     except ValueError as e:
-        _fail("model.name", str(e))
-    t, lot = c.train, c.lottery
+        _fail(key, str(e))
+    try:
+        shapes = models.variable_shapes(model, models.family_of(model).input_shape)
+    except Exception as e:  # any build error of the family's module is a config problem
+        _fail(key, f"{name!r} does not build: {e}")
+    import jax
+    empty = [path for path, leaf in jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
+             if math.prod(leaf.shape) == 0]
+    if empty:
+        _fail(key, f"{name!r} has empty layers (e.g. {jax.tree_util.keystr(empty[0])}).",
+              "Check its width and depth.")
+
+
+def _validate_train(t) -> None:
     if t.epochs <= 0:
         _fail("train.epochs", f"must be > 0, got {t.epochs}.")
     if t.batch_size <= 0:
         _fail("train.batch_size", f"must be > 0, got {t.batch_size}.")
-    if t.lr <= 0:
-        _fail("train.lr", f"must be > 0, got {t.lr}.")
+    if not t.lr > 0 or t.lr == float("inf"):
+        _fail("train.lr", f"must be a finite number > 0, got {t.lr}.")
     if t.dtype not in ("float32", "bfloat16"):
         _fail("train.dtype", f"must be 'float32' or 'bfloat16', got {t.dtype!r}.")
     if list(t.milestones) != sorted(t.milestones):
         _fail("train.milestones", f"must be increasing epochs, got {tuple(t.milestones)}.")
+    if not 0 < t.gamma <= 1:
+        _fail("train.gamma", f"must be in (0, 1] (the LR factor at each milestone), got {t.gamma}.")
+    if not t.warmup_epochs >= 0:
+        _fail("train.warmup_epochs", f"must be >= 0, got {t.warmup_epochs}.")
+    if t.eval_every_epochs <= 0:
+        _fail("train.eval_every_epochs", f"must be >= 1, got {t.eval_every_epochs}.")
+    if t.steps_per_call < 0:
+        _fail("train.steps_per_call", f"must be >= 0 (0 = up to a whole epoch), got {t.steps_per_call}.")
+    if t.eval_batch_size <= 0:
+        _fail("train.eval_batch_size", f"must be > 0, got {t.eval_batch_size}.")
+
+
+def _validate_lottery(lot) -> None:
     if lot.levels < 0:
         _fail("lottery.levels", f"must be >= 0 (0 = dense training only), got {lot.levels}.")
     if not 0.0 < lot.prune_fraction < 1.0:
@@ -105,11 +172,50 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _fail("lottery.rewind_steps", f"must be >= 0, got {lot.rewind_steps}.")
     if lot.scope not in ("global", "layer"):
         _fail("lottery.scope", f"must be 'global' or 'layer', got {lot.scope!r}.")
-    if c.mode == "transfer" and not c.transfer.source:
+
+
+def _validate_transfer(c) -> None:
+    import os
+    from elax import workdir
+    t = c.transfer
+    if not t.source:
         _fail("transfer.source", "is empty.", "Pass --config.transfer.source=WORKDIR_OF_AN_IMP_RUN.")
-    if c.mode == "baseline":
-        if c.baseline.method not in BASELINES:
-            _fail("baseline.method", f"unknown baseline {c.baseline.method!r}.", f"Valid: {', '.join(BASELINES)}.")
-        if not c.baseline.reference:
-            _fail("baseline.reference", "is empty.",
-                  "Pass --config.baseline.reference=WORKDIR of an IMP run of the same model.")
+    _validate_transfer_options(t)
+    source = workdir.read_json(os.path.join(os.path.expanduser(t.source), workdir.CONFIG_FILE))
+    if source is not None:
+        _validate_plan(source["model"]["name"], c.model.name, t.strategy)
+
+
+def _validate_transfer_options(t) -> None:
+    from elax import transfer
+    for key, valid in (("replica_masks", transfer.REPLICA_MASKS), ("weights", transfer.WEIGHTS)):
+        if t[key] not in valid:
+            _fail(f"transfer.{key}", f"unknown option {t[key]!r}.", f"Valid: {', '.join(valid)}.")
+
+
+def _validate_plan(source: str, target: str, strategy: str) -> None:
+    from elax import transfer
+    try:
+        transfer.plan(source, target, strategy)
+    except ValueError as e:
+        _fail("transfer.strategy", f"{strategy!r} cannot move {source} to {target}: {e}")
+
+
+def _validate_baseline(method: str, key: str) -> None:
+    from elax.runs import BASELINES
+    if method not in BASELINES:
+        _fail(key, f"unknown baseline {method!r}.", f"Valid: {', '.join(BASELINES)}.")
+
+
+def _validate_experiment(c) -> None:
+    e = c.experiment
+    _validate_model("experiment.source_model", e.source_model)
+    _validate_transfer_options(c.transfer)
+    for target in e.target_models:
+        _validate_model("experiment.target_models", target)
+        _validate_plan(e.source_model, target, c.transfer.strategy)
+    for method in e.baselines:
+        _validate_baseline(method, "experiment.baselines")
+    if len(set(e.seeds)) != len(e.seeds) or any(not isinstance(s, int) or s < 0 for s in e.seeds):
+        _fail("experiment.seeds", f"must be distinct integers >= 0, got {tuple(e.seeds)}.",
+              "E.g. --config.experiment.seeds='(0,1,2)'.")

@@ -6,8 +6,12 @@ row of close sparsities (see `summarize`), and writes a report:
 
     python -m elax.report RUN_DIR... --out DIR [--title T] [--tolerance TOL]
 
-Only the standard library is imported at module level; matplotlib is imported
-inside `plot` so that `import elax.report` stays fast.
+Runs of different recipes (`workdir.recipe_id`) are never averaged together: a report of several recipes is
+refused, naming the keys that differ, unless `mix_recipes` (`--mix-recipes`) is given, and then every series
+name carries its recipe id.
+
+Only the standard library is imported at module level (elax.workdir is standard library only); matplotlib is
+imported inside `plot` so that `import elax.report` stays fast.
 """
 
 import argparse
@@ -21,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-RESULTS_FILE = "results.json"
+from elax import workdir as wd
+from elax.workdir import ETT, ETT_KEYS, IMP, RESULTS_FILE
+
+# The record keys a report needs (records of older runs lack some of workdir.RECORD_KEYS).
 REQUIRED_KEYS = ("level", "sparsity", "test_accuracy", "model", "method", "seed")
-ETT_KEYS = ("source_model", "source_level", "strategy")
 SPARSITY_DECIMALS = 4
 # Tickets with no IMP level in the report share a row when their remaining weights differ by at most this
 # fraction of the row's first (IMP levels at prune fraction 0.2 are 25% apart).
@@ -81,7 +87,7 @@ def _validate(record, file, index):
     """Raises ValueError naming `file` when `record` lacks a key or is out of range."""
     if not isinstance(record, dict):
         raise ValueError(f"{file}: record {index} is not a JSON object")
-    keys = REQUIRED_KEYS + (ETT_KEYS if record.get("method") == "ett" else ())
+    keys = REQUIRED_KEYS + (ETT_KEYS if record.get("method") == ETT else ())
     for key in keys:
         if key not in record:
             raise ValueError(f"{file}: record {index} is missing required key {key!r}")
@@ -104,41 +110,61 @@ def _read_results(file):
     return records
 
 
-def load_records(paths):
+def load_records(paths, mix_recipes=False):
     """Records from run dirs, results.json files, or dirs holding several runs.
 
     A file reached through two of `paths` (say a run and its parent) is read once.
     Raises FileNotFoundError when a path holds no results.json, and ValueError
-    naming the file and key when a record lacks a required key.
+    naming the file and key when a record lacks a required key, or naming the
+    differing keys when the runs have different recipes (unless `mix_recipes`).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    records, seen = [], set()
+    records, seen, files_of_recipe = [], set(), {}
     for path in paths:
         for file in _find_results(path):
             if file.resolve() not in seen:
                 seen.add(file.resolve())
-                records.extend(_read_results(file))
+                for record in _read_results(file):
+                    records.append(record)
+                    files_of_recipe.setdefault(record.get("recipe_id"), file)
+    if len(files_of_recipe) > 1 and not mix_recipes:
+        raise ValueError(_mixed_recipes_message(files_of_recipe))
     return records
+
+
+def _mixed_recipes_message(files_of_recipe):
+    (id_a, file_a), (id_b, file_b) = list(files_of_recipe.items())[:2]
+    config_a = wd.read_json(str(file_a.parent / wd.CONFIG_FILE))
+    config_b = wd.read_json(str(file_b.parent / wd.CONFIG_FILE))
+    if config_a is not None and config_b is not None:
+        differences = "; ".join(wd.recipe_differences(config_a, config_b)) or "no recipe key"
+    else:
+        differences = "unknown: a run has no config.json"
+    return (f"the runs have {len(files_of_recipe)} different recipes, which are never averaged together: "
+            f"{file_a} has recipe {id_a}, {file_b} has {id_b} (they differ in {differences}). Report runs of one "
+            "recipe, or pass --mix-recipes to show each recipe as series of its own.")
 
 
 # ----------------------------------------------------------------------------
 # Summaries.
 
 
-def series_name(record):
+def series_name(record, with_recipe=False):
     """Line/column label, e.g. 'imp (cifar_resnet_32)' or
-    'ett cifar_resnet_20→cifar_resnet_32 (append)'."""
+    'ett cifar_resnet_20→cifar_resnet_32 (append)'; `with_recipe` appends ' [recipe <id>]'."""
     method, model = record["method"], record["model"]
-    if method == "ett":
-        return f"ett {record['source_model']}→{model} ({record['strategy']})"
-    return f"{method} ({model})"
+    if method == ETT:
+        name = f"ett {record['source_model']}→{model} ({record['strategy']})"
+    else:
+        name = f"{method} ({model})"
+    return name + (f" [recipe {record.get('recipe_id')}]" if with_recipe else "")
 
 
 def _series_key(name):
     """Order: imp series first, then ett, then the rest alphabetically."""
     method = name.split(" ", 1)[0]
-    rank = {"imp": 0, "ett": 1}.get(method, 2)
+    rank = {IMP: 0, ETT: 1}.get(method, 2)
     return (rank, name)
 
 
@@ -175,27 +201,9 @@ def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
     into one cell.
     Rows ascend; series are ordered imp, then ett, then the rest alphabetically.
     """
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
-    records = [(series_name(r), round(float(r["sparsity"]), SPARSITY_DECIMALS), r)
-               for r in records]
-    imp_levels = {}
-    for _, p, r in records:
-        if r["method"] == "imp":
-            imp_levels.setdefault(r["level"], set()).add(p)
-    is_loose = lambda r: r["method"] != "imp" and r["level"] not in imp_levels
-    loose = _clusters({p for _, p, r in records if is_loose(r)}, tolerance)
-
-    def row(p, r):
-        if r["method"] == "imp":
-            return p
-        if is_loose(r):
-            return loose[p]
-        return min(imp_levels[r["level"]], key=lambda a: _gap(p, a))
-
     groups = {}
-    for name, sparsity, record in records:
-        group = groups.setdefault((name, row(sparsity, record)), ([], []))
+    for name, row, record in place(records, tolerance):
+        group = groups.setdefault((name, row), ([], []))
         group[0].append(float(record["test_accuracy"]))
         group[1].append(float(record["sparsity"]))
     cells = {
@@ -205,6 +213,94 @@ def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
     }
     series = tuple(sorted({s for s, _ in cells}, key=_series_key))
     return Table(series, tuple(sorted({label for _, label in cells})), cells)
+
+
+def place(records, tolerance=DEFAULT_TOLERANCE):
+    """[(series name, row label, record)]: the series and row of every record, as `summarize` describes."""
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    with_recipe = len({r.get("recipe_id") for r in records}) > 1  # never average across recipes
+    records = [(series_name(r, with_recipe), round(float(r["sparsity"]), SPARSITY_DECIMALS), r)
+               for r in records]
+    imp_levels = {}
+    for _, p, r in records:
+        if r["method"] == IMP:
+            imp_levels.setdefault(r["level"], set()).add(p)
+    is_loose = lambda r: r["method"] != IMP and r["level"] not in imp_levels
+    loose = _clusters({p for _, p, r in records if is_loose(r)}, tolerance)
+
+    def row(p, r):
+        if r["method"] == IMP:
+            return p
+        if is_loose(r):
+            return loose[p]
+        return min(imp_levels[r["level"]], key=lambda a: _gap(p, a))
+
+    return [(name, row(sparsity, record), record) for name, sparsity, record in records]
+
+
+# ----------------------------------------------------------------------------
+# Claims: E-LTH's comparisons, computed from the numbers.
+
+
+class Claim(NamedTuple):
+    """ETT series `ett` minus series `other` in one row, paired by seed: mean and sample std (ddof=1) of the
+    per-seed differences in test accuracy (fractions), over the `n` seeds both have. `exceeds_spread`: |mean| is
+    larger than that std (with one seed there is no spread to compare, so False). `agree`: how many seeds have a
+    difference of the mean's sign."""
+
+    row: float
+    ett: str
+    other: str
+    mean: float
+    std: float
+    n: int
+    agree: int
+
+    @property
+    def exceeds_spread(self) -> bool:
+        return self.n > 1 and abs(self.mean) > self.std
+
+
+def claims(records, tolerance=DEFAULT_TOLERANCE):
+    """For every row and ETT series: ETT minus the target's own IMP series and minus each baseline series of the
+    same target model, paired by seed (see `Claim`). Rows ascend; within a row, IMP first, then baselines."""
+    by_cell = {}
+    for name, row, record in place(records, tolerance):
+        by_cell.setdefault((name, row), {})[record["seed"]] = float(record["test_accuracy"])
+    model_of = {name: record["model"] for name, _, record in place(records, tolerance)}
+    method_of = {name: record["method"] for name, _, record in place(records, tolerance)}
+    out = []
+    for (ett, row), ett_accs in sorted(by_cell.items(), key=lambda item: (item[0][1], item[0][0])):
+        if method_of[ett] != ETT:
+            continue
+        others = sorted((name for name, r in by_cell if r == row and method_of[name] != ETT
+                         and model_of[name] == model_of[ett]), key=_series_key)
+        for other in others:
+            seeds = sorted(set(ett_accs) & set(by_cell[(other, row)]))
+            if seeds:
+                diffs = [ett_accs[s] - by_cell[(other, row)][s] for s in seeds]
+                mean = statistics.fmean(diffs)
+                std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+                agree = sum(1 for d in diffs if (d > 0) == (mean > 0) and d != 0)
+                out.append(Claim(row, ett, other, mean, std, len(diffs), agree))
+    return out
+
+
+def claims_markdown(claim_list):
+    """The claims as a markdown list, one line per comparison, in percentage points."""
+    if not claim_list:
+        return "No claims: the report has no ETT series with a comparison of the same target model.\n"
+    lines = ["Differences in test accuracy (percentage points), paired by seed: mean ± sample std over the seeds "
+             "both series have. \"Exceeds the spread\" means |mean| > std.", ""]
+    for c in claim_list:
+        verdict = ("exceeds the spread" if c.exceeds_spread else
+                   "one seed: no spread to compare" if c.n == 1 else "within the spread")
+        direction = "above" if c.mean > 0 else "below" if c.mean < 0 else "equal to"
+        lines.append(f"- {100 * c.row:.2f}% sparsity: {c.ett} is {direction} {c.other} by "
+                     f"{100 * abs(c.mean):.2f} ± {100 * c.std:.2f} (n={c.n}, {c.agree} of {c.n} seeds {direction}); "
+                     f"{verdict}.")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------
@@ -324,18 +420,20 @@ def plot(table, path, title=None):
     plt.close(fig)
 
 
-def write_report(paths, out_dir, title=None, tolerance=DEFAULT_TOLERANCE):
+def write_report(paths, out_dir, title=None, tolerance=DEFAULT_TOLERANCE, mix_recipes=False):
     """Writes report.md, results.csv and the plot to `out_dir`; returns the markdown.
 
     `tolerance` groups sparsities into rows as in `summarize`.
     """
-    table = summarize(load_records(paths), tolerance=tolerance)
+    records = load_records(paths, mix_recipes)
+    table = summarize(records, tolerance=tolerance)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(table)
     heading = f"# {title}\n\n" if title else ""
     (out_dir / "report.md").write_text(
-        f"{heading}{markdown}\n![accuracy vs sparsity]({PLOT_FILE})\n")
+        f"{heading}{markdown}\n![accuracy vs sparsity]({PLOT_FILE})\n\n## Claims\n\n"
+        f"{claims_markdown(claims(records, tolerance))}")
     (out_dir / "results.csv").write_text(to_csv(table))
     plot(table, out_dir / PLOT_FILE, title=title)
     return markdown
@@ -354,12 +452,14 @@ def main(argv=None):
                         help="run dirs, results.json files, or dirs holding several runs")
     parser.add_argument("--out", default="report", help="output dir (default: ./report)")
     parser.add_argument("--title", default=None, help="title of the report and plot")
+    parser.add_argument("--mix-recipes", action="store_true",
+                        help="report runs of different recipes (each recipe's series apart) instead of refusing")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help="tickets without an IMP level in the report share a row when their remaining "
                              f"weights differ by at most this fraction (default {DEFAULT_TOLERANCE})")
     args = parser.parse_args(argv)
     try:
-        markdown = write_report(args.runs, args.out, title=args.title,
+        markdown = write_report(args.runs, args.out, title=args.title, mix_recipes=args.mix_recipes,
                                 tolerance=args.tolerance)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -78,7 +78,7 @@ def _zero_where(tree, keep_fn):
     return jax.tree_util.tree_map_with_path(lambda p, x: x if keep_fn(p, x) else jnp.zeros_like(x), tree)
 
 
-def grasp_scores(apply_fn, params, batch_stats, batches: Iterable, mask=None, temperature: float = 200.0,
+def grasp_scores(apply_fn, params, batch_stats, batches: Iterable, mask=None, *, temperature: float = 200.0,
                  variant: str = "original", prunable: Predicate = default_prunable):
     """GraSP (Wang, Zhang, Grosse 2020) keep-scores from Hg, the Hessian-gradient product of the loss.
 
@@ -171,7 +171,7 @@ def synflow_schedule(sparsity: float, rounds: int) -> list[float]:
     return [1.0 - (1.0 - sparsity) ** (k / rounds) for k in range(1, rounds + 1)]
 
 
-def synflow_masks(apply_fn, params, batch_stats, input_shape, sparsity: float, rounds: int = 100,
+def synflow_masks(apply_fn, params, batch_stats, input_shape, sparsity: float, *, rounds: int = 100,
                   prunable: Predicate = default_prunable):
     """Yield the mask after each round of iterative SynFlow, from the dense mask to `sparsity`."""
     score = _synflow_scorer(apply_fn, tuple(input_shape))
@@ -181,12 +181,12 @@ def synflow_masks(apply_fn, params, batch_stats, input_shape, sparsity: float, r
         yield mask
 
 
-def synflow_prune(apply_fn, params, batch_stats, input_shape, sparsity: float, rounds: int = 100,
+def synflow_prune(apply_fn, params, batch_stats, input_shape, sparsity: float, *, rounds: int = 100,
                   prunable: Predicate = default_prunable):
     """The mask of iterative SynFlow: `rounds` rounds of re-scoring the masked net and pruning (global scope).
 
     Keeps exactly round((1 - sparsity) * total) prunable weights; non-prunable leaves stay all-True.
     """
-    for mask in synflow_masks(apply_fn, params, batch_stats, input_shape, sparsity, rounds, prunable):
+    for mask in synflow_masks(apply_fn, params, batch_stats, input_shape, sparsity, rounds=rounds, prunable=prunable):
         pass
     return mask

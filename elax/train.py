@@ -95,34 +95,6 @@ def make_mesh(devices=None):
     return jax.sharding.Mesh(devices, ("data",))
 
 
-@flax.struct.dataclass
-class DeviceData:
-    """A small dataset resident on the devices (replicated uint8); mean/std are compile-time constants."""
-
-    train_images: jax.Array
-    train_labels: jax.Array
-    test_images: jax.Array
-    test_labels: jax.Array
-    mean: tuple = flax.struct.field(pytree_node=False)
-    std: tuple = flax.struct.field(pytree_node=False)
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_labels.shape[0])
-
-    @property
-    def image_shape(self) -> tuple:
-        return tuple(self.train_images.shape[1:])
-
-
-def put_on_devices(dataset, mesh) -> DeviceData:
-    replicated = NamedSharding(mesh, P())
-    put = lambda x: jax.device_put(np.asarray(x), replicated)
-    return DeviceData(put(dataset.train_images), put(dataset.train_labels.astype(np.int32)),
-                      put(dataset.test_images), put(dataset.test_labels.astype(np.int32)),
-                      tuple(dataset.mean), tuple(dataset.std))
-
-
 @dataclasses.dataclass(frozen=True)
 class Trainer:
     """Jitted training and evaluation of one model under one recipe. Holds no training state."""
@@ -147,24 +119,17 @@ class Trainer:
                 raise ValueError(f"train.{name}={getattr(self, name)} must be divisible by the {n} devices.")
 
     # -- training -------------------------------------------------------------------------------------------
-    def _key(self, purpose: int):
-        """The RNG stream of `purpose` (1: data order, 2: augmentation), derived from the seed alone."""
-        return jax.random.fold_in(jax.random.key(self.seed), purpose)
+    @functools.cached_property
+    def batch_spec(self) -> data_lib.BatchSpec:
+        return data_lib.BatchSpec(self.seed, self.batch_size, self.steps_per_epoch, self.augment,
+                                  self.compute_dtype)
 
-    def _epoch_order(self, step, n):
-        """The permutation of the training set that the epoch of `step` reads."""
-        return jax.random.permutation(jax.random.fold_in(self._key(1), step // self.steps_per_epoch), n)
+    def _epoch_order(self, step, data: data_lib.DeviceSource):
+        return data.epoch_order(self.batch_spec, step)
 
-    def _step(self, state, totals, data: DeviceData, order):
-        """Gather the step's batch in `order`, augment and normalise it on the device, and take one step."""
-        n = data.train_labels.shape[0]
-        position = (state.step % self.steps_per_epoch) * self.batch_size
-        # The last batch of an epoch wraps around to the epoch's first examples (static shapes).
-        idx = order[(position + jnp.arange(self.batch_size)) % n]
-        images, labels = data.train_images[idx], data.train_labels[idx]
-        if self.augment:
-            images = data_lib.random_crop_flip(images, jax.random.fold_in(self._key(2), state.step))
-        images = data_lib.normalize(images, data.mean, data.std, self.compute_dtype)
+    def _step(self, state, totals, data: data_lib.DeviceSource, order):
+        """Take one step on the batch of `state.step` (gathered, augmented and normalised on the device)."""
+        images, labels = data.train_batch(self.batch_spec, state.step, order)
         batch_sharding = NamedSharding(self.mesh, P("data"))
         images = jax.lax.with_sharding_constraint(images, batch_sharding)
         labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
@@ -172,11 +137,19 @@ class Trainer:
                                     schedule=self.schedule, masked=self.masked)
         return state, jax.tree.map(jnp.add, totals, metrics)
 
+    def batch(self, data: data_lib.DeviceSource, step: int):
+        """The normalised (augmented) batch that training reads at global `step`: SNIP/GraSP score batches."""
+        return self._jit_batch(data, jnp.asarray(step, jnp.int32))
+
+    @functools.cached_property
+    def _jit_batch(self):
+        return jax.jit(lambda data, step: data.train_batch(self.batch_spec, step, self._epoch_order(step, data)))
+
     @functools.cached_property
     def _run_steps(self):
-        def run(state, data: DeviceData, num_steps):
+        def run(state, data: data_lib.DeviceSource, num_steps):
             # The caller keeps every call inside one epoch, so one permutation serves all its steps.
-            order = self._epoch_order(state.step, data.train_labels.shape[0])
+            order = self._epoch_order(state.step, data)
             body = lambda _, carry: self._step(*carry, data, order)
             return jax.lax.fori_loop(0, num_steps, body, (state, _zero_metrics()))
 
@@ -188,7 +161,7 @@ class Trainer:
 
     @functools.cached_property
     def _jit_epoch_order(self):
-        return jax.jit(self._epoch_order, static_argnums=1)
+        return jax.jit(self._epoch_order)
 
     def replicate(self, tree):
         """`tree` replicated over the mesh (a no-op for arrays already there, e.g. the previous step's state).
@@ -198,18 +171,20 @@ class Trainer:
         """
         return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
-    def train_steps(self, state: TrainState, data: DeviceData, num_steps: int):
+    @property
+    def runs_fused(self) -> bool:
+        """Whether `train_steps` runs many steps in one jitted fori_loop (`fused_loop`, default: on accelerators)."""
+        return self.fused_loop if self.fused_loop is not None else fused_by_default()
+
+    def train_steps(self, state: TrainState, data: data_lib.DeviceSource, num_steps: int):
         """Run `num_steps` steps (not crossing an epoch boundary); returns (state, summed metrics).
 
         `state` is donated: use the returned state, not the one passed in.
         """
         state = self.replicate(state)
-        fused = self.fused_loop if self.fused_loop is not None else jax.default_backend() != "cpu"
-        if fused:
+        if self.runs_fused:
             return self._run_steps(state, data, jnp.asarray(num_steps, jnp.int32))
-        # XLA:CPU runs backward convolutions inside a while loop 15-40x slower than outside one
-        # (jax-ml/jax#12868; docs/performance.md), so on CPU every step is its own jitted call.
-        order = self._jit_epoch_order(state.step, data.num_train)
+        order = self._jit_epoch_order(state.step, data)
         totals = self.replicate(_zero_metrics())
         for _ in range(num_steps):
             state, totals = self._one_step(state, totals, data, order)
@@ -243,13 +218,19 @@ class Trainer:
 
         return jax.jit(evaluate, static_argnames=("mean", "std"))
 
-    def evaluate(self, params, batch_stats, data: DeviceData, split: str = "test") -> dict:
+    def evaluate(self, params, batch_stats, data: data_lib.DeviceSource, split: str = "test") -> dict:
         """Mean loss and accuracy over a whole split, BatchNorm in inference mode."""
         images, labels = (data.test_images, data.test_labels) if split == "test" else (
             data.train_images, data.train_labels)
         params, batch_stats = self.replicate((params, batch_stats))
         metrics = self._evaluate(params, batch_stats, images, labels, mean=data.mean, std=data.std)
         return {k: float(v) for k, v in metrics.items()}
+
+
+def fused_by_default() -> bool:
+    """Many steps per jitted call on accelerators. XLA:CPU runs backward convolutions inside a while loop 15-40x
+    slower than outside one (jax-ml/jax#12868; docs/performance.md), so on CPU every step is its own call."""
+    return jax.default_backend() != "cpu"
 
 
 def _zero_metrics():

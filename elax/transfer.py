@@ -27,12 +27,9 @@ import numpy as np
 
 from elax import masks as masks_lib
 from elax import pruning
-from elax.models import get_model, init_variables, model_name
+from elax import models
 from elax.ticket import Ticket
 
-STRETCH_STRATEGIES = ("append", "interpolate")
-SQUEEZE_STRATEGIES = ("drop_last", "interleave")
-STRATEGIES = STRETCH_STRATEGIES + SQUEEZE_STRATEGIES
 REPLICA_MASKS = ("copy", "permute")
 WEIGHTS = ("source", "reinit")
 
@@ -56,9 +53,13 @@ class Plan:
     target_stage_sizes: tuple
     strategy: str
     mapping: dict
+    fixed: tuple = ()   # per stage, how many leading blocks are fixed (map only to themselves); () = 1 each
 
     def __post_init__(self):
-        _validate_mapping(self.mapping, tuple(self.source_stage_sizes), tuple(self.target_stage_sizes))
+        if not self.fixed:
+            object.__setattr__(self, "fixed", (1,) * len(self.target_stage_sizes))
+        _validate_mapping(self.mapping, tuple(self.source_stage_sizes), tuple(self.target_stage_sizes),
+                          tuple(self.fixed))
         # Normalise (lists, numpy ints) so that plans compare and print alike however they were built.
         normalised = {int(s): tuple(int(j) for j in sources) for s, sources in sorted(self.mapping.items())}
         object.__setattr__(self, "mapping", normalised)
@@ -82,94 +83,109 @@ def plan(source_model, target_model, strategy: str = "append") -> Plan:
     `strategy` is a strategy name (see the module docstring) or an official mapping string.
     """
     source, target = _as_model(source_model), _as_model(target_model)
-    source_name, target_name = _name(source), _name(target)
+    source_name, target_name = models.model_name(source), models.model_name(target)
     _check_compatible(source, target, source_name, target_name)
-    source_sizes, target_sizes = tuple(source.stage_sizes), tuple(target.stage_sizes)
+    source_sizes, target_sizes = models.stage_sizes(source), models.stage_sizes(target)
+    fixed = _fixed_prefixes(source, target, f"{source_name} -> {target_name}")
     if not isinstance(strategy, str):
         raise ValueError(f"strategy must be a string (a strategy name or a mapping string), got {strategy!r}.")
     strategy = strategy.strip()
     if ":" in strategy:
         mapping = _parse_mapping_string(strategy, target_sizes)
     else:
-        mapping = _strategy_mapping(strategy, source_sizes, target_sizes)
-    return Plan(source_name, target_name, source_sizes, target_sizes, strategy, mapping)
+        mapping = _strategy_mapping(strategy, source_sizes, target_sizes, fixed)
+    return Plan(source_name, target_name, source_sizes, target_sizes, strategy, mapping, fixed)
 
 
 def _as_model(model):
-    return get_model(model) if isinstance(model, str) else model
-
-
-def _name(model) -> str:
-    """Registry name of a model; a descriptive name for models outside the registry."""
-    try:
-        return model_name(model)
-    except ValueError:
-        return f"{getattr(model, 'family', type(model).__name__)}{tuple(getattr(model, 'stage_sizes', ()))}"
+    return models.get_model(model) if isinstance(model, str) else model
 
 
 def _check_compatible(source, target, source_name, target_name) -> None:
-    for model, name in ((source, source_name), (target, target_name)):
-        missing = [a for a in ("family", "stage_sizes", "width") if not hasattr(model, a)]
-        if missing:
-            raise ValueError(f"{name} has no {', '.join(missing)} attribute: transfer reads a model's family, "
-                             "stage_sizes and width (registry models have them).")
     pair = f"{source_name} -> {target_name}"
-    if source.family != target.family:
-        raise ValueError(f"Cannot transfer between model families ({pair}: {source.family!r} vs "
-                         f"{target.family!r}); E-LTH moves tickets within one family.")
-    if len(source.stage_sizes) != len(target.stage_sizes):
+    source_family, target_family = models.family_of(source), models.family_of(target)
+    if source_family != target_family:
+        raise ValueError(f"Cannot transfer between model families ({pair}: {source_family.name!r} vs "
+                         f"{target_family.name!r}); E-LTH moves tickets within one family.")
+    source_sizes, target_sizes = models.stage_sizes(source), models.stage_sizes(target)
+    if len(source_sizes) != len(target_sizes):
         raise ValueError(f"Cannot transfer between different numbers of stages ({pair}: "
-                         f"{len(source.stage_sizes)} vs {len(target.stage_sizes)}); E-LTH keeps the stages.")
-    if source.width != target.width:
-        raise ValueError(f"Cannot transfer between different widths ({pair}: width {source.width} vs "
-                         f"{target.width}); E-LTH changes depth only, so block shapes must match.")
+                         f"{len(source_sizes)} vs {len(target_sizes)}); E-LTH keeps the stages.")
+    source_shapes, target_shapes = models.block_shapes(source), models.block_shapes(target)
+    for s in range(1, len(source_sizes) + 1):
+        a, b = source_shapes[(s, 0)][1], target_shapes[(s, 0)][1]
+        if a != b:
+            raise ValueError(f"Cannot transfer between different widths ({pair}: stage {s} outputs {a} vs {b}); "
+                             "E-LTH changes depth only, so block shapes must match.")
+
+
+def _fixed_prefixes(source, target, pair: str) -> tuple:
+    """Per stage, the number of leading fixed blocks (`models.fixed_blocks`), the same in source and target."""
+    prefixes = []
+    for s, (a, b) in enumerate(zip(models.fixed_blocks(source).values(), models.fixed_blocks(target).values()),
+                               start=1):
+        n = sum(a)
+        if a[:n] != (True,) * n or (True in b[n:]) or b[:n] != a[:n]:
+            raise ValueError(f"{pair}: stage {s} has fixed blocks {a} vs {b} (fixed = shape-changing or kept "
+                             "in place); elastic transfer needs the fixed blocks first in every stage, the same "
+                             "number in source and target.")
+        prefixes.append(n)
+    return tuple(prefixes)
 
 
 # ----------------------------------------------------------------------------------------------------- strategies
 
 
-def _append(n_source: int, n_target: int) -> tuple:
-    k = n_source - 1
-    return (0,) + tuple(1 + i % k for i in range(n_target - 1))
+# A strategy maps the k free (non-fixed) source blocks of a stage to its m free target blocks: it returns, for
+# each free target block, the index (0..k-1) of the free source block it copies.
+
+def _append(k: int, m: int) -> tuple:
+    return tuple(i % k for i in range(m))
 
 
-def _interpolate(n_source: int, n_target: int) -> tuple:
-    k, m = n_source - 1, n_target - 1
+def _interpolate(k: int, m: int) -> tuple:
     copies = [m // k + (j < m % k) for j in range(k)]
-    return (0,) + tuple(1 + j for j in range(k) for _ in range(copies[j]))
+    return tuple(j for j in range(k) for _ in range(copies[j]))
 
 
-def _drop_last(n_source: int, n_target: int) -> tuple:
-    return tuple(range(n_target))
+def _drop_last(k: int, m: int) -> tuple:
+    return tuple(range(m))
 
 
-def _interleave(n_source: int, n_target: int) -> tuple:
-    k, m = n_source - 1, n_target - 1
-    return (0,) + tuple(1 + i * k // m for i in range(m))
+def _interleave(k: int, m: int) -> tuple:
+    return tuple(i * k // m for i in range(m))
 
 
-_STRATEGY_FUNCTIONS = {"append": _append, "interpolate": _interpolate,
-                       "drop_last": _drop_last, "interleave": _interleave}
+# name -> (direction, function); adding a strategy is one function and one entry here.
+STRATEGY_FUNCTIONS = {"append": ("stretch", _append), "interpolate": ("stretch", _interpolate),
+                      "drop_last": ("squeeze", _drop_last), "interleave": ("squeeze", _interleave)}
 
 
-def _strategy_mapping(strategy: str, source_sizes: tuple, target_sizes: tuple) -> dict:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}. Valid: 'append', 'interpolate' (stretch), 'drop_last', "
-                         f"'interleave' (squeeze), or an official mapping string of {_SYNTAX}.")
+def strategies(direction: str | None = None) -> tuple[str, ...]:
+    """The strategy names (of one direction: 'stretch' or 'squeeze')."""
+    return tuple(n for n, (d, _) in STRATEGY_FUNCTIONS.items() if direction in (None, d))
+
+
+def _strategy_mapping(strategy: str, source_sizes: tuple, target_sizes: tuple, fixed: tuple) -> dict:
+    if strategy not in STRATEGY_FUNCTIONS:
+        valid = ", ".join(f"{', '.join(map(repr, strategies(d)))} ({d})" for d in ("stretch", "squeeze"))
+        raise ValueError(f"Unknown strategy {strategy!r}. Valid: {valid}, or an official mapping string of "
+                         f"{_SYNTAX}.")
     mapping = {}
-    for s, (n_source, n_target) in enumerate(zip(source_sizes, target_sizes), start=1):
+    for s, (n_source, n_target, f) in enumerate(zip(source_sizes, target_sizes, fixed), start=1):
         if n_source == n_target:
             mapping[s] = tuple(range(n_target))
             continue
-        direction, valid = ("stretch", STRETCH_STRATEGIES) if n_target > n_source else ("squeeze", SQUEEZE_STRATEGIES)
-        if strategy not in valid:
+        direction = "stretch" if n_target > n_source else "squeeze"
+        if STRATEGY_FUNCTIONS[strategy][0] != direction:
+            valid = ", ".join(map(repr, strategies(direction)))
             raise ValueError(f"Strategy {strategy!r} cannot {direction} stage {s} from {n_source} to {n_target} "
-                             f"blocks; valid {direction} strategies: {', '.join(map(repr, valid))} "
-                             "(or an official mapping string).")
-        if direction == "stretch" and n_source == 1:
-            raise ValueError(f"Stage {s} of the source has only block 0 (the downsampling block), which is never "
-                             "replicated, so it cannot be stretched.")
-        mapping[s] = _STRATEGY_FUNCTIONS[strategy](n_source, n_target)
+                             f"blocks; valid {direction} strategies: {valid} (or an official mapping string).")
+        if n_source == f or n_target < f:
+            raise ValueError(f"Stage {s} of the source has only block 0 or other fixed blocks (never "
+                             f"replicated or dropped), so it cannot be {direction.rstrip('e')}ed to {n_target} blocks.")
+        free = STRATEGY_FUNCTIONS[strategy][1](n_source - f, n_target - f)
+        mapping[s] = tuple(range(f)) + tuple(f + j for j in free)
     return mapping
 
 
@@ -215,7 +231,7 @@ def _parse_stage(text: str, stage: int, n_target: int) -> tuple:
     return tuple(sources)
 
 
-def _validate_mapping(mapping, source_sizes: tuple, target_sizes: tuple) -> None:
+def _validate_mapping(mapping, source_sizes: tuple, target_sizes: tuple, fixed: tuple) -> None:
     """Raise ValueError naming the first stage and block that break the E-LTH mapping rules."""
     if len(source_sizes) != len(target_sizes):
         raise ValueError(f"Source and target have different numbers of stages: {source_sizes} vs {target_sizes}.")
@@ -228,22 +244,25 @@ def _validate_mapping(mapping, source_sizes: tuple, target_sizes: tuple) -> None
             raise ValueError(f"Stage {s}: the mapping names {len(sources)} target blocks but the target stage has "
                              f"{n_target} (0..{n_target - 1}).")
         for b in range(n_target):
-            _check_source(s, b, sources[b] if b < len(sources) else None, n_source)
+            _check_source(s, b, sources[b] if b < len(sources) else None, n_source, fixed[s - 1])
 
 
-def _check_source(stage: int, block: int, source, n_source: int) -> None:
+def _check_source(stage: int, block: int, source, n_source: int, fixed: int) -> None:
+    """Target `block` may copy `source`: it exists, and a fixed block (the first `fixed` of a stage, e.g. the
+    downsampling block 0) is only ever copied to its own position."""
     where = f"Stage {stage}, target block {block}"
     if source is None:
         raise ValueError(f"{where} has no source block; every target block copies exactly one source block.")
     if isinstance(source, bool) or not isinstance(source, (int, np.integer)) or not 0 <= source < n_source:
         raise ValueError(f"{where}: source block {source!r} does not exist; the source stage has {n_source} "
                          f"blocks (0..{n_source - 1}).")
-    if block == 0 and source != 0:
-        raise ValueError(f"{where} (the downsampling block) must copy source block 0, not block {source}.")
-    if block != 0 and source == 0:
-        valid = f"1..{n_source - 1}" if n_source > 1 else "none: this source stage cannot be stretched"
-        raise ValueError(f"{where}: source block 0 (the downsampling block) can only feed target block 0; copy a "
-                         f"non-first source block ({valid}).")
+    if block < fixed and source != block:
+        raise ValueError(f"{where} (a fixed block, e.g. the downsampling block) must copy source block {block}, "
+                         f"not block {source}.")
+    if block != source and source < fixed:
+        valid = f"{fixed}..{n_source - 1}" if n_source > fixed else "none: this source stage cannot be stretched"
+        raise ValueError(f"{where}: source block {source} (a fixed block, e.g. the downsampling block) can only "
+                         f"feed target block {source}; copy a free source block ({valid}).")
 
 
 # ---------------------------------------------------------------------------------------------------------- apply
@@ -296,13 +315,12 @@ def _check_source_blocks(plan: Plan, tree) -> None:
 
 
 def _check_block_shapes(plan: Plan, tree) -> None:
-    """Each copied block must have the leaves and shapes of the source block of its target position's kind.
-
-    Block 0 (stride 2 and shortcut in later stages) and the non-first blocks are the two kinds.
-    """
+    """Each copied block must have the leaves and shapes of the source block of its target position's kind:
+    a fixed block is its own kind; the free blocks of a stage share one (that of the first free block)."""
     for s, sources in plan.mapping.items():
+        fixed = plan.fixed[s - 1]
         for b, j in enumerate(sources):
-            reference = 0 if b == 0 else 1
+            reference = b if b < fixed else fixed
             if j != reference:
                 _check_same_shapes(tree[f"stage{s}_block{j}"], tree[f"stage{s}_block{reference}"],
                                    f"stage{s}_block{j}", f"stage{s}_block{b}")
@@ -332,7 +350,7 @@ def _leaf_shapes(tree) -> dict:
 # ------------------------------------------------------------------------------------------------ transfer_ticket
 
 
-def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", replica_masks: str = "copy",
+def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", *, replica_masks: str = "copy",
                     weights: str = "source", seed: int = 0,
                     prunable: masks_lib.Predicate = masks_lib.default_prunable) -> Ticket:
     """`ticket` moved to `target_model` (module or registry name): mask, params and BN statistics, one plan.
@@ -351,12 +369,12 @@ def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", repl
     mask = apply(block_plan, ticket.mask)
     if replica_masks == "permute":
         mask = _permute_replicas(block_plan, mask, jax.random.key(seed), prunable)
-    input_shape = (8, 8, _input_channels(ticket.params))
+    input_shape = models.family_of(target).input_shape_of(ticket.params)
     if weights == "source":
         params, batch_stats = apply(block_plan, ticket.params), apply(block_plan, ticket.batch_stats)
         _check_fits_model(target, block_plan.target, input_shape, params=params, batch_stats=batch_stats)
     else:
-        fresh = init_variables(target, jax.random.key(seed), input_shape)
+        fresh = models.init_variables(target, jax.random.key(seed), input_shape)
         params, batch_stats = fresh["params"], fresh.get("batch_stats", {})
     meta = {"source_model": ticket.model_name, "source_level": ticket.level, "strategy": block_plan.strategy,
             "replica_masks": replica_masks, "weights": weights}
@@ -374,13 +392,13 @@ def _target_module(source_module, target_model):
     if not isinstance(target_model, str):
         return target_model
     options = {a: getattr(source_module, a) for a in ("num_classes", "dtype") if hasattr(source_module, a)}
-    return get_model(target_model, **options)
+    return models.get_model(target_model, **options)
 
 
 def _check_fits_model(target, target_name: str, input_shape: tuple, **trees) -> None:
     """Copied trees must have the shapes of the target's own variables (e.g. the kept head's num_classes)."""
     # eval_shape traces the init without compiling or running it: cheap next to a real init.
-    expected = jax.eval_shape(lambda key: init_variables(target, key, input_shape), jax.random.key(0))
+    expected = models.variable_shapes(target, input_shape)
     for collection, tree in trees.items():
         problem = _shape_mismatch(_leaf_shapes(tree), _leaf_shapes(expected.get(collection, {})))
         if problem:
@@ -398,11 +416,3 @@ def _permute_replicas(block_plan: Plan, mask, key, prunable) -> dict:
                 block_key = jax.random.fold_in(jax.random.fold_in(key, s), b)
                 mask[name] = pruning.permute_within_layers({name: mask[name]}, block_key, prunable)[name]
     return mask
-
-
-def _input_channels(params) -> int:
-    try:
-        return int(np.shape(params["stem_conv"]["kernel"])[-2])
-    except (KeyError, TypeError, IndexError):
-        raise ValueError("transfer_ticket reads the input channels from params['stem_conv']['kernel'], "
-                         "which this ticket lacks.") from None

@@ -13,7 +13,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from elax import lottery  # noqa: E402
+from elax import runs  # noqa: E402
+from elax import data  # noqa: E402
 from elax.data import Dataset  # noqa: E402
 from elax.models import get_model, init_variables  # noqa: E402
 
@@ -57,19 +58,14 @@ def tiny_cli_args(**overrides):
 def imp_run(tmp_path_factory):
     """(workdir, records) of the tiny IMP run on cifar_resnet_14_4: 3 levels, rewind to step 5 (mid-epoch)."""
     workdir = str(tmp_path_factory.mktemp("imp"))
-    return workdir, lottery.run_imp(tiny_config(), workdir, log=lambda _: None)
+    return workdir, runs.run_imp(tiny_config(), workdir, log=lambda _: None)
 
 TINY_SHAPE = (8, 8, 3)
 
 
 def synthetic_dataset(num_train: int = 80, num_test: int = 13, seed: int = 0) -> Dataset:
     """Random uint8 8x8x3 images, 10 classes; test size not a multiple of small eval batches."""
-    rng = np.random.default_rng(seed)
-    images = lambda n: rng.integers(0, 256, (n, *TINY_SHAPE), dtype=np.uint8)
-    labels = lambda n: rng.integers(0, 10, n).astype(np.int32)
-    return Dataset(name="synthetic", train_images=images(num_train), train_labels=labels(num_train),
-                   test_images=images(num_test), test_labels=labels(num_test), num_classes=10,
-                   mean=(0.5, 0.45, 0.4), std=(0.29, 0.28, 0.3), source="synthetic")
+    return data.synthetic(num_train, num_test, TINY_SHAPE, seed=seed)
 
 
 @pytest.fixture(scope="session")

@@ -101,24 +101,3 @@ def test_tree_round_trip_without_template(tmp_path):
     assert_trees_identical(checkpoint.load_tree(path), tree2)
     with pytest.raises(FileNotFoundError):
         checkpoint.load_tree(str(tmp_path / "nothing"))
-
-
-def test_write_json_atomic(tmp_path):
-    path = tmp_path / "sub" / "dir" / "results.json"
-    checkpoint.write_json(str(path), [{"level": 1, "sparsity": 0.2}])
-    assert checkpoint.read_json(str(path)) == [{"level": 1, "sparsity": 0.2}]
-    checkpoint.write_json(str(path), {"b": 2, "a": [1, 2]})
-    assert checkpoint.read_json(str(path)) == {"a": [1, 2], "b": 2}
-    assert path.read_text().endswith("\n")
-    assert os.listdir(path.parent) == ["results.json"]
-    assert checkpoint.read_json(str(tmp_path / "none.json"), default=[]) == []
-    assert checkpoint.read_json(str(tmp_path / "none.json")) is None
-
-
-def test_write_json_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
-    path = tmp_path / "results.json"
-    checkpoint.write_json(str(path), {"ok": 1})
-    with pytest.raises(TypeError):
-        checkpoint.write_json(str(path), {"bad": object()})   # not JSON serialisable, fails mid-write
-    assert checkpoint.read_json(str(path)) == {"ok": 1}
-    assert os.listdir(tmp_path) == ["results.json"]

@@ -140,7 +140,7 @@ def test_read_tfds_under_mock_data():
     # USE_CODE: no metadata files needed; the split must be named explicitly for
     # data_source, since a metadata-less builder knows no splits.
     with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-        train_x, train_y, test_x, test_y = data._read_tfds("cifar10", "/nonexistent/tfds")
+        train_x, train_y, test_x, test_y = data.datasets._read_tfds("cifar10", "/nonexistent/tfds")
     for x, y in ((train_x, train_y), (test_x, test_y)):
         assert x.shape == (6, 32, 32, 3) and x.dtype == np.uint8
         assert y.shape == (6,) and np.all((0 <= y) & (y < 10))

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from elax import checkpoint, lottery, masks
+from elax import checkpoint, masks, runs, workdir as wd
 from conftest import quickstart_config, tiny_config
 
 LEVELS = 3
@@ -34,7 +34,7 @@ def test_exact_pruned_counts_and_sparsity(imp_run):
 
 def test_masks_only_shrink_and_match_the_records(imp_run):
     workdir, records = imp_run
-    tickets = [lottery.load_ticket(workdir, level) for level in range(LEVELS + 1)]
+    tickets = [runs.load_ticket(workdir, level) for level in range(LEVELS + 1)]
     for ticket, record in zip(tickets, records):
         assert masks.count(ticket.mask)[0] == record["kept_weights"]
     for older, newer in zip(tickets, tickets[1:]):
@@ -47,7 +47,7 @@ def test_level_start_is_mask_times_rewind_weights(imp_run):
     rewind = checkpoint.load_tree(os.path.join(workdir, "rewind"))
     assert int(rewind["step"]) == 5
     for level in range(1, LEVELS + 1):
-        start = checkpoint.load_tree(os.path.join(lottery.level_dir(workdir, level), "ticket"))
+        start = checkpoint.load_tree(os.path.join(wd.level_dir(workdir, level), "ticket"))
         assert int(start["step"]) == 5
         expected = jax.tree.map(lambda p, m: np.where(m, p, 0.0), rewind["params"], start["mask"])
         jax.tree.map(np.testing.assert_array_equal, start["params"], expected)
@@ -56,10 +56,10 @@ def test_level_start_is_mask_times_rewind_weights(imp_run):
 
 def test_level_is_pruned_from_the_previous_levels_final_weights(imp_run):
     workdir, _ = imp_run
-    exp = lottery.setup(tiny_config())
-    final = checkpoint.restore_state(os.path.join(lottery.level_dir(workdir, 1), "checkpoints"),
+    exp = runs.setup(tiny_config())
+    final = checkpoint.restore_state(os.path.join(wd.level_dir(workdir, 1), "checkpoints"),
                                      exp.template_state)
-    next_mask = lottery.load_ticket(workdir, 2).mask
+    next_mask = runs.load_ticket(workdir, 2).mask
     kept = np.concatenate([np.abs(np.asarray(p))[np.asarray(m)].ravel() for p, m in
                            zip(jax.tree.leaves(final.params), jax.tree.leaves(next_mask)) if p.ndim >= 2])
     dropped = np.concatenate([np.abs(np.asarray(p))[np.asarray(m0) & ~np.asarray(m1)].ravel() for p, m0, m1 in
@@ -70,8 +70,8 @@ def test_level_is_pruned_from_the_previous_levels_final_weights(imp_run):
 
 def test_pruned_weights_stay_zero_after_training(imp_run):
     workdir, _ = imp_run
-    exp = lottery.setup(tiny_config())
-    final = checkpoint.restore_state(os.path.join(lottery.level_dir(workdir, LEVELS), "checkpoints"),
+    exp = runs.setup(tiny_config())
+    final = checkpoint.restore_state(os.path.join(wd.level_dir(workdir, LEVELS), "checkpoints"),
                                      exp.template_state)
     assert int(final.step) == exp.total_steps
     for p, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(final.mask)):
@@ -80,12 +80,12 @@ def test_pruned_weights_stay_zero_after_training(imp_run):
 
 def test_load_ticket_level_0_is_dense_rewind_state(imp_run):
     workdir, _ = imp_run
-    ticket = lottery.load_ticket(workdir, 0)
+    ticket = runs.load_ticket(workdir, 0)
     rewind = checkpoint.load_tree(os.path.join(workdir, "rewind"))
     assert ticket.sparsity == 0.0 and ticket.rewind_step == 5 and ticket.model_name == MODEL
     jax.tree.map(np.testing.assert_array_equal, ticket.params, rewind["params"])
     with pytest.raises(FileNotFoundError, match="no ticket for level 9"):
-        lottery.load_ticket(workdir, 9)
+        runs.load_ticket(workdir, 9)
 
 
 def test_interrupted_run_resumes_to_identical_results(imp_run, tmp_path, monkeypatch):
@@ -102,21 +102,21 @@ def test_interrupted_run_resumes_to_identical_results(imp_run, tmp_path, monkeyp
     monkeypatch.setattr(checkpoint, "save_state", dying_save)
     workdir = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
-        lottery.run_imp(tiny_config(), workdir, log=lambda _: None)
-    partial = lottery.load_results(workdir)
+        runs.run_imp(tiny_config(), workdir, log=lambda _: None)
+    partial = wd.load_results(workdir)
     assert [r["level"] for r in partial] == [0]
     monkeypatch.setattr(checkpoint, "save_state", real_save)
-    resumed = lottery.run_imp(tiny_config(), workdir, log=lambda _: None)
+    resumed = runs.run_imp(tiny_config(), workdir, log=lambda _: None)
     assert resumed == reference
-    with open(os.path.join(lottery.level_dir(workdir, 1), "metrics.jsonl")) as f:
+    with open(os.path.join(wd.level_dir(workdir, 1), "metrics.jsonl")) as f:
         assert [int(__import__("json").loads(line)["epoch"]) for line in f] == [1, 2]
 
 
 def test_resume_refuses_a_different_config_and_keeps_results(imp_run):
     workdir, reference = imp_run
     with pytest.raises(ValueError, match=r"different config \(lottery.prune_fraction: 0.2 -> 0.5\)"):
-        lottery.run_imp(tiny_config(**{"lottery.prune_fraction": 0.5}), workdir)
-    assert lottery.load_results(workdir) == reference
+        runs.run_imp(tiny_config(**{"lottery.prune_fraction": 0.5}), workdir)
+    assert wd.load_results(workdir) == reference
 
 
 def test_extending_levels_continues_the_run(imp_run, tmp_path):
@@ -124,7 +124,7 @@ def test_extending_levels_continues_the_run(imp_run, tmp_path):
     import shutil
     copy = str(tmp_path / "copy")
     shutil.copytree(workdir, copy)
-    records = lottery.run_imp(tiny_config(**{"lottery.levels": LEVELS + 1}), copy, log=lambda _: None)
+    records = runs.run_imp(tiny_config(**{"lottery.levels": LEVELS + 1}), copy, log=lambda _: None)
     assert records[:-1] == reference
     assert records[-1]["level"] == LEVELS + 1
     assert abs(records[-1]["sparsity"] - masks.expected_sparsity(LEVELS + 1)) < 1e-3
@@ -140,7 +140,7 @@ def test_extending_levels_continues_the_run(imp_run, tmp_path):
 def test_bad_config_fails_before_any_work(tmp_path, key, value, message):
     workdir = str(tmp_path / "run")
     with pytest.raises(ValueError, match=message):
-        lottery.run_imp(tiny_config(**{key: value}), workdir)
+        runs.run_imp(tiny_config(**{key: value}), workdir)
     assert not os.path.exists(workdir)
 
 
@@ -148,6 +148,6 @@ def test_quickstart_recipe_learns_digits(tmp_path):
     """The dense level of configs/quickstart.py (as shipped) reaches >= 90% test accuracy on digits."""
     config = quickstart_config()
     config.mode, config.lottery.levels, config.progress = "imp", 0, False
-    (record,) = lottery.run_imp(config, str(tmp_path / "quickstart"), log=lambda _: None)
+    (record,) = runs.run_imp(config, str(tmp_path / "quickstart"), log=lambda _: None)
     assert record["model"] == "cifar_resnet_14_8" and record["sparsity"] == 0.0
     assert record["test_accuracy"] >= 0.90

@@ -351,3 +351,59 @@ def test_ett_joins_its_source_level_however_far_its_sparsity_moved():
     table = report.summarize(records)
     assert table.sparsities == (0.9688,)
     assert report.to_markdown(table).splitlines()[2] == "| 96.88 | 3.12 | 96.39 | 97.22 (at 97.48%) |"
+
+
+def test_runs_of_different_recipes_are_never_averaged(tmp_path):
+    from elax import config as config_lib, workdir as wd
+    configs = [config_lib.default_config().to_dict(), config_lib.default_config().to_dict()]
+    configs[1]["train"]["lr"] = 0.05
+    for i, config in enumerate(configs):
+        rid = wd.recipe_id(config)
+        _write(tmp_path / f"run{i}" / "results.json", [_rec("imp", 0.2, 0.90 + i / 100, seed=i, recipe_id=rid)])
+        wd.write_json(str(tmp_path / f"run{i}" / "config.json"), config)
+    with pytest.raises(ValueError, match=r"2 different recipes, which are never averaged together: .*run0.*run1.* "
+                                         r"\(they differ in train.lr: 0.1 vs 0.05\).*--mix-recipes"):
+        report.load_records(tmp_path)
+    table = report.summarize(report.load_records(tmp_path, mix_recipes=True))
+    assert table.series == tuple(sorted(f"{IMP} [recipe {wd.recipe_id(c)}]" for c in configs))
+    assert [table.get(s, 0.2).n for s in table.series] == [1, 1]
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "out"), "--mix-recipes"]) == 0
+
+
+def _claims_records():
+    """Three seeds at one IMP level of the target: ETT, the target's IMP and a random baseline."""
+    records = []
+    for seed, (imp, ett, rnd) in enumerate([(0.90, 0.91, 0.80), (0.92, 0.90, 0.82), (0.91, 0.92, 0.81)]):
+        records += [_rec("imp", 0.2, imp, seed=seed, level=1), _ett(0.21, ett, seed, 1),
+                    _rec("random", 0.2, rnd, seed=seed, level=1),
+                    _rec("imp", 0.2, 0.5, seed=seed, level=1, model="cifar_resnet_20")]   # another model: no claim
+    return records
+
+
+def test_claims_pair_seeds_and_compare_to_the_spread():
+    imp_claim, random_claim = report.claims(_claims_records())
+    assert (imp_claim.row, imp_claim.ett, imp_claim.other, imp_claim.n) == (0.2, ETT, IMP, 3)
+    # ETT - IMP per seed: +0.01, -0.02, +0.01 -> mean 0, sample std 0.01732
+    assert imp_claim.mean == pytest.approx(0.0, abs=1e-12)
+    assert imp_claim.std == pytest.approx(0.017320508, rel=1e-6)
+    assert not imp_claim.exceeds_spread
+    # ETT - random per seed: +0.11, +0.08, +0.11 -> mean 0.1, std 0.01732; all three seeds above
+    assert (random_claim.other, random_claim.agree) == ("random (cifar_resnet_32)", 3)
+    assert random_claim.mean == pytest.approx(0.10) and random_claim.exceeds_spread
+    text = report.claims_markdown([imp_claim, random_claim])
+    assert ("- 20.00% sparsity: ett cifar_resnet_20→cifar_resnet_32 (append) is above random (cifar_resnet_32) by "
+            "10.00 ± 1.73 (n=3, 3 of 3 seeds above); exceeds the spread.") in text
+    assert "within the spread" in text
+
+
+def test_claims_with_one_seed_say_there_is_no_spread(tmp_path):
+    records = [r for r in _claims_records() if r["seed"] == 0]
+    claim = report.claims(records)[1]
+    assert (claim.n, claim.std, claim.exceeds_spread) == (1, 0.0, False)
+    assert "one seed: no spread to compare" in report.claims_markdown([claim])
+    _write(tmp_path / "r" / "results.json", _claims_records())
+    report.write_report([tmp_path / "r"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Claims" in md and "is above random (cifar_resnet_32) by 10.00 ± 1.73" in md
+    assert (tmp_path / "out" / "accuracy_vs_sparsity.png").stat().st_size > 10_000

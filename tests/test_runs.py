@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from elax import baselines, checkpoint, lottery, masks, transfer
-from elax.config import BASELINES
+from elax import checkpoint, masks, runs as runs_lib, transfer, workdir as wd
+from elax.runs import BASELINES
+from elax.runs.baselines import Matched
 from conftest import tiny_config
 
 SOURCE, TARGET = "cifar_resnet_14_4", "cifar_resnet_20_4"
@@ -27,7 +28,7 @@ def runs(tmp_path_factory, imp_run):
     """The shared IMP run of cifar_resnet_14_4 is the ETT source; a short one of cifar_resnet_20_4 the target."""
     root = tmp_path_factory.mktemp("runs")
     source, target = imp_run[0], str(root / "target")
-    lottery.run_imp(imp_config(TARGET), target, log=quiet)
+    runs_lib.run_imp(imp_config(TARGET), target, log=quiet)
     return root, source, target
 
 
@@ -44,42 +45,42 @@ def transfer_config(source, **overrides):
 def test_ett_run_trains_the_transferred_ticket_with_its_mask_intact(runs):
     root, source, _ = runs
     workdir = str(root / "ett")
-    records = lottery.run_transfer(transfer_config(source), workdir, log=quiet)
+    records = runs_lib.run_transfer(transfer_config(source), workdir, log=quiet)
     (record,) = records
     assert (record["method"], record["model"], record["source_model"], record["source_level"],
             record["strategy"]) == ("ett", TARGET, SOURCE, 2, "append")
-    expected = transfer.transfer_ticket(lottery.load_ticket(source, 2), TARGET)
-    start = lottery.load_ticket(workdir, 2)
+    expected = transfer.transfer_ticket(runs_lib.load_ticket(source, 2), TARGET)
+    start = runs_lib.load_ticket(workdir, 2)
     jax.tree.map(np.testing.assert_array_equal, start.mask, expected.mask)
     jax.tree.map(np.testing.assert_array_equal, start.params, expected.params)
     # The source run's rewind step (5) wins over this config's (3): the ticket is the source's step-5 state.
     assert start.rewind_step == 5 and record["rewind_step"] == 5
     assert record["sparsity"] == pytest.approx(masks.sparsity(expected.mask))
-    exp = lottery.setup(transfer_config(source))
-    final = checkpoint.restore_state(os.path.join(lottery.level_dir(workdir, 2), "checkpoints"), exp.template_state)
+    exp = runs_lib.setup(transfer_config(source))
+    final = checkpoint.restore_state(os.path.join(wd.level_dir(workdir, 2), "checkpoints"), exp.template_state)
     assert int(final.step) == record["steps"] == 2 * 12  # the source's 2 epochs, not this config's 1
     jax.tree.map(np.testing.assert_array_equal, final.mask, expected.mask)
     for p, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(final.mask)):
         assert np.all(np.asarray(p)[~np.asarray(m)] == 0.0)
     # Finished levels are skipped: a second call trains nothing and returns the same records.
-    assert lottery.run_transfer(transfer_config(source), workdir, log=quiet) == records
+    assert runs_lib.run_transfer(transfer_config(source), workdir, log=quiet) == records
 
 
 def test_ett_control_variants_are_labelled(runs):
     root, source, _ = runs
     config = transfer_config(source, replica_masks="permute", weights="reinit")
-    (record,) = lottery.run_transfer(config, str(root / "ett_controls"), log=quiet)
+    (record,) = runs_lib.run_transfer(config, str(root / "ett_controls"), log=quiet)
     assert record["strategy"] == "append/permuted-replica-masks/reinit"
 
 
 def test_transfer_errors(runs, tmp_path):
     root, source, _ = runs
     with pytest.raises(FileNotFoundError, match="not an elax run directory"):
-        lottery.run_transfer(transfer_config(str(tmp_path / "nothing")), str(tmp_path / "a"))
+        runs_lib.run_transfer(transfer_config(str(tmp_path / "nothing")), str(tmp_path / "a"))
     with pytest.raises(ValueError, match=r"Levels \[7\] are not finished in the source run"):
-        lottery.run_transfer(transfer_config(source, levels=(7,)), str(tmp_path / "b"))
+        runs_lib.run_transfer(transfer_config(source, levels=(7,)), str(tmp_path / "b"))
     with pytest.raises(ValueError, match="are not finished in the source run"):
-        lottery.run_transfer(transfer_config(source, levels=(0, 3, 4)), str(tmp_path / "c"))
+        runs_lib.run_transfer(transfer_config(source, levels=(0, 3, 4)), str(tmp_path / "c"))
 
 
 def test_transfer_takes_the_source_recipe(runs, tmp_path):
@@ -88,11 +89,11 @@ def test_transfer_takes_the_source_recipe(runs, tmp_path):
     config = transfer_config(source, levels=(0,))
     config.data.name, config.train.epochs, config.train.lr = "fashion_mnist", 9, 0.3
     lines = []
-    (record,) = lottery.run_transfer(config, str(tmp_path / "ett"), log=lines.append)
+    (record,) = runs_lib.run_transfer(config, str(tmp_path / "ett"), log=lines.append)
     assert record["dataset"] == "digits" and record["steps"] == 2 * 12 and record["rewind_step"] == 5
     assert lines[0] == ("Recipe of the source run: data.name='digits', train.epochs=2, train.lr=0.05, "
                         "train.milestones=(1,), lottery.rewind_steps=5")
-    saved = checkpoint.read_json(os.path.join(str(tmp_path / "ett"), "config.json"))
+    saved = wd.read_json(os.path.join(str(tmp_path / "ett"), "config.json"))
     assert (saved["data"]["name"], saved["train"]["epochs"], saved["train"]["lr"]) == ("digits", 2, 0.05)
 
 
@@ -101,15 +102,15 @@ def baseline_inputs(runs):
     _, _, target = runs
     c = imp_config(TARGET)
     c.mode, c.baseline.reference, c.baseline.snip_batches, c.baseline.synflow_rounds = "baseline", target, 2, 10
-    exp = lottery.setup(c)
-    record = lottery.find_record(target, 2)
-    return exp, lottery.load_ticket(target, 0), lottery.load_ticket(target, 2), record
+    exp = runs_lib.setup(c)
+    record = wd.find_record(target, 2)
+    return exp, runs_lib.load_ticket(target, 0), runs_lib.load_ticket(target, 2), record
 
 
 @pytest.mark.parametrize("method", BASELINES)
 def test_every_baseline_hits_the_reference_sparsity_exactly(baseline_inputs, method):
     exp, dense, imp, record = baseline_inputs
-    params, batch_stats, mask = baselines.baseline_ticket(exp, method, dense, imp, record["sparsity"])
+    params, batch_stats, mask = BASELINES[method](exp, Matched(dense, imp, record["sparsity"]))
     masks.validate(mask, params)
     assert masks.count(mask, exp.prunable) == (record["kept_weights"], record["prunable_weights"])
     flat = jax.tree_util.tree_flatten_with_path(mask)[0]
@@ -137,8 +138,8 @@ def test_baseline_run_records_method_and_sparsity(runs):
     root, _, target = runs
     c = imp_config(TARGET)
     c.mode, c.baseline.method, c.baseline.reference, c.baseline.levels = "baseline", "random", target, (1,)
-    (record,) = baselines.run_baseline(c, str(root / "random"), log=quiet)
-    reference = lottery.find_record(target, 1)
+    (record,) = runs_lib.run_baseline(c, str(root / "random"), log=quiet)
+    reference = wd.find_record(target, 1)
     assert (record["method"], record["level"], record["kept_weights"]) == ("random", 1, reference["kept_weights"])
 
 
@@ -147,4 +148,4 @@ def test_baseline_refuses_a_reference_of_another_model(runs, tmp_path):
     c = imp_config(TARGET)
     c.mode, c.baseline.method, c.baseline.reference = "baseline", "snip", source
     with pytest.raises(ValueError, match="baselines prune the same model as their reference IMP run"):
-        baselines.run_baseline(c, str(tmp_path / "x"))
+        runs_lib.run_baseline(c, str(tmp_path / "x"))

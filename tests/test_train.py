@@ -1,5 +1,6 @@
 """Tests for elax.train: LR schedule, torch-SGD optimizer, masked steps, data order, evaluation, 8 devices."""
 
+import functools
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from elax import data as data_lib
 from elax import masks, pruning, train
 from elax.models import get_model
+from conftest import TINY_SHAPE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 10   # 80 synthetic training images / batch 8
@@ -54,7 +56,7 @@ def env(tiny_dataset, eight_devices_proc):
     return dict(model=get_model("cifar_resnet_8_4"), mesh=mesh,
                 tx=train.make_optimizer(MOMENTUM, WEIGHT_DECAY),
                 schedule=train.lr_schedule(0.05, STEPS_PER_EPOCH, milestones=(2,)),
-                data=train.put_on_devices(tiny_dataset, mesh))
+                data=data_lib.put_on_devices(tiny_dataset, mesh))
 
 
 def make_trainer(env, seed, **kwargs):
@@ -252,9 +254,24 @@ def test_data_order_is_a_function_of_seed_and_step(env, trainer, ticket):
     assert not leaves_equal(a.params, c.params)
 
 
+def test_batch_of_a_step_is_the_batch_training_reads(env, trainer, ticket):
+    """`Trainer.batch` (SNIP/GraSP score batches) gives exactly the batch the train step at that step uses."""
+    params, batch_stats, mask = ticket
+    start = train.create_state(params, batch_stats, mask, env["tx"], step=13)   # mid-epoch 1
+    trained, _ = run(trainer, on_mesh(start, env["mesh"]), env["data"], [1])
+    images, labels = trainer.batch(env["data"], 13)
+    assert images.shape == (8, *TINY_SHAPE) and images.dtype == jnp.float32 and labels.shape == (8,)
+    by_hand, _ = jax.jit(functools.partial(train.train_step, apply_fn=env["model"].apply, tx=env["tx"],
+                                           schedule=env["schedule"]))(start, images, labels)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), trained.params,
+                 by_hand.params)
+    other_images, _ = trainer.batch(env["data"], 14)
+    assert not np.array_equal(images, other_images)
+
+
 @pytest.fixture(scope="module")
 def seed1_run(env, ticket):
-    """A seed-1 Trainer fed exactly as elax.lottery feeds it: create_state's output, then its own output."""
+    """A seed-1 Trainer fed exactly as elax.runs feeds it: create_state's output, then its own output."""
     params, batch_stats, mask = jax.tree.map(jnp.array, ticket)    # private copies of the ticket
     trainer1 = make_trainer(env, seed=1)
     state, _ = trainer1.train_steps(train.create_state(params, batch_stats, mask, env["tx"]), env["data"], 4)
@@ -322,7 +339,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from elax import checkpoint, masks, pruning, train
+    from elax import checkpoint, data as data_lib, masks, pruning, train
     from elax.data import Dataset
     from elax.models import get_model
 
@@ -352,7 +369,7 @@ EIGHT_DEVICES = textwrap.dedent("""
         mesh = train.make_mesh(devices)
         trainer = train.Trainer(model=model, tx=tx, schedule=train.lr_schedule(0.05, 4), mesh=mesh,
                                 batch_size=16, steps_per_epoch=4, seed=0, augment=True, eval_batch_size=8)
-        data = train.put_on_devices(ds, mesh)
+        data = data_lib.put_on_devices(ds, mesh)
         state = train.create_state(params, batch_stats, mask, tx)   # host copies: train_steps donates its state
         state = jax.device_put(jax.tree.map(lambda x: np.array(x, copy=True), state), NamedSharding(mesh, P()))
         state, metrics = trainer.train_steps(state, data, 3)
@@ -441,7 +458,7 @@ def test_eight_devices_match_one_device(eight_devices):
 
 
 def test_eight_devices_resume_from_checkpoint(eight_devices):
-    # restore_state gives single-device arrays; a resumed run (elax.lottery.train_level) must still train on the
+    # restore_state gives single-device arrays; a resumed run (elax.runs.train_ticket) must still train on the
     # 8-device mesh, bitwise like the live state.
     assert eight_devices["resume"] == "ok"
 

@@ -1,7 +1,6 @@
 """Tests for elax.transfer: exact E-LTH block mappings, the official mapping syntax, tree copies and errors."""
 
 import re
-import types
 
 import flax
 import jax
@@ -12,6 +11,7 @@ import pytest
 from elax import masks, pruning, transfer
 from elax.models import get_model
 from elax.ticket import Ticket
+import toy_family  # noqa: F401  (registers the "toy" family)
 
 INPUT_SHAPE = (8, 8, 3)
 SOURCES = ("cifar_resnet_20_4", "cifar_resnet_56_4")
@@ -57,9 +57,10 @@ def resnet(depth, width=None):
     return f"cifar_resnet_{depth}" + (f"_{width}" if width else "")
 
 
-def fake_model(family="imagenet_resnet", stage_sizes=(2, 2, 2, 2), width=64):
-    """Just the structure transfer.plan reads, for families and stage layouts the registry lacks."""
-    return types.SimpleNamespace(family=family, stage_sizes=stage_sizes, width=width)
+def toy(stage_sizes=(2, 2, 2, 2), widths=None):
+    """A model of the tests' toy family (tests/toy_family.py), for stage layouts no registry family has."""
+    name = "toy_" + "-".join(map(str, stage_sizes)) + ("_w" + "-".join(map(str, widths)) if widths else "")
+    return get_model(name)
 
 
 def block_names(stage_sizes):
@@ -135,10 +136,10 @@ def test_plan_accepts_modules_and_prints_readably():
 
 def test_per_stage_mapping_string_imagenet_resnet_18_to_26():
     text = "0:0;1:1|0:0;1:1,2|0:0;1:1,2,3|0:0;1:1,2"
-    p = transfer.plan(fake_model(stage_sizes=(2, 2, 2, 2)), fake_model(stage_sizes=(2, 3, 4, 3)), text)
+    p = transfer.plan(toy((2, 2, 2, 2)), toy((2, 3, 4, 3)), text)
     assert p.mapping == {1: (0, 1), 2: (0, 1, 1), 3: (0, 1, 1, 1), 4: (0, 1, 1)}
     assert p.to_string() == text
-    assert transfer.plan(fake_model(), fake_model(stage_sizes=(2, 3, 4, 3))).mapping == p.mapping
+    assert transfer.plan(toy(), toy((2, 3, 4, 3))).mapping == p.mapping
 
 
 def test_per_stage_mapping_string_cifar():
@@ -255,10 +256,10 @@ def test_reinit_weights_keep_the_mask(sources, monkeypatch):
         calls.append((model, key, input_shape, variables))
         return variables
 
-    monkeypatch.setattr(transfer, "init_variables", eager_init_variables)
+    monkeypatch.setattr(transfer.models, "init_variables", eager_init_variables)
     fresh = transfer.transfer_ticket(ticket, "cifar_resnet_32_4", weights="reinit", seed=5)
     [(model, key, input_shape, variables)] = calls
-    assert model is fresh.model and model.stage_sizes == (5, 5, 5) and input_shape == INPUT_SHAPE
+    assert model is fresh.model and model.stage_sizes == (5, 5, 5) and input_shape == (32, 32, 3)
     assert np.array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(5)))
     assert fresh.meta["weights"] == "reinit"
     assert trees_equal(fresh.mask, copied.mask)
@@ -278,8 +279,10 @@ def test_reinit_weights_keep_the_mask(sources, monkeypatch):
     ("0:0;1:1,2", r"Stage 1, target block 3 has no source block"),
     ("0:0;1:1,3;5:2,4", r"Stage 1, target block 2: source block 5 does not exist; the source stage has 3 "
                         r"blocks \(0\.\.2\)"),
-    ("1:0,1,3;2:2,4", r"target block 0 \(the downsampling block\) must copy source block 0, not block 1"),
-    ("0:0,3;1:1;2:2,4", r"target block 3: source block 0 \(the downsampling block\) can only feed target block 0"),
+    ("1:0,1,3;2:2,4", r"target block 0 \(a fixed block, e.g. the downsampling block\) must copy source block 0, "
+                      r"not block 1"),
+    ("0:0,3;1:1;2:2,4", r"target block 3: source block 0 \(a fixed block, e.g. the downsampling block\) can only "
+                        r"feed target block 0"),
     ("0:0;1:1,3;2:2,3,4", r"target block 3 gets two source blocks \(1 and 2\)"),
     ("0:0;1:1,3;2:2,4,5", r"target block 5 does not exist; the target stage has 5 blocks"),
     ("0-0;1:1,3;2:2,4", r"Cannot parse '0-0'"),
@@ -292,7 +295,7 @@ def test_invalid_mapping_strings(text, match):
 
 
 def test_invalid_plan_built_directly():
-    with pytest.raises(ValueError, match=r"Stage 2, target block 1: source block 0 \(the downsampling block\)"):
+    with pytest.raises(ValueError, match=r"Stage 2, target block 1: source block 0 \(a fixed block"):
         transfer.Plan("a", "b", (3, 3), (3, 3), "custom", {1: (0, 1, 2), 2: (0, 0, 2)})
     with pytest.raises(ValueError, match=r"one entry per stage \[1, 2\], got stages \[1\]"):
         transfer.Plan("a", "b", (3, 3), (3, 3), "custom", {1: (0, 1, 2)})
@@ -307,12 +310,12 @@ def test_invalid_plan_built_directly():
      r"'append' cannot squeeze stage 1 from 9 to 5 blocks; valid squeeze strategies: 'drop_last', 'interleave'"),
     ("cifar_resnet_20", "cifar_resnet_20", "nonsense", r"Unknown strategy 'nonsense'"),
     ("cifar_resnet_8", "cifar_resnet_14", "append", r"Stage 1 of the source has only block 0"),
-    ("cifar_resnet_20", "cifar_resnet_32_32", "append", r"different widths .*width 16 vs 32"),
-    (fake_model(family="vgg", stage_sizes=(3, 3, 3), width=16), "cifar_resnet_32", "append",
-     r"model families .*'vgg' vs 'cifar_resnet'"),
-    (fake_model(family="cifar_resnet", stage_sizes=(3, 3, 3, 3), width=16), "cifar_resnet_32", "append",
-     r"different numbers of stages .*4 vs 3"),
-    (object(), "cifar_resnet_32", "append", r"has no family, stage_sizes, width attribute"),
+    ("cifar_resnet_20", "cifar_resnet_32_32", "append", r"different widths .*stage 1 outputs \(32, 32, 16\) vs "
+                                                        r"\(32, 32, 32\)"),
+    ("toy_3-3-3", "cifar_resnet_32", "append", r"model families .*'toy' vs 'cifar_resnet'"),
+    ("toy_3-3-3", "toy_3-3-3-3", "append", r"different numbers of stages .*3 vs 4"),
+    ("toy_2-2_w4-4", "toy_2-2_w4-8", "append", r"different widths"),
+    (object(), "cifar_resnet_32", "append", r"object is not a model of a registered family"),
     ("resnet_20", "cifar_resnet_32", "append", r"Unknown model 'resnet_20'"),
 ])
 def test_plan_refuses(source, target, strategy, match):

@@ -1,45 +1,89 @@
-"""Model registry: a name such as "cifar_resnet_20" or "cifar_resnet_56_32" -> a Flax linen module.
+"""Model families and the registry of model names ("cifar_resnet_20", "cifar_resnet_56_32") -> Flax modules.
 
-Every model has `family`, `stage_sizes` and `width` attributes and units named `stage{s}_block{b}`,
-which is all `elax.transfer` needs to map tickets between depths.
+A `Family` declares what the rest of elax needs to know about its models, so that pruning, training and elastic
+transfer never look inside a module: the name pattern and builder, the input shape of its datasets, which param
+leaves are never pruned, its default rewind step, and its stages of blocks. Every family names its units
+`stage{s}_block{b}` (s from 1, b from 0); which blocks elastic transfer may replicate or drop follows from shapes
+(`fixed_blocks`). Adding a family is one module plus one `register(Family(...))` call.
 """
 
+import dataclasses
 import functools
 import re
-from typing import Any
+from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from elax.models.cifar_resnet import CifarResNet, cifar_resnet
-
-_PATTERNS = {
-    # name -> (regex, builder from the regex groups)
-    "cifar_resnet_{depth}[_{width}]": (
-        re.compile(r"cifar_resnet_(\d+)(?:_(\d+))?"),
-        lambda depth, width, **kw: cifar_resnet(int(depth), int(width or 16), **kw),
-    ),
-}
+BLOCK_NAME = re.compile(r"stage(\d+)_block(\d+)")
 
 
-def get_model(name: str, num_classes: int = 10, dtype: Any = jnp.float32):
-    """The Flax module registered under `name`; raises ValueError listing valid names."""
-    for regex, build in _PATTERNS.values():
-        match = regex.fullmatch(name)
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One model family (e.g. CIFAR ResNets) of the registry."""
+
+    name: str                      # "cifar_resnet"; the `family` attribute of its modules
+    pattern: str                   # how names read, e.g. "cifar_resnet_{depth}[_{width}]"
+    regex: re.Pattern              # full-matches a model name; its groups go to `build`
+    build: Callable[..., nn.Module]    # build(*groups, num_classes=, dtype=) -> module
+    name_of: Callable[[nn.Module], str]   # the inverse of `build`
+    examples: tuple[str, ...]
+    input_shape: tuple[int, int, int] = (32, 32, 3)   # (H, W, C) of the family's datasets
+    rewind_steps: int = 1000       # the paper's rewind point r, in iterations
+    prune_exclude: tuple[str, ...] = ()   # param path prefixes never pruned (e.g. ("head",) for VGG)
+    pin_first_blocks: bool = False   # E-LTH keeps block 0 of every stage in place, whatever its shapes
+    input_channels: Callable[[Any], int] | None = None   # params -> channels of the images they were built for
+
+    def input_shape_of(self, params) -> tuple[int, int, int]:
+        """The family's input shape with the channels that `params` were built for (e.g. 1 for MNIST)."""
+        h, w, c = self.input_shape
+        return h, w, self.input_channels(params) if self.input_channels else c
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Add `family` to the registry (replacing one of the same name); returns it."""
+    _FAMILIES[family.name] = family
+    return family
+
+
+def families() -> tuple[Family, ...]:
+    return tuple(_FAMILIES.values())
+
+
+def _match(name: str):
+    for family in _FAMILIES.values():
+        match = family.regex.fullmatch(name)
         if match:
-            return build(*match.groups(), num_classes=num_classes, dtype=dtype)
-    raise ValueError(
-        f"Unknown model {name!r}. Valid names: {', '.join(_PATTERNS)} "
-        "(e.g. cifar_resnet_20, cifar_resnet_56, cifar_resnet_20_64)."
-    )
+            return family, match
+    patterns = ", ".join(f.pattern for f in _FAMILIES.values())
+    examples = ", ".join(e for f in _FAMILIES.values() for e in f.examples)
+    raise ValueError(f"Unknown model {name!r}. Valid names: {patterns} (e.g. {examples}).")
+
+
+def get_model(name: str, num_classes: int = 10, dtype: Any = jnp.float32) -> nn.Module:
+    """The Flax module registered under `name`; raises ValueError listing valid names."""
+    family, match = _match(name)
+    return family.build(*match.groups(), num_classes=num_classes, dtype=dtype)
+
+
+def family_of(model) -> Family:
+    """The Family of a module or model name; ValueError for models outside the registry."""
+    if isinstance(model, str):
+        return _match(model)[0]
+    family = _FAMILIES.get(getattr(model, "family", None))
+    if family is None:
+        raise ValueError(f"{type(model).__name__} is not a model of a registered family "
+                         f"({', '.join(_FAMILIES)}); register its Family with elax.models.register.")
+    return family
 
 
 def model_name(model) -> str:
     """Inverse of `get_model` for registry models (used to record which model a ticket belongs to)."""
-    if isinstance(model, CifarResNet):
-        depth = 6 * model.stage_sizes[0] + 2
-        return f"cifar_resnet_{depth}" + ("" if model.width == 16 else f"_{model.width}")
-    raise ValueError(f"Not a registry model: {type(model).__name__}")
+    return family_of(model).name_of(model)
 
 
 def init_variables(model, key, input_shape):
@@ -54,4 +98,44 @@ def _jitted_init(model, input_shape):
     return jax.jit(lambda key: model.init(key, dummy, train=False))
 
 
-__all__ = ["CifarResNet", "cifar_resnet", "get_model", "init_variables", "model_name"]
+def variable_shapes(model, input_shape) -> dict:
+    """{'params': ..., 'batch_stats': ...} of ShapeDtypeStructs: the init traced, not run (cheap, no compile)."""
+    # Not through init_variables: its cached jitted init must not be created inside this trace.
+    return jax.eval_shape(lambda key: model.init(key, jnp.zeros((1, *input_shape)), train=False), jax.random.key(0))
+
+
+def stage_sizes(model) -> tuple[int, ...]:
+    """Blocks per stage of a registry module."""
+    return tuple(model.stage_sizes)
+
+
+def fixed_blocks(model) -> dict[int, tuple[bool, ...]]:
+    """{stage: (fixed?, ...) per block}: a fixed block (input shape != output shape, or pinned by the family)
+    can only map to its own position in elastic transfer; the others may be replicated, dropped or re-ordered."""
+    family, shapes = family_of(model), block_shapes(model)
+    return {s: tuple(shapes[(s, b)][0] != shapes[(s, b)][1] or (family.pin_first_blocks and b == 0)
+                     for b in range(n)) for s, n in enumerate(stage_sizes(model), start=1)}
+
+
+@functools.lru_cache(maxsize=64)
+def block_shapes(model) -> dict[tuple[int, int], tuple]:
+    """{(stage, block): (input shape, output shape)} of every `stage{s}_block{b}` unit on the family's input
+    shape, from a traced (not run) init."""
+    input_shape, shapes = family_of(model).input_shape, {}
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        match = BLOCK_NAME.fullmatch(context.module.name or "")
+        if match and context.method_name == "__call__":
+            shapes[(int(match[1]), int(match[2]))] = (args[0].shape[1:], out.shape[1:])
+        return out
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape)), train=False))
+    return shapes
+
+
+from elax.models import cifar_resnet  # noqa: E402  (registers its family)
+
+__all__ = ["BLOCK_NAME", "Family", "block_shapes", "families", "family_of", "fixed_blocks", "get_model", "init_variables",
+           "model_name", "register", "stage_sizes", "variable_shapes"]

@@ -6,11 +6,13 @@ Unit names (`stem_conv`, `stem_bn`, `stage{s}_block{b}`, `head`) are the family 
 """
 
 import functools
+import re
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+import elax.models as registry
 from elax.models import common
 
 
@@ -72,3 +74,17 @@ def depth_to_blocks(depth: int) -> int:
 def cifar_resnet(depth: int, width: int = 16, **kwargs) -> CifarResNet:
     n = depth_to_blocks(depth)
     return CifarResNet(stage_sizes=(n, n, n), width=width, **kwargs)
+
+
+def _name_of(model: CifarResNet) -> str:
+    depth = 6 * model.stage_sizes[0] + 2
+    return f"cifar_resnet_{depth}" + ("" if model.width == 16 else f"_{model.width}")
+
+
+FAMILY = registry.register(registry.Family(
+    name="cifar_resnet", pattern="cifar_resnet_{depth}[_{width}]",
+    regex=re.compile(r"cifar_resnet_(\d+)(?:_(\d+))?"),
+    build=lambda depth, width, **kw: cifar_resnet(int(depth), int(width or 16), **kw),
+    name_of=_name_of, examples=("cifar_resnet_20", "cifar_resnet_56", "cifar_resnet_20_64"),
+    input_shape=(32, 32, 3), rewind_steps=1000, prune_exclude=(), pin_first_blocks=True,
+    input_channels=lambda params: params["stem_conv"]["kernel"].shape[-2]))

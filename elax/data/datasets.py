@@ -11,8 +11,6 @@ import glob
 import os
 from typing import Callable, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10, "digits": 10}
@@ -365,37 +363,27 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
     )
 
 
-# ----------------------------------------------------------------------------
-# On-device augmentation (pure jax, jit-able).
+def train_subset(dataset: Dataset, size: int) -> Dataset:
+    """`dataset` with its training split cut to `size` examples: the first `size` of a fixed permutation (the
+    same for every seed, so replicates train on the same images). 0 keeps the whole split; normalisation
+    statistics stay those of the whole split."""
+    n = len(dataset.train_labels)
+    if not size or size == n:
+        return dataset
+    if not 0 < size <= n:
+        raise ValueError(f"config.data.train_subset={size}: {dataset.name} has {n} training images; use 1..{n} "
+                         "(or 0 for all).")
+    keep = np.sort(np.random.default_rng(0).permutation(n)[:size])
+    return dataclasses.replace(dataset, train_images=dataset.train_images[keep],
+                               train_labels=dataset.train_labels[keep])
 
 
-def random_crop(images: jax.Array, key: jax.Array, pad: int = 4) -> jax.Array:
-    """Zero-pads [B, H, W, C] by `pad` and takes an independent random HxW crop per example."""
-    b, h, w, c = images.shape
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    offsets = jax.random.randint(key, (b, 2), 0, 2 * pad + 1)
-
-    def crop(image, offset):
-        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
-
-    return jax.vmap(crop)(padded, offsets)
-
-
-def random_flip(images: jax.Array, key: jax.Array) -> jax.Array:
-    """Flips each example of [B, H, W, C] horizontally with probability 1/2."""
-    flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
-    return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
-
-
-def random_crop_flip(images: jax.Array, key: jax.Array, pad: int = 4) -> jax.Array:
-    """Standard CIFAR augmentation: per-example random padded crop, then random h-flip."""
-    crop_key, flip_key = jax.random.split(key)
-    return random_flip(random_crop(images, crop_key, pad), flip_key)
-
-
-def normalize(images: jax.Array, mean, std, dtype=jnp.float32) -> jax.Array:
-    """(images / 255 - mean) / std over the channel axis, computed in f32 then cast."""
-    x = images.astype(jnp.float32) / 255.0
-    mean = jnp.asarray(mean, jnp.float32)
-    std = jnp.asarray(std, jnp.float32)
-    return ((x - mean) / std).astype(dtype)
+def synthetic(num_train: int, num_test: int, image_shape: tuple, *, num_classes: int = 10, seed: int = 0,
+              mean: tuple = (0.5, 0.45, 0.4), std: tuple = (0.29, 0.28, 0.3)) -> Dataset:
+    """Random uint8 images and labels: the fake data of tests and benchmarks (speed ignores pixel values)."""
+    rng = np.random.default_rng(seed)
+    images = lambda n: rng.integers(0, 256, (n, *image_shape), dtype=np.uint8)
+    labels = lambda n: rng.integers(0, num_classes, n).astype(np.int32)
+    return Dataset(name="synthetic", train_images=images(num_train), train_labels=labels(num_train),
+                   test_images=images(num_test), test_labels=labels(num_test), num_classes=num_classes,
+                   mean=tuple(mean), std=tuple(std), source="synthetic")

@@ -1,0 +1,19 @@
+"""Datasets and the batch sources that feed training.
+
+- `datasets`: read a dataset from files on disk into host memory (`load`), never downloading.
+- `augment`: on-device augmentation and normalisation (jit-able).
+- `device`: the device-resident batch source (`DeviceSource`), the fast path for data that fits on a device.
+
+A batch source gives the trainer the normalised batch of any global step for a `BatchSpec` (seed, batch size,
+steps per epoch, augmentation), so that order and augmentation are functions of (seed, step): a resumed run
+reads exactly what an uninterrupted one would, and SNIP/GraSP score batches are the batches training sees.
+"""
+
+from elax.data.augment import normalize, random_crop, random_crop_flip, random_flip
+from elax.data.datasets import (DATASETS, Dataset, DataNotFoundError, load, looks_for, read_idx,
+                                synthetic, train_subset)
+from elax.data.device import BatchSpec, DeviceSource, put_on_devices
+
+__all__ = ["BatchSpec", "DATASETS", "DataNotFoundError", "Dataset", "DeviceSource", "load", "looks_for",
+           "normalize", "put_on_devices", "random_crop", "random_crop_flip", "random_flip", "read_idx",
+           "synthetic", "train_subset"]

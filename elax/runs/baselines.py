@@ -1,0 +1,123 @@
+"""Baseline tickets at the sparsities of a reference IMP run, trained like IMP levels (from its rewind step).
+
+`BASELINES` maps a method name to its ticket maker; adding a baseline is one function and one entry here.
+- reinit:    the reference level's IMP mask on a fresh random init.
+- random:    that mask permuted within each layer (same per-layer density), on the rewind weights.
+- magnitude: one-shot global magnitude pruning of the rewind weights.
+- snip, grasp, synflow: pruning-at-initialization scores (elax.scores) of the rewind weights, pruned globally.
+The one-shot methods keep exactly as many weights as the reference level (`pruning.prune_to_sparsity`); SNIP and
+GraSP score the batches that training reads at steps 0, 1, ... (`Trainer.batch`).
+"""
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import ml_collections
+
+from elax import masks, pruning, scores, workdir as wd
+from elax.runs.context import RunContext, setup
+from elax.runs.loop import train_and_record
+from elax.runs.sources import imp_record, inherit_recipe, select_levels, source_run
+from elax.runs.tickets import load_ticket
+from elax.ticket import Ticket
+
+
+@dataclasses.dataclass(frozen=True)
+class Matched:
+    """What a baseline matches: the reference's dense ticket at the rewind point, its IMP ticket at the level, and
+    that level's sparsity."""
+
+    dense: Ticket
+    imp: Ticket
+    sparsity: float
+
+
+def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
+    b = config.baseline
+    reference_config, reference_records = source_run(b.reference, "baseline.reference")
+    if reference_config["model"]["name"] != config.model.name:
+        raise ValueError(f"The reference run is of {reference_config['model']['name']}, this baseline of "
+                         f"{config.model.name}: baselines prune the same model as their reference IMP run. "
+                         f"Set --config.model.name={reference_config['model']['name']} or use another reference.")
+    config = inherit_recipe(config, reference_config, "reference run", log)
+    levels = select_levels(b.levels, reference_records, minimum=1)
+    ctx = setup(config)
+    wd.claim(workdir, config.to_dict())
+    for level in levels:
+        if wd.find_record(workdir, level):
+            continue
+        sparsity = imp_record(reference_records, level)["sparsity"]
+        train_and_record(ctx, workdir, level, functools.partial(baseline_ticket, ctx, level, sparsity),
+                         f"{b.method} level {level}", b.method, log=log, reference_sparsity=sparsity)
+    return wd.load_results(workdir)
+
+
+def baseline_ticket(ctx: RunContext, level: int, sparsity: float) -> Ticket:
+    """The ticket of the config's baseline method matching the reference run's `level` at `sparsity`."""
+    reference = ctx.config.baseline.reference
+    matched = Matched(load_ticket(reference, 0), load_ticket(reference, level), sparsity)
+    params, batch_stats, mask = BASELINES[ctx.config.baseline.method](ctx, matched)
+    return Ticket(ctx.model, ctx.model_name, mask, masks.apply(params, mask), batch_stats, level=level,
+                  rewind_step=ctx.rewind_step)
+
+
+# -- the methods: (ctx, matched) -> (params, batch_stats, mask) ---------------------------------------------------
+
+def reinit(ctx: RunContext, m: Matched):
+    fresh = ctx.init_variables(ctx.config.seed + 1_000_003)  # any init other than the reference's
+    return fresh["params"], fresh["batch_stats"], m.imp.mask
+
+
+def random(ctx: RunContext, m: Matched):
+    mask = pruning.permute_within_layers(m.imp.mask, jax.random.key(ctx.config.seed), ctx.prunable)
+    return m.dense.params, m.dense.batch_stats, mask
+
+
+def one_shot(score_fn: Callable) -> Callable:
+    """A baseline that scores the dense rewind weights with score_fn(ctx, dense) and keeps the top weights."""
+
+    def method(ctx: RunContext, m: Matched):
+        score = score_fn(ctx, m.dense)
+        mask = pruning.prune_to_sparsity(score, masks.build(m.dense.params), m.sparsity, ctx.prunable)
+        return m.dense.params, m.dense.batch_stats, mask
+
+    return method
+
+
+def synflow(ctx: RunContext, m: Matched):
+    mask = scores.synflow_prune(m.dense.model.apply, m.dense.params, m.dense.batch_stats, ctx.data.image_shape,
+                                m.sparsity, rounds=ctx.config.baseline.synflow_rounds, prunable=ctx.prunable)
+    return m.dense.params, m.dense.batch_stats, mask
+
+
+def score_batches(ctx: RunContext) -> list:
+    """The batches SNIP/GraSP sum over: what training reads at steps 0, 1, ... (`baseline.snip_batches`, 0 = one
+    epoch). A list of step numbers turned into batches lazily, so an epoch is never held in memory at once."""
+    n = ctx.config.baseline.snip_batches or ctx.trainer.steps_per_epoch
+    return _Batches(ctx, n)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batches:
+    """Re-iterable (GraSP reads the batches twice), each batch made when reached."""
+
+    ctx: RunContext
+    count: int
+
+    def __iter__(self):
+        return (self.ctx.trainer.batch(self.ctx.data, step) for step in range(self.count))
+
+
+# Scores are computed in float32 by the dense ticket's own (float32) model, whatever the training dtype.
+_snip = lambda ctx, dense: scores.snip_scores(dense.model.apply, dense.params, dense.batch_stats,
+                                              score_batches(ctx))
+_grasp = lambda ctx, dense: scores.grasp_scores(dense.model.apply, dense.params, dense.batch_stats,
+                                                score_batches(ctx), temperature=ctx.config.baseline.grasp_temperature)
+_magnitude = lambda ctx, dense: pruning.magnitude_scores(dense.params)
+
+BASELINES: dict[str, Callable] = {
+    "reinit": reinit, "random": random, "magnitude": one_shot(_magnitude), "snip": one_shot(_snip),
+    "grasp": one_shot(_grasp), "synflow": synflow,
+}

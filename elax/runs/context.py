@@ -1,0 +1,86 @@
+"""What one run holds fixed: its config, model, data on the devices and jitted trainer (`RunContext`)."""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from elax import config as config_lib, data as data_lib, masks, train
+from elax.models import Family, family_of, get_model, init_variables
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """Everything fixed for one run: config, model, data on the devices, and the jitted trainer."""
+
+    config: ml_collections.ConfigDict
+    model: Any
+    data: data_lib.DeviceSource
+    trainer: train.Trainer
+    num_classes: int
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model.name
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.model)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.train.epochs * self.trainer.steps_per_epoch
+
+    @property
+    def rewind_step(self) -> int:
+        return self.config.lottery.rewind_steps
+
+    @property
+    def prunable(self) -> masks.Predicate:
+        return masks.prunable_kernels(self.family.prune_exclude + tuple(self.config.lottery.exclude))
+
+    def init_variables(self, seed: int):
+        return init_variables(self.model, jax.random.key(seed), self.data.image_shape)
+
+    @functools.cached_property
+    def template_state(self) -> train.TrainState:
+        """A state of the right structure to restore checkpoints into."""
+        v = self.init_variables(0)
+        return self.fresh_state(v["params"], v["batch_stats"], masks.build(v["params"]), 0)
+
+    def fresh_state(self, params, batch_stats, mask, step: int) -> train.TrainState:
+        return train.create_state(params, batch_stats, mask, self.trainer.tx, step)
+
+
+def setup(config: ml_collections.ConfigDict) -> RunContext:
+    """Validate `config`, load the data onto the devices, and build the model and trainer."""
+    config_lib.validate(config)
+    dataset = data_lib.load(config.data.name, config.data.dir or None)
+    dataset = data_lib.train_subset(dataset, config.data.train_subset)
+    config_lib.validate_for_dataset(config, len(dataset.train_labels))
+    dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
+    model = get_model(config.model.name, num_classes=dataset.num_classes, dtype=dtype)
+    trainer = make_trainer(config, model, len(dataset.train_labels), train.make_mesh(), dtype)
+    data = data_lib.put_on_devices(dataset, trainer.mesh)
+    return RunContext(config, model, data, trainer, dataset.num_classes)
+
+
+def make_trainer(config: ml_collections.ConfigDict, model, num_train: int, mesh, dtype,
+                 **options) -> train.Trainer:
+    """The Trainer of `config`'s recipe (optimizer, LR schedule, batch, seed, augmentation) for `num_train`
+    training examples; `options` are further `train.Trainer` fields (e.g. masked, fused_loop)."""
+    t = config.train
+    steps_per_epoch = config_lib.steps_per_epoch(num_train, t.batch_size)
+    return train.Trainer(
+        model=model, tx=train.make_optimizer(t.momentum, t.weight_decay),
+        schedule=train.lr_schedule(t.lr, steps_per_epoch, t.milestones, t.gamma, t.warmup_epochs),
+        mesh=mesh, batch_size=t.batch_size, steps_per_epoch=steps_per_epoch, seed=config.seed,
+        augment=config.data.augment, compute_dtype=dtype,
+        eval_batch_size=_eval_batch_size(t.eval_batch_size, mesh.size), **options)
+
+
+def _eval_batch_size(requested: int, num_devices: int) -> int:
+    return max(num_devices, requested - requested % num_devices)

@@ -1,0 +1,46 @@
+"""Elastic ticket transformation runs: every selected level's ticket of a source IMP run, moved to this run's
+model (`elax.transfer`) and trained like an IMP level of the source (same recipe, from its rewind step)."""
+
+import functools
+
+import ml_collections
+
+from elax import transfer, workdir as wd
+from elax.runs.context import RunContext, setup
+from elax.runs.loop import train_and_record
+from elax.runs.sources import imp_record, inherit_recipe, select_levels, source_run
+from elax.runs.tickets import load_ticket
+from elax.ticket import Ticket
+
+
+def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
+    """Train the elastic transfer of each selected level's ticket of an IMP source run, like an IMP level."""
+    t = config.transfer
+    source_config, source_records = source_run(t.source, "transfer.source")
+    config = inherit_recipe(config, source_config, "source run", log)
+    levels = select_levels(t.levels, source_records)
+    ctx = setup(config)
+    wd.claim(workdir, config.to_dict())
+    source_model = source_config["model"]["name"]
+    for level in levels:
+        if wd.find_record(workdir, level):
+            continue
+        train_and_record(ctx, workdir, level, functools.partial(ett_ticket, ctx, level),
+                         f"ett {source_model}->{ctx.model_name} level {level}", wd.ETT, log=log,
+                         source_model=source_model, source_level=level,
+                         source_sparsity=imp_record(source_records, level)["sparsity"],
+                         strategy=strategy_label(t))
+    return wd.load_results(workdir)
+
+
+def ett_ticket(ctx: RunContext, level: int) -> Ticket:
+    """The source run's ticket of `level`, transferred to this run's model with the config's options."""
+    t = ctx.config.transfer
+    return transfer.transfer_ticket(load_ticket(t.source, level), ctx.model, strategy=t.strategy,
+                                    replica_masks=t.replica_masks, weights=t.weights, seed=ctx.config.seed)
+
+
+def strategy_label(t: ml_collections.ConfigDict) -> str:
+    """The strategy and its control variants, as the report names the series ('append/reinit')."""
+    return t.strategy + ("/permuted-replica-masks" if t.replica_masks == "permute" else "") + (
+        "/reinit" if t.weights == "reinit" else "")

@@ -1,0 +1,184 @@
+"""The on-disk layout of an elax run and the schema of its records: the one module that knows file names.
+
+    WORKDIR/
+      config.json       the run's config (plus its `recipe_id`); a resumed run must match it
+      results.json      one record per finished level (a JSON list, sorted by level)
+      rewind/           IMP runs: Orbax tree {params, batch_stats, step} of level 0 at the rewind step r
+      level_XX/
+        ticket/         Orbax tree {params, batch_stats, mask, step}: the ticket this level starts from
+        checkpoints/    Orbax CheckpointManager: the level's latest train state (the resume point)
+        metrics.jsonl   one line per epoch: losses, accuracies, learning rate, time
+
+Standard library only, so that `elax.report` can read runs without JAX. Every file is written atomically.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
+REWIND_DIR = "rewind"
+TICKET_DIR = "ticket"
+CHECKPOINTS_DIR = "checkpoints"
+
+# The method of IMP levels; the other tickets of a report join the IMP level they come from.
+IMP = "imp"
+ETT = "ett"
+# Keys every record has, and the extra ones of ETT records.
+RECORD_KEYS = ("level", "method", "model", "dataset", "seed", "recipe_id", "sparsity", "kept_weights",
+               "prunable_weights", "test_accuracy", "test_loss", "steps", "rewind_step")
+ETT_KEYS = ("source_model", "source_level", "strategy")
+
+# The config keys whose values change results: the recipe. Not the model (every record names it), the seed (a
+# replicate of one recipe), or keys that only extend a run or change its speed and output.
+RECIPE_KEYS = ("data.name", "data.augment", "data.train_subset", "train.epochs", "train.batch_size", "train.lr",
+               "train.momentum", "train.weight_decay", "train.milestones", "train.gamma", "train.warmup_epochs",
+               "train.dtype", "lottery.prune_fraction", "lottery.rewind_steps", "lottery.scope", "lottery.exclude")
+# Config keys that may change when a run resumes (they extend the run or change only speed/output).
+RESUMABLE_CHANGES = ("lottery.levels", "transfer.levels", "baseline.levels", "progress", "train.steps_per_call",
+                     "train.eval_batch_size", "report", "data.dir", "experiment")
+
+
+# -- paths -------------------------------------------------------------------------------------------------------
+
+def level_dir(workdir: str, level: int) -> str:
+    return os.path.join(workdir, f"level_{level:02d}")
+
+
+def ticket_dir(workdir: str, level: int) -> str:
+    return os.path.join(level_dir(workdir, level), TICKET_DIR)
+
+
+def checkpoints_dir(workdir: str, level: int) -> str:
+    return os.path.join(level_dir(workdir, level), CHECKPOINTS_DIR)
+
+
+def metrics_path(workdir: str, level: int) -> str:
+    return os.path.join(level_dir(workdir, level), METRICS_FILE)
+
+
+def rewind_dir(workdir: str) -> str:
+    return os.path.join(workdir, REWIND_DIR)
+
+
+def levels_present(workdir: str) -> list[int]:
+    """Levels that have a directory in `workdir`, ascending."""
+    names = os.listdir(workdir) if os.path.isdir(workdir) else []
+    return sorted(int(n[6:]) for n in names if n.startswith("level_") and n[6:].isdigit())
+
+
+# -- JSON files --------------------------------------------------------------------------------------------------
+
+def write_json(path: str, obj) -> None:
+    """Write `obj` as strict JSON atomically (temp file + rename), so a kill never leaves half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_json(path: str, default=None):
+    """The JSON in `path`, or `default` if there is no such file; a damaged file is a one-line error naming it."""
+    if not os.path.exists(path):
+        return default
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}). Restore it from a copy, or delete it to rebuild what it "
+                         "holds (results.json: the levels are trained again).") from None
+
+
+# -- config and recipe ---------------------------------------------------------------------------------------------
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'train.lr': 0.1, ...} of a nested config dict; tuples become lists, as in JSON."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def recipe(config: dict) -> dict:
+    """The result-changing settings of a config dict ({'train.lr': 0.1, ...})."""
+    flat = flatten(config)
+    return {key: flat.get(key) for key in RECIPE_KEYS}
+
+
+def recipe_id(config: dict) -> str:
+    """A short hash of `recipe(config)`: runs with equal ids were trained the same way."""
+    text = json.dumps(recipe(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def recipe_differences(a: dict, b: dict) -> list[str]:
+    """'train.lr: 0.1 vs 0.05' for every recipe key on which config dicts `a` and `b` differ."""
+    ra, rb = recipe(a), recipe(b)
+    return [f"{k}: {ra[k]!r} vs {rb[k]!r}" for k in RECIPE_KEYS if ra[k] != rb[k]]
+
+
+def run_config(workdir: str, what: str = "") -> dict:
+    """The config.json of an elax run directory; a clear error naming `what` pointed at it if there is none."""
+    config = read_json(os.path.join(workdir, CONFIG_FILE))
+    if config is None:
+        raise FileNotFoundError(f"{what + ' ' if what else ''}{workdir!r} is not an elax run directory (no "
+                                f"{CONFIG_FILE}). Pass the --workdir of an IMP run (python main.py --config "
+                                "configs/cifar_resnet.py ...).")
+    return config
+
+
+def claim(workdir: str, config: dict) -> None:
+    """Create `workdir` for a run of `config` (a plain dict), or check that the run in it has a compatible one."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    previous = read_json(path)
+    if previous is not None:
+        old, new = flatten(previous), flatten(config)
+        # Keys only one side has were added to (or removed from) the schema since: they had their default.
+        changed = [k for k in sorted(set(old) & set(new)) if k != "recipe_id"
+                   and old[k] != new[k] and not k.startswith(RESUMABLE_CHANGES)]
+        if changed:
+            diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+            raise ValueError(
+                f"{workdir} holds a run with a different config ({diffs}). Finished work there is kept: "
+                "resume it with its original settings, or pass a new --workdir for the new settings.")
+    write_json(path, {**config, "recipe_id": recipe_id(config)})
+
+
+# -- records -----------------------------------------------------------------------------------------------------
+
+def load_results(workdir: str) -> list[dict]:
+    return read_json(os.path.join(workdir, RESULTS_FILE), default=[])
+
+
+def find_record(workdir: str, level: int, method: str | None = None) -> dict | None:
+    return next((r for r in load_results(workdir)
+                 if r.get("level") == level and (method is None or r.get("method") == method)), None)
+
+
+def add_record(workdir: str, record: dict) -> None:
+    """Add (or replace) the record of `record['level']` in WORKDIR/results.json."""
+    records = [r for r in load_results(workdir) if r.get("level") != record["level"]] + [record]
+    write_json(os.path.join(workdir, RESULTS_FILE), sorted(records, key=lambda r: r["level"]))
+
+
+def imp_levels(records: list[dict], minimum: int = 0) -> list[int]:
+    """The finished IMP levels >= `minimum` among `records`, ascending."""
+    return sorted(r["level"] for r in records if r.get("method") == IMP and r["level"] >= minimum)
+
+
+def summary_line(record: dict) -> str:
+    return (f"level {record['level']:2d} | {record['method']:<9} | {record['model']} | sparsity "
+            f"{record['sparsity']:7.2%} | test accuracy {record['test_accuracy']:7.2%}")

@@ -1,0 +1,91 @@
+"""elax.workdir: atomic strict JSON, damaged files named, the recipe identity, claiming a workdir."""
+
+import os
+
+import pytest
+
+from elax import config as config_lib, workdir as wd
+
+
+def config_dict(**changes):
+    c = config_lib.default_config()
+    for key, value in changes.items():
+        section, name = key.split(".")
+        c[section][name] = value
+    return c.to_dict()
+
+
+def test_recipe_id_changes_with_result_changing_keys_only():
+    base = wd.recipe_id(config_dict())
+    assert len(base) == 10 and base == wd.recipe_id(config_dict())
+    for key, value in {"train.lr": 0.05, "data.name": "digits", "lottery.rewind_steps": 5, "train.milestones": (9,),
+                       "data.train_subset": 100, "train.dtype": "bfloat16"}.items():
+        assert wd.recipe_id(config_dict(**{key: value})) != base, key
+    for key, value in {"lottery.levels": 3, "train.eval_batch_size": 10, "progress": False, "data.dir": "/x",
+                       "model.name": "cifar_resnet_56", "train.steps_per_call": 7}.items():
+        changed = config_dict(**{key: value}) if "." in key else {**config_dict(), key: value}
+        assert wd.recipe_id(changed) == base, key
+    seeded = {**config_dict(), "seed": 3}
+    assert wd.recipe_id(seeded) == base
+    assert wd.recipe_differences(config_dict(), config_dict(**{"train.lr": 0.05})) == ["train.lr: 0.1 vs 0.05"]
+
+
+def test_claim_writes_the_recipe_id_and_refuses_another_config(tmp_path):
+    workdir = str(tmp_path / "run")
+    wd.claim(workdir, config_dict())
+    saved = wd.run_config(workdir)
+    assert saved["recipe_id"] == wd.recipe_id(config_dict())
+    wd.claim(workdir, config_dict(**{"lottery.levels": 20}))   # extending a run is a resume
+    with pytest.raises(ValueError, match=r"different config \(train.lr: 0.1 -> 0.2\)"):
+        wd.claim(workdir, config_dict(**{"train.lr": 0.2}))
+
+
+def test_records_are_replaced_by_level_and_found(tmp_path):
+    workdir = str(tmp_path)
+    wd.add_record(workdir, {"level": 2, "method": "imp"})
+    wd.add_record(workdir, {"level": 0, "method": "imp"})
+    wd.add_record(workdir, {"level": 2, "method": "imp", "x": 1})
+    assert wd.load_results(workdir) == [{"level": 0, "method": "imp"}, {"level": 2, "method": "imp", "x": 1}]
+    assert wd.find_record(workdir, 2)["x"] == 1 and wd.find_record(workdir, 1) is None
+    assert wd.imp_levels(wd.load_results(workdir), minimum=1) == [2]
+
+
+def test_results_are_strict_json(tmp_path):
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        wd.write_json(str(tmp_path / "r.json"), [{"test_accuracy": float("nan")}])
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_damaged_json_file_is_named(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('[{"level": 1,')
+    with pytest.raises(ValueError, match=rf"{path} is damaged \(Expecting"):
+        wd.read_json(str(path))
+
+
+def test_layout_paths():
+    assert wd.ticket_dir("w", 3) == os.path.join("w", "level_03", "ticket")
+    assert wd.checkpoints_dir("w", 0) == os.path.join("w", "level_00", "checkpoints")
+    assert wd.metrics_path("w", 12) == os.path.join("w", "level_12", "metrics.jsonl")
+    assert wd.rewind_dir("w") == os.path.join("w", "rewind")
+
+
+def test_write_json_atomic(tmp_path):
+    path = tmp_path / "sub" / "dir" / "results.json"
+    wd.write_json(str(path), [{"level": 1, "sparsity": 0.2}])
+    assert wd.read_json(str(path)) == [{"level": 1, "sparsity": 0.2}]
+    wd.write_json(str(path), {"b": 2, "a": [1, 2]})
+    assert wd.read_json(str(path)) == {"a": [1, 2], "b": 2}
+    assert path.read_text().endswith("\n")
+    assert os.listdir(path.parent) == ["results.json"]
+    assert wd.read_json(str(tmp_path / "none.json"), default=[]) == []
+    assert wd.read_json(str(tmp_path / "none.json")) is None
+
+
+def test_write_json_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "results.json"
+    wd.write_json(str(path), {"ok": 1})
+    with pytest.raises(TypeError):
+        wd.write_json(str(path), {"bad": object()})   # not JSON serialisable, fails mid-write
+    assert wd.read_json(str(path)) == {"ok": 1}
+    assert os.listdir(tmp_path) == ["results.json"]
