@@ -54,11 +54,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
     from elax import cli  # after flag parsing, so `--help` stays fast
-    try:
-        cli.run(_CONFIG.value, _WORKDIR.value or default_workdir())
-    except (ValueError, FileNotFoundError) as error:  # bad config, paths or data: the message says the fix
-        print(f"elax: error: {error}", file=sys.stderr)
-        return 2
+    return cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
 
 
 if __name__ == "__main__":

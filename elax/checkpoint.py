@@ -8,17 +8,29 @@ restored with Orbax alone, without elax or the model:
 """
 
 import os
+import shutil
 
 import flax
 import jax
 import orbax.checkpoint as ocp
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint that exists but cannot be restored (truncated, corrupted); the message says the way out."""
+
+
 def _manager(directory: str) -> ocp.CheckpointManager:
-    # Only the latest state is needed to resume; synchronous saves keep the kill-safety argument simple
-    # (Orbax writes into a temporary directory and renames it when complete).
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+    # The two latest states: if a kill or a full disk damaged the newest, the older one still resumes the level.
+    # Synchronous saves keep the kill-safety argument simple (Orbax writes into a temporary directory and renames
+    # it when complete).
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _summary(error: Exception) -> str:
+    """One line of an Orbax/TensorStore error, which can run to hundreds of lines."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}" + ("..." if len(text) > 200 else "")
 
 
 def latest_step(directory: str) -> int | None:
@@ -30,25 +42,43 @@ def latest_step(directory: str) -> int | None:
 
 
 def save_state(directory: str, state) -> None:
-    """Save a TrainState (or any flax struct) under its own step; replaces the previous one."""
+    """Save a TrainState (or any flax struct) under its own step; the oldest beyond two is removed."""
     with _manager(directory) as manager:
         manager.save(int(state.step), args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
                      force=True)
         manager.wait_until_finished()
 
 
-def restore_state(directory: str, template, step: int | None = None):
-    """Restore the latest (or `step`) checkpoint of `directory` into the structure of `template`."""
+def restore_state(directory: str, template, step: int | None = None, log=None):
+    """Restore the latest (or `step`) checkpoint of `directory` into the structure of `template`.
+
+    If the latest cannot be restored, the one before it is (said through `log`); DamagedCheckpoint if none can.
+    """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"No checkpoint in {directory}: the directory does not exist.")
     target = flax.serialization.to_state_dict(template)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     with _manager(directory) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
+        steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"No checkpoint in {directory}.")
-        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    return flax.serialization.from_state_dict(template, restored)
+        problems = []
+        for candidate in steps:
+            try:
+                restored = manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
+            except Exception as e:  # Orbax raises many types for damaged files: all mean "cannot restore"
+                problems.append(f"step {candidate}: {_summary(e)}")
+                continue
+            if problems:
+                # Newer steps are unusable, and a save under their step number would fail: remove them.
+                for damaged in steps[:steps.index(candidate)]:
+                    shutil.rmtree(os.path.join(os.path.abspath(directory), str(damaged)), ignore_errors=True)
+                if log:
+                    log(f"The checkpoint {problems[0]} in {directory} is damaged (removed); resuming from step "
+                        f"{candidate}.")
+            return flax.serialization.from_state_dict(template, restored)
+    raise DamagedCheckpoint(f"No checkpoint in {directory} can be restored ({'; '.join(problems)}). Delete "
+                            f"{directory} to train that level again from its ticket.")
 
 
 def save_tree(path: str, tree) -> None:
@@ -58,8 +88,27 @@ def save_tree(path: str, tree) -> None:
     checkpointer.wait_until_finished()
 
 
-def load_tree(path: str):
-    """Restore a pytree saved by `save_tree` (nested dicts of arrays), no template needed."""
+def load_tree(path: str, fix: str = ""):
+    """Restore a pytree saved by `save_tree` (nested dicts of arrays), no template needed.
+
+    DamagedCheckpoint (one line, naming `path`, then `fix`: what to do about it) if it cannot be restored.
+    """
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"No checkpoint at {path}.")
-    return ocp.StandardCheckpointer().restore(os.path.abspath(path))
+        raise FileNotFoundError(f"No checkpoint at {path}." + (f" {fix}" if fix else ""))
+    try:
+        return ocp.StandardCheckpointer().restore(os.path.abspath(path))
+    except Exception as e:  # Orbax raises many types for damaged files: all mean "cannot restore"
+        raise DamagedCheckpoint(f"{path} is damaged and cannot be restored ({_summary(e)})."
+                                + (f" {fix}" if fix else "")) from None
+
+
+def load_latest_state_tree(directory: str):
+    """The newest restorable train state of a CheckpointManager `directory` as a plain tree (no template)."""
+    with _manager(directory) as manager:
+        steps = sorted(manager.all_steps(), reverse=True)
+    for step in steps:
+        try:
+            return load_tree(os.path.join(directory, str(step), "default"))
+        except DamagedCheckpoint:
+            continue
+    raise DamagedCheckpoint(f"No checkpoint in {directory} can be restored.")

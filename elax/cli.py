@@ -1,15 +1,51 @@
-"""What `main.py` runs: the runner of the config's mode (`elax.runs.RUNNERS`), resumable in its workdir."""
+"""What `main.py` runs: the runner of the config's mode (`elax.runs.RUNNERS`), resumable in its workdir, with
+every failure a researcher can fix reported as one line and an exit code (2: bad input, 3: training diverged,
+4: workdir busy)."""
 
 import os
+import sys
 
-import jax
 import ml_collections
 
 from elax import config as config_lib
 
+PATH_KEYS = ("data.dir", "transfer.source", "baseline.reference", "report.out")
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> int:
+    """Run `config` in `workdir`; returns the exit code (0 done, 2 bad input or files, 3 diverged, 4 busy)."""
+    from elax import checkpoint, workdir as wd
+    from elax.runs.loop import TrainingDiverged
+    try:
+        run(config, workdir)
+    except TrainingDiverged as error:
+        return _error(error, 3)
+    except wd.WorkdirBusy as error:
+        return _error(error, 4)
+    except (ValueError, FileNotFoundError, checkpoint.DamagedCheckpoint) as error:  # the message says the fix
+        return _error(error, 2)
+    except OSError as error:  # read-only, disk full, a file where a folder should be: name the path
+        where = f" ({error.filename})" if error.filename else ""
+        return _error(f"{error.strerror or error}{where}. Check the path, its permissions and free space; "
+                      "finished levels are kept.", 2)
+    return 0
+
+
+def _error(message, code: int) -> int:
+    print(f"elax: error: {message}", file=sys.stderr)
+    return code
+
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+    expand_paths(config)
+    workdir = os.path.expanduser(workdir)
     config_lib.validate(config)
+    if config.train.deterministic:
+        # Before the first JAX computation: the GPU backend reads XLA_FLAGS when it starts. No effect on CPU.
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "--xla_gpu_deterministic_ops" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+    import jax
     enable_compilation_cache()
     print(f"elax {config.mode} run in {os.path.abspath(workdir)} on {jax.device_count()} "
           f"{jax.devices()[0].platform} device(s)", flush=True)
@@ -24,6 +60,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         print_table(records)
 
 
+def expand_paths(config: ml_collections.ConfigDict) -> None:
+    """`~` in every path option means the home directory, as in a shell."""
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        config[section][name] = os.path.expanduser(config[section][name])
+    config.report.runs = tuple(os.path.expanduser(r) for r in config.report.runs)
+
+
 def print_table(records) -> None:
     from elax import report
     print()
@@ -33,5 +77,6 @@ def print_table(records) -> None:
 def enable_compilation_cache() -> None:
     """Keep compiled programs across runs (resumes, sub-runs, replicates): ~/.cache/elax/jax unless
     $JAX_COMPILATION_CACHE_DIR names another place."""
+    import jax
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/elax/jax"))

@@ -33,6 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 1000
     c.train.steps_per_call = 0       # steps per jitted call; 0 = up to a whole epoch
     c.train.eval_every_epochs = 1    # test accuracy in the per-epoch metrics (the final one is always taken)
+    c.train.deterministic = False    # GPUs: deterministic XLA kernels (bit-identical resumes; slower). CPU: always
 
     c.lottery = ml_collections.ConfigDict()
     c.lottery.levels = 15            # IMP levels after the dense level 0

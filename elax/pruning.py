@@ -21,6 +21,15 @@ def _flat(tree, prunable):
     return treedef, leaves, [prunable(path, leaf) for path, leaf in flat]
 
 
+def _check_finite(scores, score_leaves, mask_leaves, is_prunable) -> None:
+    """NaN/inf scores of alive weights (e.g. the weights of a diverged run) would be ranked silently: refuse."""
+    paths = [masks_lib.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(scores)[0]]
+    for path, score, alive, prunable in zip(paths, score_leaves, mask_leaves, is_prunable):
+        if prunable and not np.all(np.isfinite(score[alive])):
+            raise ValueError(f"Pruning scores of {path!r} are NaN or infinite (did the training diverge?); "
+                             "refusing to prune on them.")
+
+
 def _keep_top(scores: np.ndarray, alive: np.ndarray, n_keep: int) -> np.ndarray:
     """Bool array keeping the `n_keep` highest-scoring alive entries (stable: earlier entries win ties)."""
     ranked = np.where(alive, scores.astype(np.float64), -np.inf)
@@ -39,6 +48,7 @@ def keep_top(scores, mask, n_keep_fn, prunable: Predicate = default_prunable, sc
     masks_lib.validate(mask, scores)
     treedef, score_leaves, is_prunable = _flat(scores, prunable)
     mask_leaves = [np.asarray(m) for m in jax.tree.leaves(mask)]
+    _check_finite(scores, score_leaves, mask_leaves, is_prunable)
     out = [np.ones(m.shape, bool) for m in mask_leaves]
     groups = [[i] for i, p in enumerate(is_prunable) if p]
     if scope == "global":

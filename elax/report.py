@@ -464,6 +464,9 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # e.g. --out names a file
+        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 1
     print(markdown)
     for name in ("report.md", "results.csv", PLOT_FILE):
         print(f"wrote {Path(args.out) / name}")

@@ -12,9 +12,11 @@
 Standard library only, so that `elax.report` can read runs without JAX. Every file is written atomically.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 
 CONFIG_FILE = "config.json"
@@ -23,6 +25,7 @@ METRICS_FILE = "metrics.jsonl"
 REWIND_DIR = "rewind"
 TICKET_DIR = "ticket"
 CHECKPOINTS_DIR = "checkpoints"
+LOCK_FILE = ".lock"
 
 # The method of IMP levels; the other tickets of a report join the IMP level they come from.
 IMP = "imp"
@@ -39,7 +42,7 @@ RECIPE_KEYS = ("data.name", "data.augment", "data.train_subset", "train.epochs",
                "train.dtype", "lottery.prune_fraction", "lottery.rewind_steps", "lottery.scope", "lottery.exclude")
 # Config keys that may change when a run resumes (they extend the run or change only speed/output).
 RESUMABLE_CHANGES = ("lottery.levels", "transfer.levels", "baseline.levels", "progress", "train.steps_per_call",
-                     "train.eval_batch_size", "report", "data.dir", "experiment")
+                     "train.eval_batch_size", "train.deterministic", "report", "data.dir", "experiment")
 
 
 # -- paths -------------------------------------------------------------------------------------------------------
@@ -155,6 +158,59 @@ def claim(workdir: str, config: dict) -> None:
                 f"{workdir} holds a run with a different config ({diffs}). Finished work there is kept: "
                 "resume it with its original settings, or pass a new --workdir for the new settings.")
     write_json(path, {**config, "recipe_id": recipe_id(config)})
+
+
+class WorkdirBusy(RuntimeError):
+    """Another process runs in this workdir."""
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+    """Hold WORKDIR/.lock (fcntl) while a run works there: a second process exits at once, naming the holder's
+    PID. The kernel drops the lock when its process dies, so a killed run leaves no stale lock."""
+    import fcntl
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOCK_FILE)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise WorkdirBusy(f"{workdir} is in use by another elax process (PID {holder}). Wait for it to finish "
+                              "or stop it; a killed process releases the workdir by itself.") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+
+
+@contextlib.contextmanager
+def claimed(workdir: str, config: dict):
+    """Lock `workdir` and claim it for `config` for the duration of a run. A run that fails before it has
+    trained anything (no level directory yet) leaves a workdir it created as it found it: absent."""
+    existed = os.path.exists(workdir)
+    if existed and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir} is a file, not a directory. Pass a directory path.")
+    try:
+        with lock(workdir):
+            claim(workdir, config)
+            yield
+    except BaseException:
+        if not existed and not levels_present(workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def finished(workdir: str, level: int) -> bool:
+    """Whether `level` is done: its record exists and so does its level directory (delete that directory to
+    train the level again)."""
+    return find_record(workdir, level) is not None and os.path.isdir(checkpoints_dir(workdir, level))
 
 
 # -- records -----------------------------------------------------------------------------------------------------

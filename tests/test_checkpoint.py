@@ -58,7 +58,7 @@ def test_state_round_trip(tmp_path, states):
     assert float(jnp.abs(restored.opt_state[1].trace["head"]["kernel"]).max()) > 0
 
 
-def test_latest_step_and_max_to_keep_one(tmp_path, states):
+def test_latest_step_and_max_to_keep_two(tmp_path, states):
     saved, template = states
     directory = str(tmp_path / "ckpt")
     assert checkpoint.latest_step(directory) is None        # does not exist yet
@@ -67,12 +67,13 @@ def test_latest_step_and_max_to_keep_one(tmp_path, states):
     later = saved.replace(step=jnp.asarray(12, jnp.int32), params=jax.tree.map(lambda p: p * 2, saved.params))
     checkpoint.save_state(directory, later)
     assert checkpoint.latest_step(directory) == 12
-    assert step_dirs(directory) == ["12"]
-    restored = checkpoint.restore_state(directory, template)
-    assert int(restored.step) == 12
-    assert_trees_identical(restored.params, later.params)
+    assert step_dirs(directory) == ["12", "7"]
+    checkpoint.save_state(directory, later.replace(step=jnp.asarray(15, jnp.int32)))
+    assert step_dirs(directory) == ["12", "15"]                # the two newest are kept
     restored = checkpoint.restore_state(directory, template, step=12)
     assert int(restored.step) == 12
+    assert_trees_identical(restored.params, later.params)
+    assert int(checkpoint.restore_state(directory, template).step) == 15
 
 
 def test_restore_from_empty_dir_raises(tmp_path, states):

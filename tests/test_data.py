@@ -113,6 +113,31 @@ def test_cifar10_python(tmp_path):
     _check_hwc(ds.test_images, pixels["test_batch"])
 
 
+class _Hostile:
+    """Unpickling this runs a shell command (the attack a planted ./data/cifar-10-batches-py file could make)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_hostile_cifar_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch, protocol):
+    root = tmp_path / "data"
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    for fname in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / fname).write_bytes(pickle.dumps({b"data": _Hostile(marker), b"labels": [0]}, protocol=protocol))
+    monkeypatch.chdir(tmp_path)   # ./data is one of the default places, no data.dir given
+    with pytest.raises(ValueError, match=r"data_batch_1: not an official CIFAR python batch \(refused to load "
+                                         r"posix\.system\)"):
+        data.load("cifar10")
+    assert not marker.exists()
+
+
 def test_binary_preferred_over_python(tmp_path):
     folder, _, _ = _write_cifar10_bin(tmp_path)
     (tmp_path / "cifar-10-batches-py").mkdir()  # incomplete, and lower priority anyway

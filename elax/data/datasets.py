@@ -82,9 +82,13 @@ def _read_bytes(path: str) -> bytes:
     """Whole file contents, transparently gunzipped for `*.gz`."""
     if path.endswith(".gz"):
         import gzip
+        import zlib
 
-        with gzip.open(path, "rb") as f:
-            return f.read()
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise ValueError(f"{path}: damaged gzip file ({e}); replace it with a good copy.") from None
     with open(path, "rb") as f:
         return f.read()
 
@@ -146,14 +150,40 @@ def _read_cifar_bin(paths: list[str], label_bytes: int) -> tuple[np.ndarray, np.
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _read_cifar_py(paths: list[str], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Official CIFAR python (pickled) batches."""
+# What the official CIFAR python batches pickle: dicts, lists, bytes, ints and numpy arrays. Nothing else may be
+# loaded: an arbitrary pickle can run any code (e.g. a planted ./data/cifar-10-batches-py/data_batch_1).
+_PICKLE_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                   ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                   ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                   ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+
+def _safe_unpickle(buf: bytes, path: str):
+    """Unpickle `buf` admitting only the types of the official CIFAR batches; ValueError naming `path` else."""
+    import io
     import pickle
 
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in _PICKLE_GLOBALS:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+
+    try:
+        return Restricted(io.BytesIO(buf), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not an official CIFAR python batch ({e}); elax only unpickles numpy arrays, "
+                         "dicts, lists, bytes and numbers. Replace it with the official file, or use the "
+                         "binary version (cifar-10-binary.tar.gz).") from None
+
+
+def _read_cifar_py(paths: list[str], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Official CIFAR python (pickled) batches, through a restricted unpickler."""
     images, labels = [], []
     for path in paths:
-        # The official batches are pickles; only read files the user pointed us at.
-        batch = pickle.loads(_read_bytes(path), encoding="bytes")
+        batch = _safe_unpickle(_read_bytes(path), path)
+        if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+            raise ValueError(f"{path}: not an official CIFAR python batch (no {label_key!r} and b'data' entries).")
         images.append(_chw_to_hwc(np.asarray(batch[b"data"], np.uint8)))
         labels.append(np.asarray(batch[label_key]))
     return np.concatenate(images), np.concatenate(labels)
@@ -286,6 +316,17 @@ def _read_tfds(name: str, data_dir: str, version: str | None = None) -> tuple[np
     import tensorflow_datasets as tfds
 
     spec = f"{name}:{version}" if version else name
+    try:
+        return _read_tfds_splits(tfds, spec, data_dir)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as e:  # TFDS raises many types for a damaged prepared dataset: name it, in one line
+        text = " ".join(str(e).split())[:200]
+        raise ValueError(f"the prepared TFDS dataset {spec} in {data_dir} cannot be read ({type(e).__name__}: "
+                         f"{text}); prepare it again (`tfds build {name}`) or point data.dir elsewhere.") from None
+
+
+def _read_tfds_splits(tfds, spec: str, data_dir: str) -> tuple[np.ndarray, ...]:
     arrays = []
     for split in ("train", "test"):
         # Split named explicitly: a mocked/metadata-less builder knows no splits.

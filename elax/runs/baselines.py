@@ -44,13 +44,13 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     config = inherit_recipe(config, reference_config, "reference run", log)
     levels = select_levels(b.levels, reference_records, minimum=1)
     ctx = setup(config)
-    wd.claim(workdir, config.to_dict())
-    for level in levels:
-        if wd.find_record(workdir, level):
-            continue
-        sparsity = imp_record(reference_records, level)["sparsity"]
-        train_and_record(ctx, workdir, level, functools.partial(baseline_ticket, ctx, level, sparsity),
-                         f"{b.method} level {level}", b.method, log=log, reference_sparsity=sparsity)
+    with wd.claimed(workdir, config.to_dict()):
+        for level in levels:
+            if wd.finished(workdir, level):
+                continue
+            sparsity = imp_record(reference_records, level)["sparsity"]
+            train_and_record(ctx, workdir, level, functools.partial(baseline_ticket, ctx, level, sparsity),
+                             f"{b.method} level {level}", b.method, log=log, reference_sparsity=sparsity)
     return wd.load_results(workdir)
 
 

@@ -20,16 +20,16 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     config = inherit_recipe(config, source_config, "source run", log)
     levels = select_levels(t.levels, source_records)
     ctx = setup(config)
-    wd.claim(workdir, config.to_dict())
     source_model = source_config["model"]["name"]
-    for level in levels:
-        if wd.find_record(workdir, level):
-            continue
-        train_and_record(ctx, workdir, level, functools.partial(ett_ticket, ctx, level),
-                         f"ett {source_model}->{ctx.model_name} level {level}", wd.ETT, log=log,
-                         source_model=source_model, source_level=level,
-                         source_sparsity=imp_record(source_records, level)["sparsity"],
-                         strategy=strategy_label(t))
+    with wd.claimed(workdir, config.to_dict()):
+        for level in levels:
+            if wd.finished(workdir, level):
+                continue
+            train_and_record(ctx, workdir, level, functools.partial(ett_ticket, ctx, level),
+                             f"ett {source_model}->{ctx.model_name} level {level}", wd.ETT, log=log,
+                             source_model=source_model, source_level=level,
+                             source_sparsity=imp_record(source_records, level)["sparsity"],
+                             strategy=strategy_label(t))
     return wd.load_results(workdir)
 
 

@@ -12,7 +12,7 @@ import os
 
 import ml_collections
 
-from elax import report
+from elax import report, workdir as wd
 from elax.runs.baselines import run_baseline
 from elax.runs.ett import run_transfer
 from elax.runs.imp import run_imp
@@ -31,6 +31,11 @@ def _sub(config, mode: str, model: str, seed: int | None = None, **sections) -> 
 def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
     """Every run of the experiment for each seed of `experiment.seeds` (WORKDIR/seed_<s>/..., or WORKDIR itself
     for the one `seed` when empty), then one report over all of them (mean ± std over seeds, claims)."""
+    with wd.lock(workdir):
+        return _run_seeds(config, workdir, log)
+
+
+def _run_seeds(config: ml_collections.ConfigDict, workdir: str, log) -> list[dict]:
     seeds = tuple(config.experiment.seeds)
     run_dirs = []
     for seed in seeds or (config.seed,):

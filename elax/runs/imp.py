@@ -2,30 +2,60 @@
 rewind step r; level L prunes the final weights of level L-1 and rewinds the survivors to step r."""
 
 import functools
+import math
 
 import ml_collections
 
 from elax import checkpoint, masks, pruning, workdir as wd
 from elax.runs.context import RunContext, setup
 from elax.runs.loop import train_and_record
+from elax.runs.tickets import load_rewind
 from elax.ticket import Ticket
 
 
 def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
     """IMP with rewinding: level 0 dense (rewind state saved at step r), then prune, rewind, retrain."""
     ctx = setup(config)  # validates the config first
-    wd.claim(workdir, config.to_dict())
-    for level in range(config.lottery.levels + 1):
-        if wd.find_record(workdir, level):
-            continue
-        if level == 0:
-            save_rewind = functools.partial(_save_rewind, wd.rewind_dir(workdir))
-            train_and_record(ctx, workdir, 0, functools.partial(dense_ticket, ctx), "level 0 (dense)", wd.IMP,
-                             log=log, on_step={ctx.rewind_step: save_rewind})
-        else:
-            train_and_record(ctx, workdir, level, functools.partial(imp_ticket, ctx, workdir, level),
-                             f"level {level}", wd.IMP, log=log)
+    check_levels_keep_weights(ctx)
+    with wd.claimed(workdir, config.to_dict()):
+        for level in range(config.lottery.levels + 1):
+            if not wd.finished(workdir, level):
+                _train_level(ctx, workdir, level, log)
     return wd.load_results(workdir)
+
+
+def _train_level(ctx: RunContext, workdir: str, level: int, log) -> None:
+    if level == 0:
+        save_rewind = functools.partial(_save_rewind, wd.rewind_dir(workdir))
+        train_and_record(ctx, workdir, 0, functools.partial(dense_ticket, ctx), "level 0 (dense)", wd.IMP,
+                         log=log, on_step={ctx.rewind_step: save_rewind})
+    else:
+        train_and_record(ctx, workdir, level, functools.partial(imp_ticket, ctx, workdir, level),
+                         f"level {level}", wd.IMP, log=log)
+
+
+def check_levels_keep_weights(ctx: RunContext) -> None:
+    """Refuse, before anything is written, a schedule whose last level would keep no weight (in a layer, with
+    layer-wise pruning)."""
+    lot = ctx.config.lottery
+    sizes = {name: leaf.size for name, leaf in masks.prunable_leaves(ctx.template_state.params,
+                                                                      ctx.prunable).items()}
+    groups = {"the network": sum(sizes.values())} if lot.scope == "global" else sizes
+    for name, kept in groups.items():
+        for level in range(1, lot.levels + 1):
+            kept -= math.ceil(lot.prune_fraction * kept)
+            if kept < 1:
+                raise ValueError(f"config.lottery.levels={lot.levels}: with prune_fraction {lot.prune_fraction}, "
+                                 f"level {level} would leave no weight in {name}. Use fewer levels or a smaller "
+                                 "prune_fraction.")
+
+
+def _check_no_empty_layer(ctx: RunContext, mask, level: int) -> None:
+    empty = [r.name for r in masks.layer_report(mask, ctx.prunable) if r.kept == 0]
+    if empty:
+        raise ValueError(f"Level {level} would prune every weight of {empty[0]} (global magnitude pruning emptied "
+                         "the layer), so the network could not learn. Stop at fewer levels, or use "
+                         "--config.lottery.scope=layer.")
 
 
 def dense_ticket(ctx: RunContext) -> Ticket:
@@ -46,6 +76,7 @@ def imp_ticket(ctx: RunContext, workdir: str, level: int) -> Ticket:
                            f"of {ctx.total_steps}); delete its results record to retrain it.")
     lot = ctx.config.lottery
     mask = pruning.prune_magnitude(previous.params, previous.mask, lot.prune_fraction, ctx.prunable, lot.scope)
-    rewind = checkpoint.load_tree(wd.rewind_dir(workdir))
+    _check_no_empty_layer(ctx, mask, level)
+    rewind = load_rewind(workdir)
     return Ticket(ctx.model, ctx.model_name, mask, masks.apply(rewind["params"], mask), rewind["batch_stats"],
                   level=level, rewind_step=ctx.rewind_step)

@@ -18,13 +18,17 @@ from elax import checkpoint, masks, train, workdir as wd
 from elax.runs.context import RunContext
 from elax.ticket import Ticket
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite: the level stops, its last good checkpoint is kept."""
+
+
 # A ticket maker is called only when a level starts fresh (not when it resumes), since making one can be costly
 # (pruning, scoring, transferring).
 TicketMaker = Callable[[], Ticket]
 
 
-def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketMaker, desc: str,
-                 on_step: dict[int, Callable] | None = None) -> tuple[train.TrainState, dict]:
+def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketMaker, desc: str, *,
+                 on_step: dict[int, Callable] | None = None, log=print) -> tuple[train.TrainState, dict]:
     """Train the ticket of `level` from its rewind step to the end of the schedule, resuming if possible.
 
     on_step maps a global step to a callback(state) run when training reaches that step (level 0 saves its
@@ -33,9 +37,11 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
     on_step = dict(on_step or {})
     if checkpoint.latest_step(ckpt_dir) is not None:
-        state = checkpoint.restore_state(ckpt_dir, ctx.template_state)
+        state = checkpoint.restore_state(ckpt_dir, ctx.template_state, log=log)
         _truncate_metrics(metrics_path, int(state.step))
     else:
+        if os.path.exists(metrics_path):  # lines of a start whose checkpoints are gone: recomputed from scratch
+            os.remove(metrics_path)
         ticket = make_ticket()
         masks.validate(ticket.mask, ticket.params)
         state = ctx.fresh_state(ticket.params, ticket.batch_stats, ticket.mask, ticket.rewind_step)
@@ -54,7 +60,7 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
 def train_and_record(ctx: RunContext, workdir: str, level: int, make_ticket: TicketMaker, desc: str,
                      method: str, *, log=print, on_step=None, **extra) -> dict:
     """Train one level (resumably) and add its record to WORKDIR/results.json; the step every run repeats."""
-    state, test = train_ticket(ctx, workdir, level, make_ticket, desc, on_step)
+    state, test = train_ticket(ctx, workdir, level, make_ticket, desc, on_step=on_step, log=log)
     record = make_record(ctx, state, test, level, method, **extra)
     wd.add_record(workdir, record)
     log(wd.summary_line(record))
@@ -82,9 +88,17 @@ def _truncate_metrics(path: str, last_step: int) -> None:
     if not os.path.exists(path):
         return
     with open(path) as f:
-        lines = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
+        lines = [line for line in f if _metrics_step(line) <= last_step]
     with open(path, "w") as f:
         f.writelines(lines)
+
+
+def _metrics_step(line: str) -> float:
+    """The step of a metrics line; a damaged line (a write cut by a kill) sorts after every step, so it is dropped."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
 
 
 def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
@@ -98,6 +112,7 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
         if cfg.steps_per_call:
             stop = min(stop, step + cfg.steps_per_call)
         state, sums = trainer.train_steps(state, ctx.data, stop - step)
+        _check_finite(state, sums, stop, desc, ctx.config.train.lr)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         bar.update(stop - step)
         step = stop
@@ -114,6 +129,16 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
             totals, epoch_start_time = None, time.time()
     bar.close()
     return state, test
+
+
+def _check_finite(state, sums, step: int, desc: str, lr: float) -> None:
+    """Stop at once when the loss or a weight is NaN/inf: nothing of it is saved, the last checkpoint stays."""
+    finite = jnp.isfinite(sums["loss"]) & jnp.all(jnp.array([jnp.all(jnp.isfinite(p))
+                                                             for p in jax.tree.leaves(state.params)]))
+    if not bool(finite):
+        raise TrainingDiverged(f"{desc} diverged by step {step}: the loss or weights are NaN or infinite. Lower "
+                               f"--config.train.lr (now {lr}) or add --config.train.warmup_epochs; the last good "
+                               "checkpoint is kept and the same command resumes from it.")
 
 
 def _epoch_entry(ctx: RunContext, state, totals, seconds):

@@ -10,16 +10,24 @@ from elax.ticket import Ticket
 def load_ticket(workdir: str, level: int) -> Ticket:
     """The ticket of `level` of a finished or running run: mask, rewound masked params, BN statistics.
 
-    Level 0 of an IMP run is the dense network at the rewind point.
+    Level 0 of an IMP run is the dense network at the rewind point. A damaged ticket of an IMP run is rebuilt
+    from what it is made of (the level's mask, kept in its checkpoints, and the rewind state).
     """
     config = wd.run_config(workdir)
     ticket_dir = wd.ticket_dir(workdir, level)
     if not os.path.isdir(ticket_dir):
         raise FileNotFoundError(f"{workdir} has no ticket for level {level}; levels present: "
                                 f"{wd.levels_present(workdir)}.")
-    tree = checkpoint.load_tree(ticket_dir)
-    if level == 0 and config["mode"] == "imp":
-        tree.update(checkpoint.load_tree(wd.rewind_dir(workdir)))
+    imp = config["mode"] == wd.IMP
+    retrain = f"Delete {wd.level_dir(workdir, level)} and run that run's command again to retrain level {level}."
+    try:
+        tree = checkpoint.load_tree(ticket_dir, retrain)
+    except checkpoint.DamagedCheckpoint:
+        if not imp:
+            raise
+        tree = _rebuild_imp_ticket(workdir, level, retrain)
+    if level == 0 and imp:
+        tree.update(load_rewind(workdir))
     record = wd.find_record(workdir, level) or {}
     num_classes = tree["params"]["head"]["kernel"].shape[-1]
     name = config["model"]["name"]
@@ -28,3 +36,24 @@ def load_ticket(workdir: str, level: int) -> Ticket:
                   rewind_step=int(tree["step"]),
                   meta={"workdir": workdir, "method": record.get("method", config["mode"]),
                         "test_accuracy": record.get("test_accuracy")})
+
+
+def load_rewind(workdir: str) -> dict:
+    """The rewind state {params, batch_stats, step} of an IMP run; a damaged one says how to rebuild it."""
+    return checkpoint.load_tree(wd.rewind_dir(workdir), (
+        f"Delete {wd.level_dir(workdir, 0)} and run the same command: level 0 is trained again, which rebuilds "
+        "the rewind state (finished later levels are kept)."))
+
+
+def _rebuild_imp_ticket(workdir: str, level: int, retrain: str) -> dict:
+    """An IMP ticket is the level's mask (in every checkpoint of the level) times the rewind state."""
+    try:
+        mask = checkpoint.load_latest_state_tree(wd.checkpoints_dir(workdir, level))["mask"]
+    except (checkpoint.DamagedCheckpoint, FileNotFoundError):
+        raise checkpoint.DamagedCheckpoint(f"{wd.ticket_dir(workdir, level)} is damaged and cannot be rebuilt "
+                                           f"(its level has no readable checkpoint). {retrain}") from None
+    rewind = load_rewind(workdir)
+    tree = {"params": masks.apply(rewind["params"], mask), "batch_stats": rewind["batch_stats"], "mask": mask,
+            "step": rewind["step"]}
+    checkpoint.save_tree(wd.ticket_dir(workdir, level), tree)
+    return tree

@@ -1,0 +1,208 @@
+"""The hostile user's probes (bad configs, damaged files, divergence, two processes, paths), table-driven and in
+process through `elax.cli.main`, which main.py runs: each probe's exit code, the words of its one-line message,
+and that no finished level is lost. Damaged-file probes work on copies of the shared tiny IMP run."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from elax import checkpoint, cli, runs, workdir as wd
+from conftest import tiny_config
+
+
+def run_cli(capsys, config, workdir):
+    """(exit code, stdout, stderr) of `elax.cli.main`, as main.py would print them."""
+    code = cli.main(config, str(workdir))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("elax: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# -- bad input: refused before the workdir is claimed ---------------------------------------------------------------
+
+CONFIG_PROBES = [
+    ({"train.lr": float("nan")}, "config.train.lr: must be a finite number > 0, got nan"),
+    ({"train.lr": float("inf")}, "config.train.lr: must be a finite number > 0"),
+    ({"train.gamma": -1.0}, "config.train.gamma: must be in (0, 1]"),
+    ({"train.warmup_epochs": -1.0}, "config.train.warmup_epochs: must be >= 0"),
+    ({"train.eval_every_epochs": 0}, "config.train.eval_every_epochs: must be >= 1"),
+    ({"train.steps_per_call": -1}, "config.train.steps_per_call: must be >= 0"),
+    ({"train.eval_batch_size": 0}, "config.train.eval_batch_size: must be > 0"),
+    ({"model.name": "cifar_resnet_14_0"}, "config.model.name: CIFAR ResNet width must be >= 1"),
+    ({"lottery.rewind_steps": 24}, "config.lottery.rewind_steps: 24 is not before the end of training"),
+    ({"train.batch_size": 5000}, "config.train.batch_size: 5000 is larger than the 1437 training images"),
+    ({"lottery.prune_fraction": 0.99, "lottery.levels": 4}, "levels=4: with prune_fraction 0.99, level 3 would leave no weight in the network"),
+    ({"lottery.scope": "layer", "lottery.prune_fraction": 0.9, "lottery.levels": 3},
+     "level 3 would leave no weight in head/kernel"),
+    ({"data.train_subset": 99999}, "config.data.train_subset=99999: digits has 1437 training images"),
+    ({"mode": "baseline", "baseline.method": "lottery", "baseline.reference": "/x"},
+     "config.baseline.method: unknown baseline 'lottery'"),
+    ({"mode": "experiment", "experiment.seeds": (0, 0)}, "config.experiment.seeds: must be distinct integers"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", CONFIG_PROBES)
+def test_bad_config_is_one_line_and_leaves_no_workdir(capsys, tmp_path, overrides, message):
+    code, _, err = run_cli(capsys, tiny_config(**overrides), tmp_path / "run")
+    assert code == 2
+    assert message in one_line_error(err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"transfer.strategy": "nonsense"}, "config.transfer.strategy: 'nonsense' cannot move cifar_resnet_14_4 to "
+                                        "cifar_resnet_20_4: Unknown strategy 'nonsense'"),
+    ({"transfer.strategy": "0:0;1:1,9"}, "target block 9 does not exist"),
+    ({"transfer.replica_masks": "shuffle"}, "config.transfer.replica_masks: unknown option 'shuffle'"),
+    ({"transfer.weights": "random"}, "config.transfer.weights: unknown option 'random'"),
+])
+def test_bad_transfer_options_are_refused_before_the_workdir(capsys, monkeypatch, tmp_path, imp_run, overrides,
+                                                             message):
+    home = tmp_path / "home"
+    shutil.copytree(imp_run[0], home / "source")
+    monkeypatch.setenv("HOME", str(home))   # `~` in transfer.source is the home directory
+    config = tiny_config(**{"mode": "transfer", "model.name": "cifar_resnet_20_4", "transfer.source": "~/source",
+                            **overrides})
+    code, _, err = run_cli(capsys, config, tmp_path / "run")
+    assert code == 2 and message in one_line_error(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_workdir_that_is_a_file(capsys, tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    code, _, err = run_cli(capsys, tiny_config(), tmp_path / "run")
+    assert code == 2 and "is a file, not a directory" in one_line_error(err)
+    assert (tmp_path / "run").read_text() == "not a folder"
+
+
+# -- runs in progress -----------------------------------------------------------------------------------------------
+
+def test_divergence_stops_the_level_keeps_its_checkpoint_and_records_nothing(capsys, tmp_path):
+    code, _, err = run_cli(capsys, tiny_config(**{"train.lr": 1e4, "lottery.levels": 1}), tmp_path / "run")
+    assert code == 3
+    line = one_line_error(err)
+    assert "level 0 (dense) diverged by step " in line and "Lower --config.train.lr (now 10000.0)" in line
+    assert wd.load_results(str(tmp_path / "run")) == []
+    assert checkpoint.latest_step(wd.checkpoints_dir(str(tmp_path / "run"), 0)) == 0   # the last good state
+
+
+def test_a_second_process_on_the_workdir_is_refused_with_the_holders_pid(capsys, tmp_path):
+    workdir = tmp_path / "run"
+    with wd.lock(str(workdir)):
+        code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 4 and f"is in use by another elax process (PID {os.getpid()})" in one_line_error(err)
+    with wd.lock(str(workdir)):  # released when its holder is done (or dies)
+        pass
+
+
+# -- damaged files: named in one line, rebuilt where possible, no finished level lost ---------------------------------
+
+@pytest.fixture
+def imp_copy(imp_run, tmp_path):
+    workdir = tmp_path / "imp"
+    shutil.copytree(imp_run[0], workdir)
+    return str(workdir), imp_run[1]
+
+
+@pytest.mark.parametrize("name", ["results.json", "config.json"])
+def test_damaged_json_is_named(capsys, imp_copy, name):
+    workdir, records = imp_copy
+    path = os.path.join(workdir, name)
+    with open(path, "r+") as f:
+        f.truncate(23)
+    code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 2 and f"{path} is damaged (" in one_line_error(err)
+    assert len(os.listdir(workdir)) == 3 + 4 + 1    # config, results, rewind, 4 levels, lock: nothing deleted
+
+
+def test_resume_drops_a_damaged_metrics_line_and_a_record_deleted_by_hand_is_rebuilt(capsys, imp_copy):
+    workdir, records = imp_copy
+    with open(wd.metrics_path(workdir, 3), "a") as f:
+        f.write('{"epoch": 3, "st')                       # a write cut by a kill
+    wd.write_json(os.path.join(workdir, "results.json"), records[:3])
+    code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 0, err
+    assert wd.load_results(workdir) == records
+    with open(wd.metrics_path(workdir, 3)) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_older_one(capsys, imp_copy):
+    workdir, records = imp_copy
+    ckpt_dir = wd.checkpoints_dir(workdir, 3)
+    assert sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) == [12, 24]   # two are kept
+    for root, _, files in os.walk(os.path.join(ckpt_dir, "24", "default")):
+        for name in files:
+            if name not in ("commit_success.txt",):
+                with open(os.path.join(root, name), "r+b") as f:
+                    f.truncate(5)
+    wd.write_json(os.path.join(workdir, "results.json"), records[:3])
+    code, out, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 0, err
+    assert "step 24" in out and "is damaged (removed); resuming from step 12" in out
+    assert wd.load_results(workdir) == records                   # retrained from step 12 to the same result
+
+
+def test_deleting_a_level_retrains_it_without_duplicate_metrics(capsys, imp_copy):
+    workdir, records = imp_copy
+    shutil.rmtree(wd.checkpoints_dir(workdir, 3))
+    code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 0, err
+    assert wd.load_results(workdir) == records
+    with open(wd.metrics_path(workdir, 3)) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+
+
+def _damage(directory):
+    for root, _, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+
+
+def test_damaged_imp_ticket_is_rebuilt_from_checkpoint_and_rewind(imp_copy):
+    workdir, _ = imp_copy
+    original = runs.load_ticket(workdir, 2)
+    _damage(wd.ticket_dir(workdir, 2))
+    rebuilt = runs.load_ticket(workdir, 2)
+    for a, b in ((original.params, rebuilt.params), (original.mask, rebuilt.mask),
+                 (original.batch_stats, rebuilt.batch_stats)):
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert rebuilt.rewind_step == original.rewind_step == 5
+    runs.load_ticket(workdir, 2)                                   # and saved again: readable as it is
+
+
+def test_damaged_rewind_state_says_how_to_rebuild_it(imp_copy):
+    workdir, _ = imp_copy
+    _damage(wd.rewind_dir(workdir))
+    with pytest.raises(checkpoint.DamagedCheckpoint) as info:
+        runs.load_ticket(workdir, 0)
+    message = str(info.value)
+    assert "\n" not in message and f"{wd.rewind_dir(workdir)} is damaged and cannot be restored" in message
+    assert f"Delete {wd.level_dir(workdir, 0)} and run the same command" in message
+
+
+def test_report_out_naming_a_file_is_one_line(imp_run, tmp_path, capsys):
+    from elax import report
+    (tmp_path / "out").write_text("a file")
+    assert report.main([imp_run[0], "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: File exists") and str(tmp_path / "out") in err and "Traceback" not in err
+
+
+def test_damaged_gzip_idx_is_named(tmp_path):
+    from elax import data
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (tmp_path / f"{name}.gz").write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: damaged gzip file"):
+        data.load("mnist", str(tmp_path))
