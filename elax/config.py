@@ -89,6 +89,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.mode == "report":
         return
     from elax import data  # light: no dataset is read
+    if c.data.name in data.STREAMED_ONLY:
+        _fail("data.name", f"{c.data.name} does not fit in memory: it needs the streamed input pipeline, which "
+              "elax does not have yet.", "Use a dataset that fits (cifar10, cifar100, mnist, fashion_mnist, digits).")
     if c.data.name not in data.DATASETS:
         _fail("data.name", f"unknown dataset {c.data.name!r}.", f"Valid: {', '.join(data.DATASETS)}.")
     if c.data.train_subset < 0:
@@ -107,8 +110,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _validate_experiment(c)
 
 
-def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int) -> None:
-    """The checks that need the size of the training set (known once the data is read, before any step)."""
+def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_shape: tuple) -> None:
+    """The checks that need the training set's size and image shape (known once the data is read, before any
+    step)."""
+    from elax import models
+    family = models.family_of(c.model.name)
+    if min(image_shape[:2]) < family.min_input_size:
+        _fail("model.name", f"{c.model.name} needs images of at least {family.min_input_size}x"
+              f"{family.min_input_size} (its pools and strides would leave nothing of smaller ones); "
+              f"{c.data.name} has {image_shape[0]}x{image_shape[1]}.", "Use a dataset of larger images.")
     t = c.train
     if t.batch_size > num_train:
         _fail("train.batch_size", f"{t.batch_size} is larger than the {num_train} training images.",

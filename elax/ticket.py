@@ -25,7 +25,9 @@ class Ticket:
 
     @property
     def sparsity(self) -> float:
-        return masks_lib.sparsity(self.mask)
+        """Of the weights the model's family prunes (e.g. not a VGG's classifier)."""
+        from elax.models import family_of
+        return masks_lib.sparsity(self.mask, family_of(self.model).prunable)
 
     def __repr__(self) -> str:
         return (f"Ticket({self.model_name}, level={self.level}, sparsity={self.sparsity:.2%}, "

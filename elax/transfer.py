@@ -106,7 +106,7 @@ def _check_compatible(source, target, source_name, target_name) -> None:
     source_family, target_family = models.family_of(source), models.family_of(target)
     if source_family != target_family:
         raise ValueError(f"Cannot transfer between model families ({pair}: {source_family.name!r} vs "
-                         f"{target_family.name!r}); E-LTH moves tickets within one family.")
+                         f"{target_family.name!r}); E-LTH moves tickets within one family (one block type).")
     source_sizes, target_sizes = models.stage_sizes(source), models.stage_sizes(target)
     if len(source_sizes) != len(target_sizes):
         raise ValueError(f"Cannot transfer between different numbers of stages ({pair}: "
@@ -182,8 +182,10 @@ def _strategy_mapping(strategy: str, source_sizes: tuple, target_sizes: tuple, f
             raise ValueError(f"Strategy {strategy!r} cannot {direction} stage {s} from {n_source} to {n_target} "
                              f"blocks; valid {direction} strategies: {valid} (or an official mapping string).")
         if n_source == f or n_target < f:
-            raise ValueError(f"Stage {s} of the source has only block 0 or other fixed blocks (never "
-                             f"replicated or dropped), so it cannot be {direction.rstrip('e')}ed to {n_target} blocks.")
+            raise ValueError(f"Stage {s} of the source has only block 0 or other fixed blocks (a block whose input "
+                             "and output shapes differ, e.g. a ResNet's downsampling block 0 or a VGG conv that "
+                             "changes the channels, is never replicated or dropped), so it cannot be "
+                             f"{direction.rstrip('e')}ed to {n_target} blocks.")
         free = STRATEGY_FUNCTIONS[strategy][1](n_source - f, n_target - f)
         mapping[s] = tuple(range(f)) + tuple(f + j for j in free)
     return mapping
@@ -352,7 +354,7 @@ def _leaf_shapes(tree) -> dict:
 
 def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", *, replica_masks: str = "copy",
                     weights: str = "source", seed: int = 0,
-                    prunable: masks_lib.Predicate = masks_lib.default_prunable) -> Ticket:
+                    prunable: masks_lib.Predicate | None = None) -> Ticket:
     """`ticket` moved to `target_model` (module or registry name): mask, params and BN statistics, one plan.
 
     replica_masks: "copy" (E-LTH) or "permute" (the paper's control: every replica, i.e. the second and later
@@ -368,7 +370,8 @@ def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", *, r
 
     mask = apply(block_plan, ticket.mask)
     if replica_masks == "permute":
-        mask = _permute_replicas(block_plan, mask, jax.random.key(seed), prunable)
+        mask = _permute_replicas(block_plan, mask, jax.random.key(seed),
+                                 prunable or models.family_of(target).prunable)
     input_shape = models.family_of(target).input_shape_of(ticket.params)
     if weights == "source":
         params, batch_stats = apply(block_plan, ticket.params), apply(block_plan, ticket.batch_stats)

@@ -1,6 +1,8 @@
 """The model-family protocol and the registries: a family, a baseline or a strategy added in one place is picked
 up by the registry lookups, `config.validate` and elastic transfer (shown with the tests' toy family)."""
 
+import math
+
 import jax
 import numpy as np
 import pytest
@@ -86,3 +88,155 @@ def test_a_registered_strategy_is_validated_and_planned(monkeypatch):
 
 def test_modes_come_from_the_runner_registry():
     assert config_lib.modes() == (*RUNNERS, "report") == ("imp", "transfer", "baseline", "experiment", "report")
+
+
+# -- CIFAR VGG and ImageNet ResNets ----------------------------------------------------------------------------------
+
+def num_params(name, num_classes=10):
+    model = models.get_model(name, num_classes=num_classes)
+    shapes = models.variable_shapes(model, models.family_of(model).input_shape)
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes["params"]))
+
+
+@pytest.mark.parametrize("name, count", [
+    ("imagenet_resnet_18", 11_689_512), ("imagenet_resnet_34", 21_797_672), ("imagenet_resnet_50", 25_557_032),
+])
+def test_imagenet_resnet_parameter_counts_equal_torchvisions(name, count):
+    assert num_params(name, num_classes=1000) == count
+
+
+def vgg_params(depth, width=64, classes=10):
+    """conv3x3 with bias + BN (scale, bias) per unit, dense head: counted from the plan by hand."""
+    from elax.models.cifar_vgg import PLANS
+    total, cin = 0, 3
+    for stage in PLANS[depth]:
+        for c in stage:
+            c = c * width // 64
+            total += 9 * cin * c + c + 2 * c
+            cin = c
+    return total + cin * classes + classes
+
+
+@pytest.mark.parametrize("depth, stage_sizes", [(11, (1, 1, 2, 2, 2)), (13, (2, 2, 2, 2, 2)), (16, (2, 2, 3, 3, 3)),
+                                                (19, (2, 2, 4, 4, 4))])
+def test_vgg_shapes_and_parameter_counts(depth, stage_sizes):
+    model = models.get_model(f"cifar_vgg_{depth}")
+    assert models.stage_sizes(model) == stage_sizes
+    assert num_params(f"cifar_vgg_{depth}") == vgg_params(depth)
+    assert num_params(f"cifar_vgg_{depth}_8") == vgg_params(depth, width=8)
+    assert models.model_name(models.get_model(f"cifar_vgg_{depth}_8")) == f"cifar_vgg_{depth}_8"
+    # Channel-changing first convs are fixed; the 512 -> 512 last stage is free throughout.
+    fixed = models.fixed_blocks(model)
+    assert [f[0] for f in fixed.values()] == [True, True, True, True, False]
+    assert not any(b for f in fixed.values() for b in f[1:])
+
+
+def test_vgg_classifier_is_not_pruned_and_imagenet_resnets_is():
+    vgg = models.get_model("cifar_vgg_11_8")
+    params = models.init_variables(vgg, jax.random.key(0), (32, 32, 3))["params"]
+    prunable = set(masks.prunable_leaves(params, models.family_of(vgg).prunable))
+    assert "head/kernel" not in prunable and "stage1_block0/conv/kernel" in prunable
+    assert not any(name.endswith("bias") for name in prunable)
+    resnet = models.variable_shapes(models.get_model("imagenet_resnet_18_8"), (32, 32, 3))["params"]
+    assert "head/kernel" in masks.prunable_leaves(resnet, models.family_of("imagenet_resnet_18").prunable)
+
+
+# (source, target, strategy, mapping per stage): the paper's ImageNet and VGG transfers.
+FAMILY_PLANS = [
+    ("imagenet_resnet_18", "imagenet_resnet_26", "append",
+     {1: (0, 1), 2: (0, 1, 1), 3: (0, 1, 1, 1), 4: (0, 1, 1)}, "0:0;1:1|0:0;1:1,2|0:0;1:1,2,3|0:0;1:1,2"),
+    ("imagenet_resnet_26", "imagenet_resnet_34", "append",
+     {1: (0, 1, 1), 2: (0, 1, 2, 1), 3: (0, 1, 2, 3, 1, 2), 4: (0, 1, 2)},
+     "0:0;1:1,2|0:0;1:1,3;2:2|0:0;1:1,4;2:2,5;3:3|0:0;1:1;2:2"),
+    ("imagenet_resnet_18", "imagenet_resnet_34", "interpolate",
+     {1: (0, 1, 1), 2: (0, 1, 1, 1), 3: (0, 1, 1, 1, 1, 1), 4: (0, 1, 1)},
+     "0:0;1:1,2|0:0;1:1,2,3|0:0;1:1,2,3,4,5|0:0;1:1,2"),
+    ("imagenet_resnet_34", "imagenet_resnet_26", "interleave",
+     {1: (0, 1), 2: (0, 1, 2), 3: (0, 1, 2, 4), 4: (0, 1, 2)}, "0:0;1:1|0:0;1:1;2:2|0:0;1:1;2:2;4:3|0:0;1:1;2:2"),
+    ("imagenet_resnet_26", "imagenet_resnet_18", "drop_last",
+     {1: (0, 1), 2: (0, 1), 3: (0, 1), 4: (0, 1)}, "0:0;1:1"),
+    ("cifar_vgg_13", "cifar_vgg_16", "append",
+     {1: (0, 1), 2: (0, 1), 3: (0, 1, 1), 4: (0, 1, 1), 5: (0, 1, 0)},
+     "0:0;1:1|0:0;1:1|0:0;1:1,2|0:0;1:1,2|0:0,2;1:1"),
+    ("cifar_vgg_16", "cifar_vgg_19", "append",
+     {1: (0, 1), 2: (0, 1), 3: (0, 1, 2, 1), 4: (0, 1, 2, 1), 5: (0, 1, 2, 0)},
+     "0:0;1:1|0:0;1:1|0:0;1:1,3;2:2|0:0;1:1,3;2:2|0:0,3;1:1;2:2"),
+    ("cifar_vgg_19", "cifar_vgg_16", "drop_last",
+     {1: (0, 1), 2: (0, 1), 3: (0, 1, 2), 4: (0, 1, 2), 5: (0, 1, 2)}, "0:0;1:1|0:0;1:1|0:0;1:1;2:2|0:0;1:1;2:2|0:0;1:1;2:2"),
+]
+
+
+@pytest.mark.parametrize("source, target, strategy, mapping, text", FAMILY_PLANS)
+def test_family_plans_and_official_strings(source, target, strategy, mapping, text):
+    p = transfer.plan(source, target, strategy)
+    assert p.mapping == mapping
+    assert p.to_string() == text
+    assert transfer.plan(source, target, text).mapping == mapping      # the string round-trips
+
+
+@pytest.mark.parametrize("source, target", [("imagenet_resnet_18_8", "imagenet_resnet_26_8"),
+                                            ("cifar_vgg_16_8", "cifar_vgg_19_8")])
+def test_every_target_unit_equals_its_source_unit(source, target):
+    model = models.get_model(source)
+    variables = models.init_variables(model, jax.random.key(1), (32, 32, 3))
+    mask = jax.tree.map(lambda p: np.asarray(jax.random.bernoulli(jax.random.key(2), 0.5, p.shape)),
+                        variables["params"])
+    ticket = Ticket(model, source, mask, masks.apply(variables["params"], mask), variables["batch_stats"])
+    moved = transfer.transfer_ticket(ticket, target)
+    for s, sources in transfer.plan(source, target).mapping.items():
+        for b, j in enumerate(sources):
+            for tree, original in ((moved.params, ticket.params), (moved.batch_stats, ticket.batch_stats),
+                                   (moved.mask, ticket.mask)):
+                jax.tree.map(np.testing.assert_array_equal, tree[f"stage{s}_block{b}"], original[f"stage{s}_block{j}"])
+
+
+@pytest.mark.parametrize("source, target, match", [
+    ("cifar_vgg_11", "cifar_vgg_16", r"Stage 1 of the source has only block 0 or other fixed blocks .* VGG conv that "
+                                     r"changes the channels"),
+    ("imagenet_resnet_18", "imagenet_resnet_50", r"'imagenet_resnet' vs 'imagenet_resnet_bottleneck'\); E-LTH moves "
+                                                 r"tickets within one family \(one block type\)"),
+    ("cifar_vgg_16", "cifar_resnet_20", r"Cannot transfer between model families"),
+])
+def test_transfers_across_block_types_or_unstretchable_stages_are_refused(source, target, match):
+    with pytest.raises(ValueError, match=match):
+        transfer.plan(source, target)
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    """CIFAR-10 binary batches of random 32x32 images (64 train, 16 test), as the official files lay them out."""
+    root = tmp_path_factory.mktemp("cifar")
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}.bin", 13) for i in range(1, 6)] + [("test_batch.bin", 16)]:
+        records = np.concatenate([rng.integers(0, 10, (n, 1)), rng.integers(0, 256, (n, 3072))], axis=1)
+        (folder / name).write_bytes(records.astype(np.uint8).tobytes())
+    return str(root)
+
+
+@pytest.mark.parametrize("model", ["cifar_vgg_11_8", "imagenet_resnet_18_8"])
+def test_one_imp_level_of_a_new_family(tmp_path, cifar_dir, model):
+    from elax import runs
+    from conftest import tiny_config
+    config = tiny_config(**{"model.name": model, "data.name": "cifar10", "data.dir": cifar_dir, "train.epochs": 1,
+                            "train.batch_size": 32, "train.milestones": (), "lottery.levels": 1,
+                            "lottery.rewind_steps": 1, "lottery.prune_fraction": 0.5})
+    records = runs.run_imp(config, str(tmp_path / "run"), log=lambda _: None)
+    assert [r["level"] for r in records] == [0, 1] and all(r["steps"] == 3 for r in records)
+    family = models.family_of(model)
+    dense = runs.load_ticket(str(tmp_path / "run"), 0)
+    total = sum(int(np.size(leaf)) for leaf in masks.prunable_leaves(dense.params, family.prunable).values())
+    assert records[1]["prunable_weights"] == total and records[1]["kept_weights"] == total - math.ceil(total / 2)
+    ticket = runs.load_ticket(str(tmp_path / "run"), 1)
+    assert ticket.sparsity == pytest.approx(records[1]["sparsity"])
+    assert bool(np.all(np.asarray(ticket.mask["head"]["kernel"]))) == (model.startswith("cifar_vgg"))
+
+
+def test_an_input_too_small_for_a_family_is_a_clear_error(tmp_path):
+    from elax import runs
+    from conftest import tiny_config
+    with pytest.raises(ValueError, match=r"config.model.name: cifar_vgg_11_8 needs images of at least 32x32 .* "
+                                         r"digits has 8x8"):
+        runs.run_imp(tiny_config(**{"model.name": "cifar_vgg_11_8"}), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

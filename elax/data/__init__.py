@@ -10,10 +10,10 @@ reads exactly what an uninterrupted one would, and SNIP/GraSP score batches are 
 """
 
 from elax.data.augment import normalize, random_crop, random_crop_flip, random_flip
-from elax.data.datasets import (DATASETS, Dataset, DataNotFoundError, load, looks_for, read_idx,
+from elax.data.datasets import (DATASETS, STREAMED_ONLY, Dataset, DataNotFoundError, load, looks_for, read_idx,
                                 synthetic, train_subset)
 from elax.data.device import BatchSpec, DeviceSource, put_on_devices
 
-__all__ = ["BatchSpec", "DATASETS", "DataNotFoundError", "Dataset", "DeviceSource", "load", "looks_for",
+__all__ = ["BatchSpec", "DATASETS", "STREAMED_ONLY", "DataNotFoundError", "Dataset", "DeviceSource", "load", "looks_for",
            "normalize", "put_on_devices", "random_crop", "random_crop_flip", "random_flip", "read_idx",
            "synthetic", "train_subset"]

@@ -15,6 +15,8 @@ import numpy as np
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10, "digits": 10}
 DATASETS = tuple(_NUM_CLASSES)
+# Datasets too large to hold in memory: they need a streamed input pipeline.
+STREAMED_ONLY = ("imagenet2012",)
 
 # Debian packages install IDX files here (e.g. `dataset-fashion-mnist`).
 _SYSTEM_DIRS = {

@@ -34,6 +34,17 @@ class Family:
     prune_exclude: tuple[str, ...] = ()   # param path prefixes never pruned (e.g. ("head",) for VGG)
     pin_first_blocks: bool = False   # E-LTH keeps block 0 of every stage in place, whatever its shapes
     input_channels: Callable[[Any], int] | None = None   # params -> channels of the images they were built for
+    min_input_size: int = 1        # smallest image side its downsampling (pools, strides) leaves non-empty
+    classifier: str = "head"       # the top-level unit holding the classifier (its kernel's last axis: classes)
+
+    @property
+    def prunable(self):
+        """The predicate of the leaves IMP prunes: conv and dense kernels outside `prune_exclude`."""
+        from elax import masks
+        return masks.prunable_kernels(self.prune_exclude)
+
+    def num_classes_of(self, params) -> int:
+        return int(params[self.classifier]["kernel"].shape[-1])
 
     def input_shape_of(self, params) -> tuple[int, int, int]:
         """The family's input shape with the channels that `params` were built for (e.g. 1 for MNIST)."""
@@ -135,7 +146,7 @@ def block_shapes(model) -> dict[tuple[int, int], tuple]:
     return shapes
 
 
-from elax.models import cifar_resnet  # noqa: E402  (registers its family)
+from elax.models import cifar_resnet, cifar_vgg, imagenet_resnet  # noqa: E402,F401  (each registers its family)
 
 __all__ = ["BLOCK_NAME", "Family", "block_shapes", "families", "family_of", "fixed_blocks", "get_model", "init_variables",
            "model_name", "register", "stage_sizes", "variable_shapes"]

@@ -73,8 +73,7 @@ def depth_to_blocks(depth: int) -> int:
 
 def cifar_resnet(depth: int, width: int = 16, **kwargs) -> CifarResNet:
     n = depth_to_blocks(depth)
-    if width < 1:
-        raise ValueError(f"CIFAR ResNet width must be >= 1 (channels of the first stage), got {width}.")
+    common.check_size("CIFAR ResNet", depth, None, width)
     return CifarResNet(stage_sizes=(n, n, n), width=width, **kwargs)
 
 

@@ -31,3 +31,11 @@ def batch_norm(*, train, dtype=jnp.float32, name=None):
 
 def dense(features, *, dtype=jnp.float32, name=None):
     return nn.Dense(features, kernel_init=kaiming_normal, dtype=dtype, name=name)
+
+
+def check_size(kind: str, depth: int, depths, width: int) -> None:
+    """ValueError naming the valid depths (if `depths` is given) or a width below 1."""
+    if depths is not None and depth not in depths:
+        raise ValueError(f"{kind} depth must be one of {', '.join(map(str, depths))}, got {depth}.")
+    if width < 1:
+        raise ValueError(f"{kind} width must be >= 1 (channels of the first layer), got {width}.")

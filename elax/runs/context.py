@@ -60,7 +60,7 @@ def setup(config: ml_collections.ConfigDict) -> RunContext:
     config_lib.validate(config)
     dataset = data_lib.load(config.data.name, config.data.dir or None)
     dataset = data_lib.train_subset(dataset, config.data.train_subset)
-    config_lib.validate_for_dataset(config, len(dataset.train_labels))
+    config_lib.validate_for_dataset(config, len(dataset.train_labels), dataset.train_images.shape[1:])
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     model = get_model(config.model.name, num_classes=dataset.num_classes, dtype=dtype)
     trainer = make_trainer(config, model, len(dataset.train_labels), train.make_mesh(), dtype)

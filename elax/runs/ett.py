@@ -37,7 +37,8 @@ def ett_ticket(ctx: RunContext, level: int) -> Ticket:
     """The source run's ticket of `level`, transferred to this run's model with the config's options."""
     t = ctx.config.transfer
     return transfer.transfer_ticket(load_ticket(t.source, level), ctx.model, strategy=t.strategy,
-                                    replica_masks=t.replica_masks, weights=t.weights, seed=ctx.config.seed)
+                                    replica_masks=t.replica_masks, weights=t.weights, seed=ctx.config.seed,
+                                    prunable=ctx.prunable)
 
 
 def strategy_label(t: ml_collections.ConfigDict) -> str:

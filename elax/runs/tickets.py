@@ -3,7 +3,7 @@
 import os
 
 from elax import checkpoint, masks, workdir as wd
-from elax.models import get_model
+from elax.models import family_of, get_model
 from elax.ticket import Ticket
 
 
@@ -29,8 +29,8 @@ def load_ticket(workdir: str, level: int) -> Ticket:
     if level == 0 and imp:
         tree.update(load_rewind(workdir))
     record = wd.find_record(workdir, level) or {}
-    num_classes = tree["params"]["head"]["kernel"].shape[-1]
     name = config["model"]["name"]
+    num_classes = family_of(name).num_classes_of(tree["params"])
     return Ticket(model=get_model(name, num_classes=num_classes), model_name=name, mask=tree["mask"],
                   params=masks.apply(tree["params"], tree["mask"]), batch_stats=tree["batch_stats"], level=level,
                   rewind_step=int(tree["step"]),
