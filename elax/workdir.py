@@ -42,7 +42,8 @@ RECIPE_KEYS = ("data.name", "data.augment", "data.train_subset", "train.epochs",
                "train.dtype", "lottery.prune_fraction", "lottery.rewind_steps", "lottery.scope", "lottery.exclude")
 # Config keys that may change when a run resumes (they extend the run or change only speed/output).
 RESUMABLE_CHANGES = ("lottery.levels", "transfer.levels", "baseline.levels", "progress", "train.steps_per_call",
-                     "train.eval_batch_size", "train.deterministic", "report", "data.dir", "experiment")
+                     "train.eval_batch_size", "train.deterministic", "train.checkpoint_every_secs", "report",
+                     "data.dir", "experiment")
 
 
 # -- paths -------------------------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def test_divergence_stops_the_level_keeps_its_checkpoint_and_records_nothing(cap
     line = one_line_error(err)
     assert "level 0 (dense) diverged by step " in line and "Lower --config.train.lr (now 10000.0)" in line
     assert wd.load_results(str(tmp_path / "run")) == []
-    assert checkpoint.latest_step(wd.checkpoints_dir(str(tmp_path / "run"), 0)) == 0   # the last good state
+    assert checkpoint.latest_step(wd.checkpoints_dir(str(tmp_path / "run"), 0)) is None   # no NaN state saved
+    assert os.path.isdir(wd.ticket_dir(str(tmp_path / "run"), 0))    # the start, from which a resume begins
 
 
 def test_a_second_process_on_the_workdir_is_refused_with_the_holders_pid(capsys, tmp_path):

@@ -149,3 +149,15 @@ def test_baseline_refuses_a_reference_of_another_model(runs, tmp_path):
     c.mode, c.baseline.method, c.baseline.reference = "baseline", "snip", source
     with pytest.raises(ValueError, match="baselines prune the same model as their reference IMP run"):
         runs_lib.run_baseline(c, str(tmp_path / "x"))
+
+
+def test_runs_of_one_model_and_recipe_share_one_compilation(runs):
+    """The target's IMP levels and the baseline runs on it (this module's) train with one Trainer, compiled once."""
+    _, _, target = runs
+    imp = imp_config(TARGET)
+    baseline = imp_config(TARGET)
+    baseline.mode, baseline.baseline.method, baseline.baseline.reference = "baseline", "snip", target
+    trainer = runs_lib.setup(imp).trainer
+    assert runs_lib.setup(baseline).trainer is trainer
+    step = trainer._run_steps if trainer.runs_fused else trainer._one_step
+    assert step._cache_size() == 1 and trainer._evaluate._cache_size() == 1

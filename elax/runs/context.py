@@ -71,15 +71,48 @@ def setup(config: ml_collections.ConfigDict) -> RunContext:
 def make_trainer(config: ml_collections.ConfigDict, model, num_train: int, mesh, dtype,
                  **options) -> train.Trainer:
     """The Trainer of `config`'s recipe (optimizer, LR schedule, batch, seed, augmentation) for `num_train`
-    training examples; `options` are further `train.Trainer` fields (e.g. masked, fused_loop)."""
+    training examples; `options` are further `train.Trainer` fields (e.g. masked, fused_loop).
+
+    One Trainer (and so one compilation of each of its jitted programs) per model, recipe, seed and mesh in a
+    process: the runs of an experiment that train one model the same way (target IMP, ETT, baselines) share it.
+    """
     t = config.train
-    steps_per_epoch = config_lib.steps_per_epoch(num_train, t.batch_size)
+    return _trainer(_TrainerKey(
+        model=model, num_train=num_train, mesh=mesh, dtype=jnp.dtype(dtype).name, seed=config.seed,
+        augment=config.data.augment, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum,
+        weight_decay=t.weight_decay, milestones=tuple(t.milestones), gamma=t.gamma, warmup_epochs=t.warmup_epochs,
+        eval_batch_size=_eval_batch_size(t.eval_batch_size, mesh.size), options=tuple(sorted(options.items()))))
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainerKey:
+    """Everything a Trainer is built from (hashable: the key of the per-process Trainer cache)."""
+
+    model: Any
+    num_train: int
+    mesh: Any
+    dtype: str
+    seed: int
+    augment: bool
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    milestones: tuple
+    gamma: float
+    warmup_epochs: float
+    eval_batch_size: int
+    options: tuple
+
+
+@functools.lru_cache(maxsize=16)
+def _trainer(k: _TrainerKey) -> train.Trainer:
+    steps_per_epoch = config_lib.steps_per_epoch(k.num_train, k.batch_size)
     return train.Trainer(
-        model=model, tx=train.make_optimizer(t.momentum, t.weight_decay),
-        schedule=train.lr_schedule(t.lr, steps_per_epoch, t.milestones, t.gamma, t.warmup_epochs),
-        mesh=mesh, batch_size=t.batch_size, steps_per_epoch=steps_per_epoch, seed=config.seed,
-        augment=config.data.augment, compute_dtype=dtype,
-        eval_batch_size=_eval_batch_size(t.eval_batch_size, mesh.size), **options)
+        model=k.model, tx=train.make_optimizer(k.momentum, k.weight_decay),
+        schedule=train.lr_schedule(k.lr, steps_per_epoch, k.milestones, k.gamma, k.warmup_epochs),
+        mesh=k.mesh, batch_size=k.batch_size, steps_per_epoch=steps_per_epoch, seed=k.seed, augment=k.augment,
+        compute_dtype=jnp.dtype(k.dtype), eval_batch_size=k.eval_batch_size, **dict(k.options))
 
 
 def _eval_batch_size(requested: int, num_devices: int) -> int:

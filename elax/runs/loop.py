@@ -50,7 +50,6 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
             "step": ticket.rewind_step})
         if ticket.rewind_step in on_step:
             on_step[ticket.rewind_step](state)
-        checkpoint.save_state(ckpt_dir, state)
     state, test = _fit(ctx, state, ckpt_dir, metrics_path, desc, on_step)
     if test is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
         test = ctx.trainer.evaluate(state.params, state.batch_stats, ctx.data)
@@ -106,7 +105,7 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
     spe, end = trainer.steps_per_epoch, ctx.total_steps
     step = int(state.step)
     bar = _progress(end, step, desc, ctx.config.progress)
-    totals, epoch_start_time, test = None, time.time(), None
+    totals, epoch_start_time, test, last_save = None, time.time(), None, time.time()
     while step < end:
         stop = min((step // spe + 1) * spe, end, *[s for s in on_step if s > step])
         if cfg.steps_per_call:
@@ -125,7 +124,11 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
                 f.write(json.dumps(entry) + "\n")
             if step == end:  # the last epoch is always evaluated: its numbers are the level's result
                 test = {"loss": entry["test_loss"], "accuracy": entry["test_accuracy"]}
-            checkpoint.save_state(ckpt_dir, state)
+            # Saves stall training, so they come at most every `checkpoint_every_secs` (and at the end): a kill
+            # loses at most that much work, and the resumed run recomputes it identically.
+            if step == end or time.time() - last_save >= cfg.checkpoint_every_secs:
+                checkpoint.save_state(ckpt_dir, state)
+                last_save = time.time()
             totals, epoch_start_time = None, time.time()
     bar.close()
     return state, test
