@@ -1,6 +1,13 @@
 """Throughput of elax's masked train step against the PyTorch reference recipe, in one process on one device.
 
-    python benchmarks/throughput.py --out results.json
+    python benchmarks/throughput.py --out results.json                                   # CIFAR ResNet-20, 56
+    python benchmarks/throughput.py --models cifar_vgg_16 --out vgg.json                 # CIFAR VGG-16, batch 128
+    python benchmarks/throughput.py --models imagenet_resnet_18,imagenet_resnet_50 --batch-size 256 \
+        --epoch-images 5120 --out imagenet.json                                          # 224x224, 1000 classes
+
+Any registry model: images of its family's input shape (CIFAR 32x32x3, ImageNet 224x224x3), random data on the
+device, the PyTorch reference written the same way (`torch_model`). The epoch rows use the CIFAR in-jit
+augmentation (pad-4 crop + flip) for every family: a proxy for the input cost, not ImageNet's RandomResizedCrop.
 
 Measures images/s (median over repeats, after a compiling warm-up) for each model at one batch size, on the path
 that `elax.train.Trainer.train_steps` takes on this backend (the `path` of each row): "fused", many steps in one
@@ -25,6 +32,7 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import math
 import os
 import platform
 import statistics
@@ -43,7 +51,7 @@ import numpy as np
 import optax
 
 from elax import config as config_lib, data as data_lib, masks, pruning, runs, train, workdir
-from elax.models import get_model, init_variables
+from elax.models import family_of, get_model, init_variables
 
 CIFAR_SHAPE = (32, 32, 3)
 CIFAR_TRAIN_IMAGES = 50_000
@@ -68,29 +76,23 @@ LABELS = {
 
 # -- analytic floors --------------------------------------------------------------------------------------------
 
-def resnet_costs(model, image_shape=CIFAR_SHAPE) -> dict:
-    """Conv/dense MACs and conv-output elements per image of a CIFAR ResNet (stride-s SAME convs)."""
-    h, w, c = image_shape
+def model_costs(model, image_shape=CIFAR_SHAPE) -> dict:
+    """Conv/dense multiply-accumulates and conv-output elements per image, counted over the layers a traced (not
+    run) forward pass calls: any family."""
     macs = acts = 0
 
-    def conv(size, cin, cout, k):
+    def count(next_fun, args, kwargs, context):
         nonlocal macs, acts
-        macs += size[0] * size[1] * k * k * cin * cout
-        acts += size[0] * size[1] * cout
+        out = next_fun(*args, **kwargs)
+        layer = context.module
+        if context.method_name == "__call__" and isinstance(layer, (flax.linen.Conv, flax.linen.Dense)):
+            outputs = math.prod(out.shape[1:])
+            macs += outputs * math.prod(getattr(layer, "kernel_size", ())) * args[0].shape[-1]
+            acts += outputs if isinstance(layer, flax.linen.Conv) else 0
+        return out
 
-    conv((h, w), c, model.width, 3)
-    cin = model.width
-    for s, blocks in enumerate(model.stage_sizes):
-        cout = model.width * 2 ** s
-        for b in range(blocks):
-            if s > 0 and b == 0:
-                h, w = -(-h // 2), -(-w // 2)
-            conv((h, w), cin, cout, 3)
-            conv((h, w), cout, cout, 3)
-            if cin != cout:
-                conv((h, w), cin, cout, 1)
-            cin = cout
-    macs += cin * model.num_classes
+    with flax.linen.intercept_methods(count):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)), train=False))
     forward = 2 * macs
     return {"macs_per_image": macs, "forward_flops_per_image": forward,
             # Backward = grads w.r.t. inputs + w.r.t. weights, each about one forward.
@@ -158,7 +160,8 @@ def xla_costs(fn, *args) -> dict:
 
 def random_dataset(num_train: int, image_shape=CIFAR_SHAPE, num_classes: int = 10, seed: int = 0):
     """CIFAR-shaped random uint8 images and labels (speed does not depend on pixel values)."""
-    return data_lib.synthetic(num_train, 16, image_shape, num_classes=num_classes, seed=seed, mean=CIFAR_MEAN, std=CIFAR_STD)
+    return data_lib.synthetic(num_train, 16, image_shape, num_classes=num_classes, seed=seed, mean=CIFAR_MEAN,
+                              std=CIFAR_STD)
 
 
 def make_trainer(model, num_train: int, batch_size: int, *, dtype=jnp.float32, masked=True, augment=True,
@@ -170,13 +173,24 @@ def make_trainer(model, num_train: int, batch_size: int, *, dtype=jnp.float32, m
                              fused_loop=fused_loop)
 
 
+def num_classes(model_name: str) -> int:
+    """1000 for the ImageNet families, 10 (CIFAR-10) otherwise."""
+    return 1000 if model_name.startswith("imagenet") else 10
+
+
+def build(model_name: str, **options):
+    return get_model(model_name, num_classes=num_classes(model_name), **options)
+
+
 def make_ticket(model_name: str, image_shape=CIFAR_SHAPE, levels: int = PRUNE_LEVELS, seed: int = 0):
-    """(params, batch_stats, mask): init weights and an IMP-style global magnitude mask after `levels` levels."""
-    variables = init_variables(get_model(model_name), jax.random.key(seed), image_shape)
+    """(params, batch_stats, mask): init weights and an IMP-style global magnitude mask after `levels` levels, over
+    the weights the family prunes."""
+    variables = init_variables(build(model_name), jax.random.key(seed), image_shape)
     params = variables["params"]
     mask = masks.build(params)
+    prunable = family_of(model_name).prunable
     for _ in range(levels):
-        mask = pruning.prune_magnitude(params, mask, 0.2)
+        mask = pruning.prune_magnitude(params, mask, 0.2, prunable)
     return params, variables["batch_stats"], mask
 
 
@@ -336,14 +350,15 @@ def bench_elax(model_name, plan: Plan, image_shape=CIFAR_SHAPE, variants=None, o
     """All elax variants of one model that run on this backend -> ({variant: record}, ticket info)."""
     ticket = make_ticket(model_name, image_shape)
     mesh = train.make_mesh()
-    step_data = data_lib.put_on_devices(random_dataset(plan.batch_size, image_shape), mesh)
-    epoch_data = data_lib.put_on_devices(random_dataset(plan.epoch_images, image_shape, seed=1), mesh)
+    classes = num_classes(model_name)
+    step_data = data_lib.put_on_devices(random_dataset(plan.batch_size, image_shape, classes), mesh)
+    epoch_data = data_lib.put_on_devices(random_dataset(plan.epoch_images, image_shape, classes, seed=1), mesh)
     results = {}
     for name, v in ELAX_VARIANTS.items():
         if not _selected(name, v, variants, other_path):
             continue
         epoch = v.bench is bench_epoch
-        model = get_model(model_name, dtype=v.options.get("dtype", jnp.float32))
+        model = build(model_name, dtype=v.options.get("dtype", jnp.float32))
         trainer = make_trainer(model, plan.epoch_images if epoch else plan.batch_size, plan.batch_size, **v.options)
         data = epoch_data if epoch else step_data
         if v.other_path and fused_loop(trainer):
@@ -353,7 +368,7 @@ def bench_elax(model_name, plan: Plan, image_shape=CIFAR_SHAPE, variants=None, o
         else:
             results[name] = v.bench(trainer, ticket, data, plan)
         log(f"  {model_name} {name} ({results[name]['path']}): {results[name]['images_per_s']:.1f} images/s")
-    kept, total = masks.count(ticket[2])
+    kept, total = masks.count(ticket[2], family_of(model_name).prunable)
     info = {"sparsity": 1.0 - kept / total, "kept_weights": kept, "prunable_weights": total,
             "params": int(sum(np.size(p) for p in jax.tree.leaves(ticket[0])))}
     return results, info
@@ -407,6 +422,74 @@ def torch_resnet(depth: int, width: int = 16, num_classes: int = 10):
     return ResNet()
 
 
+def torch_vgg(stage_channels, num_classes: int = 10):
+    """OpenLTH's CIFAR VGG in PyTorch: conv3x3 (bias) - BN - ReLU units, max-pools between stages, 2x2 avg pool."""
+    import torch.nn as nn
+
+    layers, f_in = [], 3
+    for s, channels in enumerate(stage_channels):
+        if s > 0:
+            layers.append(nn.MaxPool2d(2))
+        for f_out in channels:
+            layers += [nn.Conv2d(f_in, f_out, 3, 1, 1), nn.BatchNorm2d(f_out), nn.ReLU()]
+            f_in = f_out
+    layers += [nn.AvgPool2d(2), nn.Flatten()]
+    model = nn.Sequential(*layers)
+    model.add_module("fc", nn.Linear(f_in, num_classes))
+    return model
+
+
+def torch_imagenet_resnet(stage_sizes, bottleneck: bool, width: int = 64, num_classes: int = 1000):
+    """torchvision's ResNet (v1.5) written out: BasicBlock or Bottleneck stages, downsampling in block 0."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    expansion = 4 if bottleneck else 1
+
+    class Block(nn.Module):
+        def __init__(self, f_in, features, stride):
+            super().__init__()
+            f_out = features * expansion
+            if bottleneck:
+                convs = [(f_in, features, 1, 1), (features, features, 3, stride), (features, f_out, 1, 1)]
+            else:
+                convs = [(f_in, features, 3, stride), (features, features, 3, 1)]
+            self.convs = nn.ModuleList(nn.Conv2d(a, b, k, st, k // 2, bias=False) for a, b, k, st in convs)
+            self.bns = nn.ModuleList(nn.BatchNorm2d(b) for _, b, _, _ in convs)
+            self.down = nn.Sequential()
+            if stride != 1 or f_in != f_out:
+                self.down = nn.Sequential(nn.Conv2d(f_in, f_out, 1, stride, bias=False), nn.BatchNorm2d(f_out))
+
+        def forward(self, x):
+            out = x
+            for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+                out = bn(conv(out))
+                out = F.relu(out) if i < len(self.convs) - 1 else out
+            return F.relu(out + self.down(x))
+
+    layers, f_in = [nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                    nn.MaxPool2d(3, 2, 1)], width
+    for s, n in enumerate(stage_sizes):
+        for b in range(n):
+            layers.append(Block(f_in, width * 2 ** s, 2 if (s > 0 and b == 0) else 1))
+            f_in = width * 2 ** s * expansion
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    model = nn.Sequential(*layers)
+    model.add_module("fc", nn.Linear(f_in, num_classes))
+    return model
+
+
+def torch_model(model_name: str):
+    """The PyTorch reference of a registry model, written the way elax builds it."""
+    model = build(model_name)
+    family = family_of(model).name
+    if family == "cifar_resnet":
+        return torch_resnet(6 * model.stage_sizes[0] + 2, model.width, model.num_classes)
+    if family == "cifar_vgg":
+        return torch_vgg(model.stage_channels, model.num_classes)
+    return torch_imagenet_resnet(model.stage_sizes, model.bottleneck, model.width, model.num_classes)
+
+
 def torch_device():
     """The torch device matching JAX's backend, or None when torch cannot use it."""
     import torch
@@ -425,11 +508,11 @@ def bench_torch(model_name, plan: Plan, *, device, bf16=False, compile=False, im
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    model_def = get_model(model_name)
-    depth = 6 * model_def.stage_sizes[0] + 2
-    model = torch_resnet(depth, model_def.width, model_def.num_classes).to(device).train()
-    # Global magnitude mask over conv and dense weights (the prunable set of ELTH.md section 1).
-    prunable = [p for name, p in model.named_parameters() if name.endswith("weight") and p.dim() >= 2]
+    model = torch_model(model_name).to(device).train()
+    # Global magnitude mask over conv and dense weights (the prunable set of ELTH.md section 1; not a VGG's fc).
+    skip_fc = "head" in family_of(model_name).prune_exclude
+    prunable = [p for name, p in model.named_parameters()
+                if name.endswith("weight") and p.dim() >= 2 and not (skip_fc and name.startswith("fc."))]
     with torch.no_grad():
         scores = torch.cat([p.abs().flatten() for p in prunable])
         threshold = scores.kthvalue(max(1, int(round(sparsity * scores.numel())))).values
@@ -440,7 +523,7 @@ def bench_torch(model_name, plan: Plan, *, device, bf16=False, compile=False, im
     h, w, c = image_shape
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(plan.batch_size, c, h, w, generator=gen).to(device)
-    y = torch.randint(0, model_def.num_classes, (plan.batch_size,), generator=gen).to(device)
+    y = torch.randint(0, num_classes(model_name), (plan.batch_size,), generator=gen).to(device)
     forward = torch.compile(model) if compile else model
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -505,8 +588,9 @@ def add_ratios(results: dict) -> None:
         r["ratio_vs_dense"] = r["images_per_s"] / dense["images_per_s"] if same_path else None
 
 
-def check_targets(results: dict) -> dict:
-    """The issue's targets, on the rows of Trainer's path (set for H100/H200; elsewhere recorded, not expected)."""
+def check_targets(results: dict, model_name: str = "cifar_resnet_20") -> dict:
+    """The issues' targets, on the rows of Trainer's path (set for H100/H200; elsewhere recorded, not expected):
+    CIFAR families >= 3x PyTorch eager fp32; ImageNet ResNets >= 1.5x (fp32) and >= 2x (bf16 masked)."""
     rate = lambda k: results.get(k, {}).get("images_per_s")
 
     def target(num, den, goal, op):
@@ -516,6 +600,12 @@ def check_targets(results: dict) -> dict:
         return {"value": value, "goal": goal, "met": bool(op(value))}
 
     at_least = lambda x: lambda v: v >= x
+    if model_name.startswith("imagenet"):
+        return {
+            "step_masked_fp32_vs_torch": target("elax_step_masked_fp32", REFERENCE, ">= 1.5", at_least(1.5)),
+            "step_masked_bf16_vs_torch": target("elax_step_masked_bf16", REFERENCE, ">= 2", at_least(2.0)),
+            "step_masked_vs_dense_fp32": target("elax_step_masked_fp32", DENSE, ">= 0.97", at_least(0.97)),
+        }
     return {
         "step_masked_fp32_vs_torch": target("elax_step_masked_fp32", REFERENCE, ">= 3", at_least(3.0)),
         "step_masked_vs_dense_fp32": target("elax_step_masked_fp32", DENSE, ">= 0.97", at_least(0.97)),
@@ -579,23 +669,28 @@ def make_plan(args) -> Plan:
     return dataclasses.replace(plan, **given)
 
 
-def run(args, image_shape=CIFAR_SHAPE, log=print) -> dict:
-    """Run every model of `args` and return the JSON-ready results (also written to args.out as it goes)."""
+def run(args, image_shape=None, log=print) -> dict:
+    """Run every model of `args` and return the JSON-ready results (also written to args.out as it goes).
+
+    Images are of each model's family input shape (CIFAR 32x32, ImageNet 224x224) unless `image_shape` is given.
+    """
+    shape_of = lambda name: tuple(image_shape or family_of(name).input_shape)
     plan = make_plan(args)
     out = {"metadata": metadata(plan), "device_rates": device_rates(plan.matmul_size, plan.copy_mib), "models": {}}
     log("device rates: " + ", ".join(f"{k} {v:.4g}" for k, v in out["device_rates"].items()))
     for model_name in args.models:
         t0 = time.perf_counter()
         # elax first: on GPUs, JAX then loads its own cuDNN before torch brings another one.
-        results, ticket = bench_elax(model_name, plan, image_shape, args.variants, not args.skip_other_path, log)
+        results, ticket = bench_elax(model_name, plan, shape_of(model_name), args.variants,
+                                     not args.skip_other_path, log)
         compile = args.torch_compile or "torch_compile_fp32" in (args.variants or ())
         torch_results, note = ({}, "skipped (--skip-torch)") if args.skip_torch else bench_torch_all(
-            model_name, plan, compile=compile, image_shape=image_shape, variants=args.variants, log=log)
+            model_name, plan, compile=compile, image_shape=shape_of(model_name), variants=args.variants, log=log)
         results = {**torch_results, **results}
         add_ratios(results)
-        costs = resnet_costs(get_model(model_name), image_shape)
-        entry = {"ticket": ticket, "results": results, "targets": check_targets(results), "torch_note": note,
-                 "costs": {**costs, "input_bytes_per_image": input_bytes_per_image(image_shape)},
+        costs = model_costs(build(model_name), shape_of(model_name))
+        entry = {"ticket": ticket, "results": results, "targets": check_targets(results, model_name), "torch_note": note,
+                 "costs": {**costs, "input_bytes_per_image": input_bytes_per_image(shape_of(model_name))},
                  "floors": floors(costs, out["device_rates"]), "wall_s": time.perf_counter() - t0}
         out["models"][model_name] = entry
         log(format_table(model_name, entry, out["metadata"]))

@@ -6,6 +6,8 @@ import pathlib
 
 import pytest
 
+from elax.models import variable_shapes
+
 
 def _load_benchmark():
     # benchmarks/ is not an installed package: load the script by path so any working directory works.
@@ -67,19 +69,25 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert "cifar_resnet_8_4" in throughput.format_table("cifar_resnet_8_4", entry, meta)
 
 
-def test_resnet_costs_match_known_macs():
-    """Conv + dense multiply-accumulates per 32x32 image: 40.8M (ResNet-20) and 125.7M (ResNet-56)."""
-    r20 = throughput.resnet_costs(throughput.get_model("cifar_resnet_20"))
-    r56 = throughput.resnet_costs(throughput.get_model("cifar_resnet_56"))
-    assert 40e6 < r20["macs_per_image"] < 42e6
-    assert 125e6 < r56["macs_per_image"] < 128e6
+@pytest.mark.parametrize("name, low, high", [
+    ("cifar_resnet_20", 40e6, 42e6),          # 40.8M per 32x32 image
+    ("cifar_resnet_56", 125e6, 128e6),        # 125.7M
+    ("cifar_vgg_16", 313e6, 314e6),           # 313.5M
+    ("imagenet_resnet_18", 1.81e9, 1.83e9),   # 1.82G per 224x224 image (torchvision: 1.81 GFLOPS, i.e. MACs)
+    ("imagenet_resnet_50", 4.08e9, 4.13e9),   # 4.09G (torchvision: 4.09)
+])
+def test_model_costs_match_known_macs(name, low, high):
+    model = throughput.build(name)
+    costs = throughput.model_costs(model, throughput.family_of(name).input_shape)
+    assert low < costs["macs_per_image"] < high
 
 
-def test_torch_reference_matches_elax_parameter_count():
+@pytest.mark.parametrize("name", ["cifar_resnet_20", "cifar_vgg_16_8", "imagenet_resnet_18_8", "imagenet_resnet_50_8"])
+def test_torch_reference_matches_elax_parameter_count(name):
     torch = pytest.importorskip("torch")
-    model = throughput.torch_resnet(20)
-    params = throughput.init_variables(throughput.get_model("cifar_resnet_20"), throughput.jax.random.key(0),
-                                       TINY_SHAPE)["params"]
-    n_elax = sum(p.size for p in throughput.jax.tree.leaves(params))
-    assert sum(p.numel() for p in model.parameters()) == n_elax
-    assert isinstance(model(torch.zeros(2, 3, 8, 8)), torch.Tensor)
+    model = throughput.torch_model(name)
+    shape = throughput.family_of(name).input_shape
+    params = variable_shapes(throughput.build(name), shape)["params"]
+    assert sum(p.numel() for p in model.parameters()) == sum(p.size for p in throughput.jax.tree.leaves(params))
+    out = model.eval()(torch.zeros(2, shape[2], *shape[:2]))
+    assert tuple(out.shape) == (2, throughput.num_classes(name))
