@@ -245,9 +245,9 @@ def place(records, tolerance=DEFAULT_TOLERANCE):
 
 class Claim(NamedTuple):
     """ETT series `ett` minus series `other` in one row, paired by seed: mean and sample std (ddof=1) of the
-    per-seed differences in test accuracy (fractions), over the `n` seeds both have. `exceeds_spread`: |mean| is
-    larger than that std (with one seed there is no spread to compare, so False). `agree`: how many seeds have a
-    difference of the mean's sign."""
+    per-seed differences in test accuracy (fractions), over the `n` seeds both have, and how many of those seeds
+    have ETT above (`above`) and below (`below`) the other. `exceeds_spread`: |mean| is larger than the std
+    (with one seed there is no spread to compare, so False)."""
 
     row: float
     ett: str
@@ -255,7 +255,8 @@ class Claim(NamedTuple):
     mean: float
     std: float
     n: int
-    agree: int
+    above: int
+    below: int
 
     @property
     def exceeds_spread(self) -> bool:
@@ -265,11 +266,11 @@ class Claim(NamedTuple):
 def claims(records, tolerance=DEFAULT_TOLERANCE):
     """For every row and ETT series: ETT minus the target's own IMP series and minus each baseline series of the
     same target model, paired by seed (see `Claim`). Rows ascend; within a row, IMP first, then baselines."""
-    by_cell = {}
-    for name, row, record in place(records, tolerance):
+    placed = place(records, tolerance)
+    by_cell, model_of, method_of = {}, {}, {}
+    for name, row, record in placed:
         by_cell.setdefault((name, row), {})[record["seed"]] = float(record["test_accuracy"])
-    model_of = {name: record["model"] for name, _, record in place(records, tolerance)}
-    method_of = {name: record["method"] for name, _, record in place(records, tolerance)}
+        model_of[name], method_of[name] = record["model"], record["method"]
     out = []
     for (ett, row), ett_accs in sorted(by_cell.items(), key=lambda item: (item[0][1], item[0][0])):
         if method_of[ett] != ETT:
@@ -278,28 +279,28 @@ def claims(records, tolerance=DEFAULT_TOLERANCE):
                          and model_of[name] == model_of[ett]), key=_series_key)
         for other in others:
             seeds = sorted(set(ett_accs) & set(by_cell[(other, row)]))
-            if seeds:
-                diffs = [ett_accs[s] - by_cell[(other, row)][s] for s in seeds]
-                mean = statistics.fmean(diffs)
+            diffs = [ett_accs[s] - by_cell[(other, row)][s] for s in seeds]
+            if diffs:
                 std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-                agree = sum(1 for d in diffs if (d > 0) == (mean > 0) and d != 0)
-                out.append(Claim(row, ett, other, mean, std, len(diffs), agree))
+                out.append(Claim(row, ett, other, statistics.fmean(diffs), std, len(diffs),
+                                 sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)))
     return out
 
 
 def claims_markdown(claim_list):
-    """The claims as a markdown list, one line per comparison, in percentage points."""
+    """The claims as a markdown table, differences in percentage points."""
     if not claim_list:
         return "No claims: the report has no ETT series with a comparison of the same target model.\n"
-    lines = ["Differences in test accuracy (percentage points), paired by seed: mean ± sample std over the seeds "
-             "both series have. \"Exceeds the spread\" means |mean| > std.", ""]
+    lines = ["ETT minus each comparison in the same row, in percentage points of test accuracy, paired by seed: "
+             "mean ± sample standard deviation over the seeds both have. \"Beyond the spread\" means the mean's "
+             "magnitude exceeds that standard deviation (never with one seed).", "",
+             _md_row(["sparsity %", "ETT", "compared with", "ETT − other (pp)", "n", "seeds ETT above / below",
+                      "beyond the spread"]),
+             "|---:|---|---|---:|---:|---:|---|"]
     for c in claim_list:
-        verdict = ("exceeds the spread" if c.exceeds_spread else
-                   "one seed: no spread to compare" if c.n == 1 else "within the spread")
-        direction = "above" if c.mean > 0 else "below" if c.mean < 0 else "equal to"
-        lines.append(f"- {100 * c.row:.2f}% sparsity: {c.ett} is {direction} {c.other} by "
-                     f"{100 * abs(c.mean):.2f} ± {100 * c.std:.2f} (n={c.n}, {c.agree} of {c.n} seeds {direction}); "
-                     f"{verdict}.")
+        verdict = "yes" if c.exceeds_spread else "one seed" if c.n == 1 else "no"
+        lines.append(_md_row([f"{100 * c.row:.2f}", c.ett, c.other, f"{100 * c.mean:+.2f} ± {100 * c.std:.2f}",
+                              c.n, f"{c.above} / {c.below}", verdict]))
     return "\n".join(lines) + "\n"
 
 

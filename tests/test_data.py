@@ -377,3 +377,13 @@ def test_normalize_constant_image():
     expected = [(0.2 - m) / s for m, s in zip(mean, std)]
     np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), expected, atol=1e-6)
     assert data.normalize(images, mean, std, dtype=jnp.bfloat16).dtype == jnp.bfloat16
+
+
+def test_damaged_tfds_dataset_is_one_clear_error(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    info = tmp_path / "cifar10" / "3.0.2"
+    info.mkdir(parents=True)
+    (info / "dataset_info.json").write_text("{garbage")
+    with pytest.raises(ValueError, match=r"the prepared TFDS dataset cifar10:3.0.2 in .* cannot be read .*"
+                                         r"prepare it again"):
+        data.load("cifar10", str(tmp_path))

@@ -231,6 +231,11 @@ def test_one_imp_level_of_a_new_family(tmp_path, cifar_dir, model):
     ticket = runs.load_ticket(str(tmp_path / "run"), 1)
     assert ticket.sparsity == pytest.approx(records[1]["sparsity"])
     assert bool(np.all(np.asarray(ticket.mask["head"]["kernel"]))) == (model.startswith("cifar_vgg"))
+    # A baseline on the new family matches the IMP level's count exactly, the classifier as the family says.
+    config.mode, config.baseline.method, config.baseline.reference = "baseline", "snip", str(tmp_path / "run")
+    config.baseline.snip_batches = 2
+    (snip,) = runs.run_baseline(config, str(tmp_path / "snip"), log=lambda _: None)
+    assert (snip["kept_weights"], snip["prunable_weights"]) == (records[1]["kept_weights"], total)
 
 
 def test_an_input_too_small_for_a_family_is_a_clear_error(tmp_path):

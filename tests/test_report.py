@@ -387,23 +387,23 @@ def test_claims_pair_seeds_and_compare_to_the_spread():
     # ETT - IMP per seed: +0.01, -0.02, +0.01 -> mean 0, sample std 0.01732
     assert imp_claim.mean == pytest.approx(0.0, abs=1e-12)
     assert imp_claim.std == pytest.approx(0.017320508, rel=1e-6)
-    assert not imp_claim.exceeds_spread
+    assert (imp_claim.above, imp_claim.below, imp_claim.exceeds_spread) == (2, 1, False)
     # ETT - random per seed: +0.11, +0.08, +0.11 -> mean 0.1, std 0.01732; all three seeds above
-    assert (random_claim.other, random_claim.agree) == ("random (cifar_resnet_32)", 3)
+    assert (random_claim.other, random_claim.above, random_claim.below) == ("random (cifar_resnet_32)", 3, 0)
     assert random_claim.mean == pytest.approx(0.10) and random_claim.exceeds_spread
     text = report.claims_markdown([imp_claim, random_claim])
-    assert ("- 20.00% sparsity: ett cifar_resnet_20→cifar_resnet_32 (append) is above random (cifar_resnet_32) by "
-            "10.00 ± 1.73 (n=3, 3 of 3 seeds above); exceeds the spread.") in text
-    assert "within the spread" in text
+    assert ("| 20.00 | ett cifar_resnet_20→cifar_resnet_32 (append) | random (cifar_resnet_32) | +10.00 ± 1.73 | 3 "
+            "| 3 / 0 | yes |") in text
+    assert "| imp (cifar_resnet_32) | +0.00 ± 1.73 | 3 | 2 / 1 | no |" in text
 
 
 def test_claims_with_one_seed_say_there_is_no_spread(tmp_path):
     records = [r for r in _claims_records() if r["seed"] == 0]
     claim = report.claims(records)[1]
     assert (claim.n, claim.std, claim.exceeds_spread) == (1, 0.0, False)
-    assert "one seed: no spread to compare" in report.claims_markdown([claim])
+    assert "| 1 | 1 / 0 | one seed |" in report.claims_markdown([claim])
     _write(tmp_path / "r" / "results.json", _claims_records())
     report.write_report([tmp_path / "r"], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "## Claims" in md and "is above random (cifar_resnet_32) by 10.00 ± 1.73" in md
+    assert "## Claims" in md and "| random (cifar_resnet_32) | +10.00 ± 1.73 | 3 | 3 / 0 | yes |" in md
     assert (tmp_path / "out" / "accuracy_vs_sparsity.png").stat().st_size > 10_000
