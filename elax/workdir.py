@@ -6,7 +6,7 @@
       rewind/           IMP runs: Orbax tree {params, batch_stats, step} of level 0 at the rewind step r
       level_XX/
         ticket/         Orbax tree {params, batch_stats, mask, step}: the ticket this level starts from
-        checkpoints/    Orbax CheckpointManager: the level's latest train state (the resume point)
+        checkpoints/    Orbax CheckpointManager: the level's two latest train states (the resume points)
         metrics.jsonl   one line per epoch: losses, accuracies, learning rate, time
 
 Standard library only, so that `elax.report` can read runs without JAX. Every file is written atomically.

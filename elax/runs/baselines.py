@@ -92,11 +92,10 @@ def synflow(ctx: RunContext, m: Matched):
     return m.dense.params, m.dense.batch_stats, mask
 
 
-def score_batches(ctx: RunContext) -> list:
+def score_batches(ctx: RunContext) -> "_Batches":
     """The batches SNIP/GraSP sum over: what training reads at steps 0, 1, ... (`baseline.snip_batches`, 0 = one
-    epoch). A list of step numbers turned into batches lazily, so an epoch is never held in memory at once."""
-    n = ctx.config.baseline.snip_batches or ctx.trainer.steps_per_epoch
-    return _Batches(ctx, n)
+    epoch), each made when reached, so an epoch is never held in memory at once."""
+    return _Batches(ctx, ctx.config.baseline.snip_batches or ctx.trainer.steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +110,18 @@ class _Batches:
 
 
 # Scores are computed in float32 by the dense ticket's own (float32) model, whatever the training dtype.
-_snip = lambda ctx, dense: scores.snip_scores(dense.model.apply, dense.params, dense.batch_stats,
-                                              score_batches(ctx))
-_grasp = lambda ctx, dense: scores.grasp_scores(dense.model.apply, dense.params, dense.batch_stats,
-                                                score_batches(ctx), temperature=ctx.config.baseline.grasp_temperature)
-_magnitude = lambda ctx, dense: pruning.magnitude_scores(dense.params)
+def _snip(ctx: RunContext, dense: Ticket):
+    return scores.snip_scores(dense.model.apply, dense.params, dense.batch_stats, score_batches(ctx))
+
+
+def _grasp(ctx: RunContext, dense: Ticket):
+    return scores.grasp_scores(dense.model.apply, dense.params, dense.batch_stats, score_batches(ctx),
+                               temperature=ctx.config.baseline.grasp_temperature)
+
+
+def _magnitude(ctx: RunContext, dense: Ticket):
+    return pruning.magnitude_scores(dense.params)
+
 
 BASELINES: dict[str, Callable] = {
     "reinit": reinit, "random": random, "magnitude": one_shot(_magnitude), "snip": one_shot(_snip),

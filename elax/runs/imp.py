@@ -73,7 +73,7 @@ def imp_ticket(ctx: RunContext, workdir: str, level: int) -> Ticket:
     previous = checkpoint.restore_state(wd.checkpoints_dir(workdir, level - 1), ctx.template_state)
     if int(previous.step) != ctx.total_steps:
         raise RuntimeError(f"level {level - 1} in {workdir} has not finished training (step {int(previous.step)} "
-                           f"of {ctx.total_steps}); delete its results record to retrain it.")
+                           f"of {ctx.total_steps}); delete {wd.level_dir(workdir, level - 1)} to retrain it.")
     lot = ctx.config.lottery
     mask = pruning.prune_magnitude(previous.params, previous.mask, lot.prune_fraction, ctx.prunable, lot.scope)
     _check_no_empty_layer(ctx, mask, level)

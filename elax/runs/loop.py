@@ -18,6 +18,7 @@ from elax import checkpoint, masks, train, workdir as wd
 from elax.runs.context import RunContext
 from elax.ticket import Ticket
 
+
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite: the level stops, its last good checkpoint is kept."""
 
@@ -70,10 +71,10 @@ def make_record(ctx: RunContext, state: train.TrainState, test: dict, level: int
     """The results.json record of a finished level (deterministic: no timings, so resumed runs match)."""
     kept, total = masks.count(state.mask, ctx.prunable)
     return {"level": level, "method": method, "model": ctx.model_name, "dataset": ctx.config.data.name,
-              "seed": ctx.config.seed, "recipe_id": wd.recipe_id(ctx.config.to_dict()),
-              "sparsity": 1.0 - kept / total, "kept_weights": kept, "prunable_weights": total,
-              "test_accuracy": test["accuracy"], "test_loss": test["loss"], "steps": int(state.step),
-              "rewind_step": ctx.rewind_step, **extra}
+            "seed": ctx.config.seed, "recipe_id": wd.recipe_id(ctx.config.to_dict()),
+            "sparsity": 1.0 - kept / total, "kept_weights": kept, "prunable_weights": total,
+            "test_accuracy": test["accuracy"], "test_loss": test["loss"], "steps": int(state.step),
+            "rewind_step": ctx.rewind_step, **extra}
 
 
 def _progress(total, initial, desc, enabled):
