@@ -151,3 +151,20 @@ def test_quickstart_recipe_learns_digits(tmp_path):
     (record,) = runs.run_imp(config, str(tmp_path / "quickstart"), log=lambda _: None)
     assert record["model"] == "cifar_resnet_14_8" and record["sparsity"] == 0.0
     assert record["test_accuracy"] >= 0.90
+
+
+def test_a_layer_emptied_by_global_pruning_is_said_not_refused(imp_run):
+    """Global pruning may empty a conv inside a residual block (the quickstart's level 5 does): survivable, so
+    the level trains and the log says which layer."""
+    from elax.runs import imp
+    workdir, _ = imp_run
+    ctx = runs.setup(tiny_config())
+    mask = runs.load_ticket(workdir, 3).mask
+    mask = {**mask, "stage3_block0": {**mask["stage3_block0"],
+                                      "conv2": {"kernel": np.zeros_like(mask["stage3_block0"]["conv2"]["kernel"])}}}
+    lines = []
+    imp._warn_empty_layers(ctx, mask, 4, lines.append)
+    assert lines == ["warning: level 4 prunes every weight of stage3_block0/conv2/kernel (global magnitude pruning "
+                     "emptied it); --config.lottery.scope=layer keeps weights in every layer."]
+    imp._warn_empty_layers(ctx, runs.load_ticket(workdir, 3).mask, 4, lines.append)
+    assert len(lines) == 1

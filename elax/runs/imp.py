@@ -30,7 +30,7 @@ def _train_level(ctx: RunContext, workdir: str, level: int, log) -> None:
         train_and_record(ctx, workdir, 0, functools.partial(dense_ticket, ctx), "level 0 (dense)", wd.IMP,
                          log=log, on_step={ctx.rewind_step: save_rewind})
     else:
-        train_and_record(ctx, workdir, level, functools.partial(imp_ticket, ctx, workdir, level),
+        train_and_record(ctx, workdir, level, functools.partial(imp_ticket, ctx, workdir, level, log=log),
                          f"level {level}", wd.IMP, log=log)
 
 
@@ -50,12 +50,13 @@ def check_levels_keep_weights(ctx: RunContext) -> None:
                                  "prune_fraction.")
 
 
-def _check_no_empty_layer(ctx: RunContext, mask, level: int) -> None:
+def _warn_empty_layers(ctx: RunContext, mask, level: int, log) -> None:
+    """Global pruning may empty a layer: fatal on a plain path (the signal stops), survivable inside a residual
+    block (the shortcut carries it), so it is said, not refused."""
     empty = [r.name for r in masks.layer_report(mask, ctx.prunable) if r.kept == 0]
     if empty:
-        raise ValueError(f"Level {level} would prune every weight of {empty[0]} (global magnitude pruning emptied "
-                         "the layer), so the network could not learn. Stop at fewer levels, or use "
-                         "--config.lottery.scope=layer.")
+        log(f"warning: level {level} prunes every weight of {', '.join(empty)} (global magnitude pruning emptied "
+            f"{'it' if len(empty) == 1 else 'them'}); --config.lottery.scope=layer keeps weights in every layer.")
 
 
 def dense_ticket(ctx: RunContext) -> Ticket:
@@ -68,7 +69,7 @@ def _save_rewind(path: str, state) -> None:
     checkpoint.save_tree(path, {"params": state.params, "batch_stats": state.batch_stats, "step": int(state.step)})
 
 
-def imp_ticket(ctx: RunContext, workdir: str, level: int) -> Ticket:
+def imp_ticket(ctx: RunContext, workdir: str, level: int, log=print) -> Ticket:
     """Prune level-1's final weights, then rewind the survivors: rewind params * mask, rewind BN, mask."""
     previous = checkpoint.restore_state(wd.checkpoints_dir(workdir, level - 1), ctx.template_state)
     if int(previous.step) != ctx.total_steps:
@@ -76,7 +77,7 @@ def imp_ticket(ctx: RunContext, workdir: str, level: int) -> Ticket:
                            f"of {ctx.total_steps}); delete {wd.level_dir(workdir, level - 1)} to retrain it.")
     lot = ctx.config.lottery
     mask = pruning.prune_magnitude(previous.params, previous.mask, lot.prune_fraction, ctx.prunable, lot.scope)
-    _check_no_empty_layer(ctx, mask, level)
+    _warn_empty_layers(ctx, mask, level, log)
     rewind = load_rewind(workdir)
     return Ticket(ctx.model, ctx.model_name, mask, masks.apply(rewind["params"], mask), rewind["batch_stats"],
                   level=level, rewind_step=ctx.rewind_step)
