@@ -41,10 +41,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     workdir = os.path.expanduser(workdir)
     config_lib.validate(config)
     if config.train.deterministic:
-        # Before the first JAX computation: the GPU backend reads XLA_FLAGS when it starts. No effect on CPU.
-        flags = os.environ.get("XLA_FLAGS", "")
-        if "--xla_gpu_deterministic_ops" not in flags:
-            os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+        use_deterministic_gpu_kernels()
     import jax
     enable_compilation_cache()
     print(f"elax {config.mode} run in {os.path.abspath(workdir)} on {jax.device_count()} "
@@ -58,6 +55,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     records = RUNNERS[config.mode](config, workdir, log=lambda line: print(line, flush=True))
     if config.mode != "experiment":
         print_table(records)
+
+
+def use_deterministic_gpu_kernels() -> None:
+    """Ask XLA for deterministic GPU kernels (bit-identical resumes). Call before the first JAX computation: the
+    GPU backend reads XLA_FLAGS when it starts. No effect on CPU, whose kernels are deterministic."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
 
 
 def expand_paths(config: ml_collections.ConfigDict) -> None:

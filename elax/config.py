@@ -124,10 +124,10 @@ def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_sha
     if t.batch_size > num_train:
         _fail("train.batch_size", f"{t.batch_size} is larger than the {num_train} training images.",
               "Use a smaller batch (or more data).")
-    total = t.epochs * steps_per_epoch(num_train, t.batch_size)
-    if c.lottery.rewind_steps >= total:
+    per_epoch = steps_per_epoch(num_train, t.batch_size)
+    if c.lottery.rewind_steps >= t.epochs * per_epoch:
         _fail("lottery.rewind_steps", f"{c.lottery.rewind_steps} is not before the end of training "
-              f"({t.epochs} epochs x {steps_per_epoch(num_train, t.batch_size)} steps = {total}), so pruned levels "
+              f"({t.epochs} epochs x {per_epoch} steps = {t.epochs * per_epoch}), so pruned levels "
               "would train nothing.", "Use a smaller rewind step or more epochs.")
 
 

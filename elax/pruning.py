@@ -15,15 +15,14 @@ from elax.masks import Predicate, default_prunable
 
 
 def _flat(tree, prunable):
-    """(treedef, leaves, is_prunable flags) of `tree` with leaves as numpy arrays."""
+    """(treedef, leaves, is_prunable flags, path strings) of `tree` with leaves as numpy arrays."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     leaves = [np.asarray(leaf) for _, leaf in flat]
-    return treedef, leaves, [prunable(path, leaf) for path, leaf in flat]
+    return treedef, leaves, [prunable(path, leaf) for path, leaf in flat], [masks_lib.path_str(p) for p, _ in flat]
 
 
-def _check_finite(scores, score_leaves, mask_leaves, is_prunable) -> None:
+def _check_finite(paths, score_leaves, mask_leaves, is_prunable) -> None:
     """NaN/inf scores of alive weights (e.g. the weights of a diverged run) would be ranked silently: refuse."""
-    paths = [masks_lib.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(scores)[0]]
     for path, score, alive, prunable in zip(paths, score_leaves, mask_leaves, is_prunable):
         if prunable and not np.all(np.isfinite(score[alive])):
             raise ValueError(f"Pruning scores of {path!r} are NaN or infinite (did the training diverge?); "
@@ -46,9 +45,9 @@ def keep_top(scores, mask, n_keep_fn, prunable: Predicate = default_prunable, sc
     Non-prunable leaves come back all-True.
     """
     masks_lib.validate(mask, scores)
-    treedef, score_leaves, is_prunable = _flat(scores, prunable)
+    treedef, score_leaves, is_prunable, paths = _flat(scores, prunable)
     mask_leaves = [np.asarray(m) for m in jax.tree.leaves(mask)]
-    _check_finite(scores, score_leaves, mask_leaves, is_prunable)
+    _check_finite(paths, score_leaves, mask_leaves, is_prunable)
     out = [np.ones(m.shape, bool) for m in mask_leaves]
     groups = [[i] for i, p in enumerate(is_prunable) if p]
     if scope == "global":

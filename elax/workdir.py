@@ -220,9 +220,8 @@ def load_results(workdir: str) -> list[dict]:
     return read_json(os.path.join(workdir, RESULTS_FILE), default=[])
 
 
-def find_record(workdir: str, level: int, method: str | None = None) -> dict | None:
-    return next((r for r in load_results(workdir)
-                 if r.get("level") == level and (method is None or r.get("method") == method)), None)
+def find_record(workdir: str, level: int) -> dict | None:
+    return next((r for r in load_results(workdir) if r.get("level") == level), None)
 
 
 def add_record(workdir: str, record: dict) -> None:

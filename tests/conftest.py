@@ -9,9 +9,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # Deterministic GPU kernels (config train.deterministic), so that "a resumed run ends identical" holds on GPUs
-# too; CPU kernels are deterministic anyway and ignore the flag.
-if "--xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+# too (subprocesses inherit it); CPU kernels are deterministic anyway and ignore the flag.
+from elax.cli import use_deterministic_gpu_kernels  # noqa: E402  (imports no JAX)
+use_deterministic_gpu_kernels()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

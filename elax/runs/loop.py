@@ -135,11 +135,15 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
     return state, test
 
 
+@jax.jit
+def _all_finite(tree):
+    """One device reduction (not one eager call per leaf) per chunk of steps."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
 def _check_finite(state, sums, step: int, desc: str, lr: float) -> None:
     """Stop at once when the loss or a weight is NaN/inf: nothing of it is saved, the last checkpoint stays."""
-    finite = jnp.isfinite(sums["loss"]) & jnp.all(jnp.array([jnp.all(jnp.isfinite(p))
-                                                             for p in jax.tree.leaves(state.params)]))
-    if not bool(finite):
+    if not bool(_all_finite((sums["loss"], state.params))):
         raise TrainingDiverged(f"{desc} diverged by step {step}: the loss or weights are NaN or infinite. Lower "
                                f"--config.train.lr (now {lr}) or add --config.train.warmup_epochs; the last good "
                                "checkpoint is kept and the same command resumes from it.")
