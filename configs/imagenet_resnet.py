@@ -2,11 +2,12 @@
 SGD lr 0.4, momentum 0.9, weight decay 1e-4, LR x0.1 at epochs 30, 60 and 80 after a 5-epoch linear warmup from
 0, rewind to epoch 5; RandomResizedCrop 224 (scale 0.1-1, ratio 0.8-1.25) + flip, eval resize 256 / centre 224.
 
-    python main.py --config configs/imagenet_resnet.py --workdir runs/r18         # ResNet-18
-    python main.py --config configs/imagenet_resnet.py:26 --workdir runs/r26      # 18, 26, 34, 50
+    python main.py --config configs/imagenet_resnet.py --workdir runs/r18 --config.data.dir=/data/imagenet
+    python main.py --config configs/imagenet_resnet.py:26 --workdir runs/r26 ...    # 18, 26, 34, 50
 
-ImageNet does not fit in memory: it needs the streamed input pipeline, which elax does not have yet, so this
-config stops at once with that message (rather than running out of memory).
+ImageNet is streamed from disk by Grain (data.source=auto picks it): data.dir is either an ImageFolder tree
+(train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) or a tensorflow_datasets data dir where imagenet2012 was prepared in
+array_record format. Several hosts: see "Multi-host runs" in the README.
 """
 
 from elax.config import default_config
@@ -19,6 +20,8 @@ def get_config(depth: str = "18"):
     config.mode = "imp"
     config.model.name = f"imagenet_resnet_{int(depth)}"
     config.data.name = "imagenet2012"
+    config.data.image_size, config.data.resize_size = 224, 256
+    config.data.crop_scale, config.data.crop_ratio = (0.1, 1.0), (0.8, 1.25)
     config.train.epochs = 90
     config.train.batch_size = 1024
     config.train.lr = 0.4

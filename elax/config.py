@@ -19,6 +19,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.dir = ""            # "" = default places (see elax.data.looks_for)
     c.data.augment = True      # random crop (pad 4) + horizontal flip
     c.data.train_subset = 0    # train on this many images (a fixed subset, the same for every seed); 0 = all
+    c.data.source = "auto"     # auto | device | stream: the whole dataset on the devices, or streamed from disk by
+    #                            Grain (auto: stream imagenet2012/imagefolder, device for the rest)
+    c.data.workers = -1        # stream: Grain worker processes; -1 = one per CPU core (max 16); 0 = threads here
+    c.data.image_size = 224    # stream, encoded images: train RandomResizedCrop / eval centre crop (pixels)
+    c.data.resize_size = 256   # stream, encoded images: eval resizes the shorter side to this, then crops
+    c.data.crop_scale = (0.1, 1.0)    # stream, encoded images: RandomResizedCrop area range (ELTH.md section 2)
+    c.data.crop_ratio = (0.8, 1.25)   # stream, encoded images: RandomResizedCrop aspect ratio range
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 160
@@ -89,14 +96,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _fail("mode", f"unknown mode {c.mode!r}.", f"Valid: {', '.join(modes())}.")
     if c.mode == "report":
         return
-    from elax import data  # light: no dataset is read
-    if c.data.name in data.STREAMED_ONLY:
-        _fail("data.name", f"{c.data.name} does not fit in memory: it needs the streamed input pipeline, which "
-              "elax does not have yet.", "Use a dataset that fits (cifar10, cifar100, mnist, fashion_mnist, digits).")
-    if c.data.name not in data.DATASETS:
-        _fail("data.name", f"unknown dataset {c.data.name!r}.", f"Valid: {', '.join(data.DATASETS)}.")
-    if c.data.train_subset < 0:
-        _fail("data.train_subset", f"must be >= 0 (0 = the whole training split), got {c.data.train_subset}.")
+    _validate_data(c.data)
     _validate_model("model.name", c.model.name)
     _validate_train(c.train)
     _validate_lottery(c.lottery)
@@ -129,6 +129,32 @@ def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_sha
         _fail("lottery.rewind_steps", f"{c.lottery.rewind_steps} is not before the end of training "
               f"({t.epochs} epochs x {per_epoch} steps = {t.epochs * per_epoch}), so pruned levels "
               "would train nothing.", "Use a smaller rewind step or more epochs.")
+
+
+def _validate_data(d) -> None:
+    from elax import data  # light: no dataset is read
+    if d.name not in data.DATASETS + data.STREAMED_ONLY:
+        _fail("data.name", f"unknown dataset {d.name!r}.", f"Valid: {', '.join(data.DATASETS + data.STREAMED_ONLY)}.")
+    if d.get("source", "auto") not in data.SOURCES:
+        _fail("data.source", f"unknown source {d.source!r}.", f"Valid: {', '.join(data.SOURCES)}.")
+    if d.name in data.STREAMED_ONLY and d.get("source") == "device":
+        _fail("data.source", f"{d.name} does not fit on a device.", "Use --config.data.source=stream (or auto).")
+    if d.train_subset < 0:
+        _fail("data.train_subset", f"must be >= 0 (0 = the whole training split), got {d.train_subset}.")
+    if d.train_subset and d.name in data.STREAMED_ONLY:
+        _fail("data.train_subset", f"applies to datasets held in memory, not to {d.name}.", "Leave it 0.")
+    if not data.is_streamed(d):
+        return
+    if d.workers < -1:
+        _fail("data.workers", f"must be >= -1 (-1 = one per CPU core, 0 = threads in this process), got {d.workers}.")
+    if not 0 < d.image_size <= d.resize_size:
+        _fail("data.image_size", f"must be > 0 and <= data.resize_size ({d.resize_size}), got {d.image_size}.")
+    low, high = d.crop_scale
+    if not 0 < low <= high <= 1:
+        _fail("data.crop_scale", f"must be (low, high) with 0 < low <= high <= 1, got {tuple(d.crop_scale)}.")
+    low, high = d.crop_ratio
+    if not 0 < low <= high:
+        _fail("data.crop_ratio", f"must be (low, high) with 0 < low <= high, got {tuple(d.crop_ratio)}.")
 
 
 def _validate_model(key: str, name: str) -> None:

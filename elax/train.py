@@ -137,9 +137,20 @@ class Trainer:
                                     schedule=self.schedule, masked=self.masked)
         return state, jax.tree.map(jnp.add, totals, metrics)
 
-    def batch(self, data: data_lib.DeviceSource, step: int):
+    def batch(self, data, step: int):
         """The normalised (augmented) batch that training reads at global `step`: SNIP/GraSP score batches."""
+        if isinstance(data, data_lib.StreamSource):
+            images, labels = data.host_batch(self.batch_spec, step)
+            sharding = NamedSharding(self.mesh, P("data"))
+            images = jax.make_array_from_process_local_data(sharding, images)
+            labels = jax.make_array_from_process_local_data(sharding, labels)
+            return self._jit_normalize(images, mean=data.mean, std=data.std), labels
         return self._jit_batch(data, jnp.asarray(step, jnp.int32))
+
+    @functools.cached_property
+    def _jit_normalize(self):
+        return jax.jit(lambda x, mean, std: data_lib.normalize(x, mean, std, self.compute_dtype),
+                       static_argnames=("mean", "std"))
 
     @functools.cached_property
     def _jit_batch(self):
@@ -176,12 +187,15 @@ class Trainer:
         """Whether `train_steps` runs many steps in one jitted fori_loop (`fused_loop`, default: on accelerators)."""
         return self.fused_loop if self.fused_loop is not None else fused_by_default()
 
-    def train_steps(self, state: TrainState, data: data_lib.DeviceSource, num_steps: int):
-        """Run `num_steps` steps (not crossing an epoch boundary); returns (state, summed metrics).
+    def train_steps(self, state: TrainState, data, num_steps: int):
+        """Run `num_steps` steps (not crossing an epoch boundary) on a DeviceSource or StreamSource; returns
+        (state, summed metrics).
 
         `state` is donated: use the returned state, not the one passed in.
         """
         state = self.replicate(state)
+        if isinstance(data, data_lib.StreamSource):
+            return self._train_streamed(state, data, num_steps)
         if self.runs_fused:
             return self._run_steps(state, data, jnp.asarray(num_steps, jnp.int32))
         order = self._jit_epoch_order(state.step, data)
@@ -189,6 +203,45 @@ class Trainer:
         for _ in range(num_steps):
             state, totals = self._one_step(state, totals, data, order)
         return state, totals
+
+    # -- streamed input: batches built on the host, one jitted call per step -----------------------------
+    def _train_streamed(self, state, data, num_steps: int):
+        totals = self.replicate(_zero_metrics())
+        for images, labels in data.train_batches(self.batch_spec, int(state.step), num_steps, self.mesh):
+            state, totals = self._host_step(state, totals, images, labels, mean=data.mean, std=data.std)
+        return state, totals
+
+    @functools.cached_property
+    def _host_step(self):
+        def step(state, totals, images, labels, mean, std):
+            images = data_lib.normalize(images, mean, std, self.compute_dtype)
+            state, metrics = train_step(state, images, labels, apply_fn=self.model.apply, tx=self.tx,
+                                        schedule=self.schedule, masked=self.masked)
+            return state, jax.tree.map(jnp.add, totals, metrics)
+
+        return jax.jit(step, donate_argnums=(0, 1), static_argnames=("mean", "std"),
+                       out_shardings=NamedSharding(self.mesh, P()))
+
+    def _evaluate_streamed(self, params, batch_stats, data) -> dict:
+        params, batch_stats = self.replicate((params, batch_stats))
+        sums = self.replicate(jnp.zeros(2, jnp.float32))
+        for images, labels, valid in data.eval_batches(self.eval_batch_size, self.mesh):
+            sums = sums + self._eval_batch(params, batch_stats, images, labels, valid, mean=data.mean,
+                                           std=data.std)
+        loss, correct = (float(v) for v in sums)
+        n = len(data.test_records)
+        return {"loss": loss / n, "accuracy": correct / n}
+
+    @functools.cached_property
+    def _eval_batch(self):
+        def one(params, batch_stats, images, labels, valid, mean, std):
+            x = data_lib.normalize(images, mean, std, self.compute_dtype)
+            logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            return jnp.stack([jnp.sum(jnp.where(valid, losses, 0.0)),
+                              jnp.sum((jnp.argmax(logits, -1) == labels) & valid).astype(jnp.float32)])
+
+        return jax.jit(one, static_argnames=("mean", "std"), out_shardings=NamedSharding(self.mesh, P()))
 
     # -- evaluation -----------------------------------------------------------------------------------------
     @functools.cached_property
@@ -220,6 +273,10 @@ class Trainer:
 
     def evaluate(self, params, batch_stats, data: data_lib.DeviceSource, split: str = "test") -> dict:
         """Mean loss and accuracy over a whole split, BatchNorm in inference mode."""
+        if isinstance(data, data_lib.StreamSource):
+            if split != "test":
+                raise ValueError("A streamed source evaluates its test split only.")
+            return self._evaluate_streamed(params, batch_stats, data)
         images, labels = (data.test_images, data.test_labels) if split == "test" else (
             data.train_images, data.train_labels)
         params, batch_stats = self.replicate((params, batch_stats))

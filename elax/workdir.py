@@ -40,10 +40,15 @@ ETT_KEYS = ("source_model", "source_level", "strategy")
 RECIPE_KEYS = ("data.name", "data.augment", "data.train_subset", "train.epochs", "train.batch_size", "train.lr",
                "train.momentum", "train.weight_decay", "train.milestones", "train.gamma", "train.warmup_epochs",
                "train.dtype", "lottery.prune_fraction", "lottery.rewind_steps", "lottery.scope", "lottery.exclude")
+# Settings of the streamed input pipeline: they shape the images, so they are part of a streamed run's recipe (and
+# absent from the recipes of device-resident runs, whose ids stay those of runs from before streaming existed).
+STREAM_RECIPE_KEYS = ("data.source", "data.image_size", "data.resize_size", "data.crop_scale", "data.crop_ratio")
+# Datasets read only through the streamed pipeline (elax.data.STREAMED_ONLY).
+STREAMED_DATASETS = ("imagenet2012", "imagefolder")
 # Config keys that may change when a run resumes (they extend the run or change only speed/output).
 RESUMABLE_CHANGES = ("lottery.levels", "transfer.levels", "baseline.levels", "progress", "train.steps_per_call",
                      "train.eval_batch_size", "train.deterministic", "train.checkpoint_every_secs", "report",
-                     "data.dir", "experiment")
+                     "data.dir", "data.workers", "experiment")
 
 
 # -- paths -------------------------------------------------------------------------------------------------------
@@ -119,7 +124,8 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def recipe(config: dict) -> dict:
     """The result-changing settings of a config dict ({'train.lr': 0.1, ...})."""
     flat = flatten(config)
-    return {key: flat.get(key) for key in RECIPE_KEYS}
+    streamed = flat.get("data.source") == "stream" or flat.get("data.name") in STREAMED_DATASETS
+    return {key: flat.get(key) for key in RECIPE_KEYS + (STREAM_RECIPE_KEYS if streamed else ())}
 
 
 def recipe_id(config: dict) -> str:
@@ -131,7 +137,8 @@ def recipe_id(config: dict) -> str:
 def recipe_differences(a: dict, b: dict) -> list[str]:
     """'train.lr: 0.1 vs 0.05' for every recipe key on which config dicts `a` and `b` differ."""
     ra, rb = recipe(a), recipe(b)
-    return [f"{k}: {ra[k]!r} vs {rb[k]!r}" for k in RECIPE_KEYS if ra[k] != rb[k]]
+    keys = list(ra) + [k for k in rb if k not in ra]
+    return [f"{k}: {ra.get(k)!r} vs {rb.get(k)!r}" for k in keys if ra.get(k) != rb.get(k)]
 
 
 def run_config(workdir: str, what: str = "") -> dict:

@@ -13,10 +13,19 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from elax.workdir import STREAMED_DATASETS
+
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10, "digits": 10}
 DATASETS = tuple(_NUM_CLASSES)
-# Datasets too large to hold in memory: they need a streamed input pipeline.
-STREAMED_ONLY = ("imagenet2012",)
+# Datasets read through the streamed input pipeline only (too large to hold in memory, or folders of files).
+STREAMED_ONLY = STREAMED_DATASETS
+SOURCES = ("auto", "device", "stream")
+
+
+def is_streamed(data_config) -> bool:
+    """Whether a run's `config.data` streams its data (`data.source`, auto: the STREAMED_ONLY datasets)."""
+    source = data_config.get("source", "auto")
+    return source == "stream" or (source == "auto" and data_config.name in STREAMED_ONLY)
 
 # Debian packages install IDX files here (e.g. `dataset-fashion-mnist`).
 _SYSTEM_DIRS = {

@@ -39,6 +39,7 @@ class DeviceSource:
     test_labels: jax.Array
     mean: tuple = flax.struct.field(pytree_node=False)
     std: tuple = flax.struct.field(pytree_node=False)
+    num_classes: int = flax.struct.field(pytree_node=False)
 
     @property
     def num_train(self) -> int:
@@ -47,6 +48,9 @@ class DeviceSource:
     @property
     def image_shape(self) -> tuple:
         return tuple(self.train_images.shape[1:])
+
+    def describe(self) -> str:
+        return "held on the devices (data.source=device)"
 
     def epoch_order(self, spec: BatchSpec, step):
         """The permutation of the training set that the epoch of `step` reads."""
@@ -71,4 +75,4 @@ def put_on_devices(dataset, mesh) -> DeviceSource:
     put = lambda x: jax.device_put(np.asarray(x), replicated)
     return DeviceSource(put(dataset.train_images), put(dataset.train_labels.astype(np.int32)),
                         put(dataset.test_images), put(dataset.test_labels.astype(np.int32)),
-                        tuple(dataset.mean), tuple(dataset.std))
+                        tuple(dataset.mean), tuple(dataset.std), dataset.num_classes)

@@ -43,7 +43,7 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
                          f"Set --config.model.name={reference_config['model']['name']} or use another reference.")
     config = inherit_recipe(config, reference_config, "reference run", log)
     levels = select_levels(b.levels, reference_records, minimum=1)
-    ctx = setup(config)
+    ctx = setup(config, log)
     with wd.claimed(workdir, config.to_dict()):
         for level in levels:
             if wd.finished(workdir, level):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
@@ -18,7 +19,7 @@ class RunContext:
 
     config: ml_collections.ConfigDict
     model: Any
-    data: data_lib.DeviceSource
+    data: data_lib.DeviceSource | data_lib.StreamSource
     trainer: train.Trainer
     num_classes: int
 
@@ -55,17 +56,38 @@ class RunContext:
         return train.create_state(params, batch_stats, mask, self.trainer.tx, step)
 
 
-def setup(config: ml_collections.ConfigDict) -> RunContext:
-    """Validate `config`, load the data onto the devices, and build the model and trainer."""
+def setup(config: ml_collections.ConfigDict, log=None) -> RunContext:
+    """Validate `config`, open the data (on the devices, or streamed), and build the model and trainer."""
     config_lib.validate(config)
-    dataset = data_lib.load(config.data.name, config.data.dir or None)
-    dataset = data_lib.train_subset(dataset, config.data.train_subset)
-    config_lib.validate_for_dataset(config, len(dataset.train_labels), dataset.train_images.shape[1:])
+    mesh = train.make_mesh()
+    data = _open_stream(config.data) if data_lib.is_streamed(config.data) else _load_on_devices(config.data, mesh)
+    if log:
+        log(f"data: {config.data.name}, {data.num_train} training images, {data.describe()}")
+    config_lib.validate_for_dataset(config, data.num_train, data.image_shape)
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
-    model = get_model(config.model.name, num_classes=dataset.num_classes, dtype=dtype)
-    trainer = make_trainer(config, model, len(dataset.train_labels), train.make_mesh(), dtype)
-    data = data_lib.put_on_devices(dataset, trainer.mesh)
-    return RunContext(config, model, data, trainer, dataset.num_classes)
+    model = get_model(config.model.name, num_classes=data.num_classes, dtype=dtype)
+    trainer = make_trainer(config, model, data.num_train, mesh, dtype)
+    return RunContext(config, model, data, trainer, data.num_classes)
+
+
+def _load_on_devices(d: ml_collections.ConfigDict, mesh) -> data_lib.DeviceSource:
+    dataset = data_lib.train_subset(data_lib.load(d.name, d.dir or None), d.train_subset)
+    return data_lib.put_on_devices(dataset, mesh)
+
+
+def _open_stream(d: ml_collections.ConfigDict) -> data_lib.StreamSource:
+    """Records of an encoded dataset on disk, or of a dataset held in memory (`data.source=stream`)."""
+    from elax.data import records
+    workers = min(16, os.cpu_count() or 1) if d.workers == -1 else d.workers
+    options = data_lib.ImageOptions(d.image_size, d.resize_size, tuple(d.crop_scale), tuple(d.crop_ratio))
+    if d.name in data_lib.STREAMED_ONLY:
+        s = records.open_splits(d.name, d.dir)
+        return data_lib.StreamSource(s.train, s.test, s.num_classes, s.mean, s.std, options, workers, s.where)
+    dataset = data_lib.train_subset(data_lib.load(d.name, d.dir or None), d.train_subset)
+    return data_lib.StreamSource(
+        records.ArrayRecords(dataset.train_images, dataset.train_labels),
+        records.ArrayRecords(dataset.test_images, dataset.test_labels), dataset.num_classes, dataset.mean,
+        dataset.std, options, workers, dataset.source)
 
 
 def make_trainer(config: ml_collections.ConfigDict, model, num_train: int, mesh, dtype,

@@ -19,7 +19,7 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     source_config, source_records = source_run(t.source, "transfer.source")
     config = inherit_recipe(config, source_config, "source run", log)
     levels = select_levels(t.levels, source_records)
-    ctx = setup(config)
+    ctx = setup(config, log)
     source_model = source_config["model"]["name"]
     with wd.claimed(workdir, config.to_dict()):
         for level in levels:

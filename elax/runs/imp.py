@@ -15,7 +15,7 @@ from elax.ticket import Ticket
 
 def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
     """IMP with rewinding: level 0 dense (rewind state saved at step r), then prune, rewind, retrain."""
-    ctx = setup(config)  # validates the config first
+    ctx = setup(config, log)  # validates the config first
     check_levels_keep_weights(ctx)
     with wd.claimed(workdir, config.to_dict()):
         for level in range(config.lottery.levels + 1):

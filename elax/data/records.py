@@ -1,0 +1,181 @@
+"""Random-access image records for the streamed pipeline: record i -> (image, label), where the image is encoded
+bytes (JPEG folders, TFDS array_record) or a decoded uint8 array (a dataset held in memory). Picklable, since
+Grain's worker processes receive them; no JAX here.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolder:
+    """`root/<class>/<image>` (torchvision's ImageFolder layout): classes are the sorted sub-folder names."""
+
+    root: str
+    classes: tuple
+    files: np.ndarray       # '<class>/<file>' of every image, sorted
+    labels: np.ndarray      # int32
+    encoded = True
+
+    @classmethod
+    def scan(cls, root: str, classes: tuple | None = None) -> "ImageFolder":
+        """Index `root`; `classes` (the train split's) fixes the label of each folder name for other splits."""
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{root} does not exist: an ImageFolder split is a folder of class folders "
+                                    "(train/<class>/*.JPEG, val/<class>/*.JPEG).")
+        found = tuple(sorted(e.name for e in os.scandir(root) if e.is_dir()))
+        classes = found if classes is None else tuple(classes)
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise ValueError(f"{root} has class folders the training split lacks: {unknown[:5]}. Both splits "
+                             "need the same class folder names.")
+        files, labels = [], []
+        for label, name in enumerate(classes):
+            folder = os.path.join(root, name)
+            if not os.path.isdir(folder):
+                continue
+            images = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+            files += [f"{name}/{f}" for f in images]
+            labels += [label] * len(images)
+        if not files:
+            raise FileNotFoundError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders.")
+        return cls(root, classes, np.asarray(files), np.asarray(labels, np.int32))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[bytes, int]:
+        with open(os.path.join(self.root, str(self.files[index])), "rb") as f:
+            return f.read(), int(self.labels[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class TFDSRecords:
+    """A prepared TFDS dataset in array_record format (`tfds.data_source`), images left encoded."""
+
+    name: str
+    split: str
+    data_dir: str
+    encoded = True
+
+    @property
+    def _source(self):
+        # Opened lazily in each process (file handles do not pickle), once per process.
+        source = _TFDS_OPEN.get(self)
+        if source is None:
+            import tensorflow_datasets as tfds
+            source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir, download=False,
+                                      decoders={"image": tfds.decode.SkipDecoding()})
+            _TFDS_OPEN[self] = source
+        return source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> tuple[bytes, int]:
+        example = self._source[int(index)]
+        return example["image"], int(example["label"])
+
+    @property
+    def num_classes(self) -> int:
+        import tensorflow_datasets as tfds
+        return tfds.builder(self.name, data_dir=self.data_dir).info.features["label"].num_classes
+
+
+_TFDS_OPEN: dict = {}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArrayRecords:
+    """Decoded uint8 images [N, H, W, C] held in memory (a small dataset read through the streamed path)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    encoded = False
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.images[index], int(self.labels[index])
+
+
+# -- finding a streamed dataset on disk ---------------------------------------------------------------------------
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)   # of images / 255 (torchvision's); used for every ImageFolder dataset
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_EVAL_SPLITS = ("val", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The records of a streamed dataset and what normalises them."""
+
+    train: object
+    test: object
+    num_classes: int
+    mean: tuple
+    std: tuple
+    where: str
+
+
+def open_splits(name: str, data_dir: str) -> Splits:
+    """`imagefolder` (DIR/train/<class>/*, DIR/val/<class>/*) or `imagenet2012` (a TFDS array_record data dir, or
+    an ImageFolder tree): never downloads; a missing dataset names every place looked and how to provide it."""
+    roots = [data_dir] if data_dir else _default_roots()
+    looked = []
+    for root in roots:
+        root = os.path.abspath(os.path.expanduser(root))
+        if name != "imagefolder":
+            tfds_dir = _tfds_dir(root, name)
+            looked.append(f"{os.path.join(root, name, '<version>')} (tensorflow_datasets, array_record)")
+            if tfds_dir is not None:
+                return _tfds_splits(name, root)
+        for folder in ([root] if name == "imagefolder" or data_dir else [root, os.path.join(root, name)]):
+            looked.append(f"{folder}/train and {folder}/val (ImageFolder: <split>/<class>/<image>)")
+            if os.path.isdir(os.path.join(folder, "train")):
+                return _folder_splits(folder)
+    advice = ("pass --config.data.dir=DIR with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (the val images "
+              "sorted into class folders)")
+    if name != "imagefolder":
+        advice += (f", or DIR a tensorflow_datasets data dir where `{name}` was prepared in array_record format "
+                   "(needs TensorFlow once: see the README)")
+    places = "\n".join(f"  - {p}" for p in looked)
+    raise FileNotFoundError(f"dataset {name!r} not found. Looked in:\n{places}\nTo provide it: {advice}.")
+
+
+def _default_roots() -> list[str]:
+    roots = [os.environ["ELAX_DATA_DIR"]] if os.environ.get("ELAX_DATA_DIR") else []
+    return roots + ["~/tensorflow_datasets", "~/.elax/data", os.path.join(os.getcwd(), "data")]
+
+
+def _tfds_dir(root: str, name: str) -> str | None:
+    import glob
+    infos = glob.glob(os.path.join(glob.escape(root), name, "*", "dataset_info.json"))
+    return os.path.dirname(infos[0]) if infos else None
+
+
+def _folder_splits(folder: str) -> Splits:
+    train = ImageFolder.scan(os.path.join(folder, "train"))
+    split = next((s for s in _EVAL_SPLITS if os.path.isdir(os.path.join(folder, s))), None)
+    if split is None:
+        raise FileNotFoundError(f"{folder} has train/ but no evaluation split ({', '.join(_EVAL_SPLITS)}/ with the "
+                                "same class folders).")
+    test = ImageFolder.scan(os.path.join(folder, split), train.classes)
+    return Splits(train, test, len(train.classes), IMAGENET_MEAN, IMAGENET_STD, f"ImageFolder {folder}")
+
+
+def _tfds_splits(name: str, root: str) -> Splits:
+    train = TFDSRecords(name, "train", root)
+    try:
+        len(train)
+    except Exception as e:  # tfds raises various types for a dataset prepared as tfrecord or damaged
+        raise ValueError(f"{name} in {root} cannot be read as array_record ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}). Prepare it with `tfds build {name} "
+                         "--file_format=array_record`.") from None
+    return Splits(train, TFDSRecords(name, "validation", root), train.num_classes, IMAGENET_MEAN, IMAGENET_STD,
+                  f"tensorflow_datasets {root}")

@@ -1,0 +1,169 @@
+"""The streamed input pipeline (Grain): same batches as the device source, ImageFolder/TFDS records, ImageNet
+augmentation, and resumable training of a tiny ImageNet ResNet on a JPEG folder written here."""
+
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import synthetic_dataset, tiny_config
+from elax import data, masks, models, runs, train, workdir as wd
+from elax.data import images as image_ops, records
+
+
+def _stream_of(dataset, workers=0):
+    return data.StreamSource(records.ArrayRecords(dataset.train_images, dataset.train_labels),
+                             records.ArrayRecords(dataset.test_images, dataset.test_labels), dataset.num_classes,
+                             dataset.mean, dataset.std, workers=workers)
+
+
+def _write_jpegs(root, counts, seed=0):
+    """root/<split>/<class>/*.JPEG of random content and sizes around 40x48 px."""
+    import simplejpeg
+    rng = np.random.default_rng(seed)
+    for split, per_class in counts.items():
+        for c in ("ant", "bee", "cat"):
+            os.makedirs(root / split / c)
+            for i in range(per_class):
+                h, w = rng.integers(36, 48, size=2)
+                image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                (root / split / c / f"{i}.JPEG").write_bytes(simplejpeg.encode_jpeg(image, quality=90))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def jpeg_dir(tmp_path_factory):
+    """3 classes x 8 training and 3 classes x 2 validation JPEGs."""
+    return _write_jpegs(tmp_path_factory.mktemp("jpegs"), {"train": 8, "val": 2})
+
+
+def test_stream_gives_the_device_sources_batches_and_evaluation():
+    dataset = synthetic_dataset()   # 80 training images: batch 16 x 5 steps, epochs of another order each
+    mesh = train.make_mesh()
+    device, stream = data.put_on_devices(dataset, mesh), _stream_of(dataset)
+    spec = data.BatchSpec(seed=3, batch_size=24, steps_per_epoch=4, augment=False)  # 96 > 80: the last wraps
+    for step in (0, 1, 3, 4, 6):    # a jump back, mid-epoch starts, the wrapped batch, the next epoch
+        images, labels = device.train_batch(spec, step, device.epoch_order(spec, step))
+        ((raw, streamed_labels),) = list(stream.train_batches(spec, step, 1, mesh))
+        np.testing.assert_array_equal(np.asarray(data.normalize(raw, dataset.mean, dataset.std)), images)
+        np.testing.assert_array_equal(streamed_labels, labels)
+    model = models.get_model("cifar_resnet_8_4")
+    variables = models.init_variables(model, jax.random.key(0), dataset.train_images.shape[1:])
+    trainer = train.Trainer(model, train.make_optimizer(0.9, 0.0), lambda s: 0.1, mesh, batch_size=16,
+                            steps_per_epoch=5, seed=0, augment=False, eval_batch_size=8)  # 13 test: one padded
+    expected = trainer.evaluate(variables["params"], variables["batch_stats"], device)
+    got = trainer.evaluate(variables["params"], variables["batch_stats"], stream)
+    assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-7)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+
+
+def test_worker_processes_give_the_batches_of_threads():
+    dataset = synthetic_dataset()
+    mesh = train.make_mesh()
+    spec = data.BatchSpec(seed=0, batch_size=16, steps_per_epoch=5, augment=True)
+    threads = list(_stream_of(dataset).train_batches(spec, 2, 3, mesh))
+    workers = list(_stream_of(dataset, workers=2).train_batches(spec, 2, 3, mesh))
+    assert len(threads) == len(workers) == 3
+    for (a, la), (b, lb) in zip(threads, workers):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    # Augmented on the host from (seed, step, row): the same batch again, a different one at the next step.
+    again, _ = _stream_of(dataset).host_batch(spec, 2)
+    np.testing.assert_array_equal(again, threads[0][0])
+    assert not np.array_equal(threads[0][0], threads[1][0])
+
+
+def test_training_streamed_equals_training_on_the_device(imp_run, tmp_path):
+    _, reference = imp_run          # the quickstart recipe on digits, device source, no augmentation
+    config = tiny_config(**{"lottery.levels": 1, "data.source": "stream", "data.workers": 0})
+    streamed = runs.run_imp(config, str(tmp_path / "run"), log=lambda _: None)
+    assert len(streamed) == 2
+    for got, expected in zip(streamed, reference):
+        assert got["kept_weights"] == expected["kept_weights"] and got["steps"] == expected["steps"]
+        assert got["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1e-6)
+        assert got["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-5)
+
+
+def test_random_resized_crop_follows_torchvision():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        top, left, h, w = image_ops.random_resized_crop_box(350, 400, rng)
+        assert 0 <= top <= 350 - h and 0 <= left <= 400 - w
+        assert 0.1 * 350 * 400 * 0.97 <= h * w <= 350 * 400 and 0.8 * 0.97 <= w / h <= 1.25 * 1.03
+    # Impossible crops (a 1x50 strip) fall back to the centre crop at the nearest allowed aspect ratio.
+    assert image_ops.random_resized_crop_box(1, 50, rng) == (0, 24, 1, 1)
+    image = np.arange(40 * 60 * 3, dtype=np.uint8).reshape(40, 60, 3)
+    out = image_ops.train_transform(image, np.random.default_rng(1), 24)
+    assert out.shape == (24, 24, 3) and out.dtype == np.uint8
+    centre = image_ops.eval_transform(image, 24, 32)     # 40x60 -> 32x48 -> centre 24x24
+    np.testing.assert_array_equal(centre, image_ops.resize(image, 32, 48)[4:28, 12:36])
+
+
+def test_image_folder_records_and_their_errors(jpeg_dir, tmp_path):
+    splits = records.open_splits("imagefolder", jpeg_dir)
+    assert (len(splits.train), len(splits.test), splits.num_classes) == (24, 6, 3)
+    assert splits.train.classes == ("ant", "bee", "cat") and list(splits.test.labels) == [0, 0, 1, 1, 2, 2]
+    encoded, label = splits.train[9]
+    assert label == 1 and image_ops.decode(encoded).ndim == 3
+    with pytest.raises(FileNotFoundError, match=r"dataset 'imagenet2012' not found. Looked in:\n.*array_record"):
+        records.open_splits("imagenet2012", str(tmp_path))
+    (tmp_path / "val" / "dog").mkdir(parents=True)
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "train" / "cat" / "0.jpg").write_bytes(encoded)
+    with pytest.raises(ValueError, match=r"class folders the training split lacks: \['dog'\]"):
+        records.open_splits("imagefolder", str(tmp_path))
+    with pytest.raises(ValueError, match="config.data.source: imagenet2012 does not fit on a device"):
+        runs.run_imp(tiny_config(**{"data.name": "imagenet2012", "data.source": "device"}), str(tmp_path / "r"))
+
+
+def test_tfds_array_record_records_stay_encoded():
+    import simplejpeg
+    import tensorflow_datasets as tfds
+    jpeg = simplejpeg.encode_jpeg(np.full((20, 30, 3), 7, np.uint8))
+
+    def fake_source(builder, split, decoders=None, **_):
+        assert isinstance(decoders["image"], tfds.decode.SkipDecoding)   # decoding is ours, on the workers
+        return [{"image": jpeg, "label": i % 5} for i in range(7 if split == "train" else 3)]
+
+    with tfds.testing.mock_data(as_data_source_fn=fake_source):
+        train_records = records.TFDSRecords("imagenet2012", "train", "/nonexistent")
+        assert len(train_records) == 7 and train_records.num_classes == 1000
+        encoded, label = train_records[6]
+        assert label == 1 and image_ops.decode(encoded).shape == (20, 30, 3)
+
+
+def _jpeg_config(jpeg_dir, **overrides):
+    return tiny_config(**{"model.name": "imagenet_resnet_18_8", "data.name": "imagefolder", "data.dir": jpeg_dir,
+                          "data.augment": True, "data.workers": 0, "data.image_size": 32, "data.resize_size": 36,
+                          "train.batch_size": 8, "train.epochs": 2, "train.milestones": (), "lottery.levels": 1,
+                          "lottery.rewind_steps": 1, "lottery.prune_fraction": 0.5, **overrides})
+
+
+def test_imagenet_resnet_trains_on_a_jpeg_folder_and_resumes_mid_epoch(jpeg_dir, tmp_path, monkeypatch):
+    config = _jpeg_config(jpeg_dir)
+    reference = runs.run_imp(config, str(tmp_path / "whole"), log=lambda _: None)
+    assert [(r["level"], r["steps"], r["rewind_step"]) for r in reference] == [(0, 6, 1), (1, 6, 1)]
+    family = models.family_of("imagenet_resnet_18_8")
+    dense = runs.load_ticket(str(tmp_path / "whole"), 0)
+    total = sum(int(np.size(leaf)) for leaf in masks.prunable_leaves(dense.params, family.prunable).values())
+    assert reference[1]["kept_weights"] == total - math.ceil(total / 2)
+    assert not np.all(np.asarray(runs.load_ticket(str(tmp_path / "whole"), 1).mask["head"]["kernel"]))
+
+    served, real_batches = {"n": 0}, data.StreamSource.train_batches
+
+    def dying_batches(self, *args):
+        for batch in real_batches(self, *args):
+            served["n"] += 1
+            if served["n"] == 8:   # level 1's second batch (step 2): it started mid-epoch at rewind step 1
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(data.StreamSource, "train_batches", dying_batches)
+    workdir = str(tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        runs.run_imp(config, workdir, log=lambda _: None)
+    assert [r["level"] for r in wd.load_results(workdir)] == [0]
+    monkeypatch.setattr(data.StreamSource, "train_batches", real_batches)
+    assert runs.run_imp(config, workdir, log=lambda _: None) == reference
