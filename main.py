@@ -13,6 +13,10 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A get_config() file; `file.py:arg` passes arg.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created, or resumed if it exists). "
                                "Default: runs/<config file name>.")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process runs: HOST:PORT of process 0 (every process "
+                                   "runs the same command; see the README's multi-host section).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes take part.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0..N-1.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -53,7 +57,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
-    from elax import cli  # after flag parsing, so `--help` stays fast
+    from elax import cli, distributed  # after flag parsing, so `--help` stays fast
+    if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value):
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     return cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
 
 

@@ -9,7 +9,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "checkpoint", "cli", "config", "data", "masks", "models", "pruning", "report", "runs", "scores", "ticket",
+    "checkpoint", "cli", "config", "data", "distributed", "masks", "models", "pruning", "report", "runs", "scores", "ticket",
     "train", "transfer", "workdir",
 )
 

@@ -4,6 +4,7 @@ Train states are saved as plain nested dicts (`flax.serialization.to_state_dict`
 restored with Orbax alone, without elax or the model:
 
     import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     tree = ocp.StandardCheckpointer().restore("/abs/path/WORKDIR/level_03/ticket")  # params, batch_stats, mask, step
 """
 
@@ -13,6 +14,7 @@ import shutil
 import flax
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 class DamagedCheckpoint(ValueError):
@@ -57,7 +59,9 @@ def restore_state(directory: str, template, step: int | None = None, log=None):
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"No checkpoint in {directory}: the directory does not exist.")
     target = flax.serialization.to_state_dict(template)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    # Restored replicated over every device (of every process): the layout training uses.
+    replicated = NamedSharding(Mesh(jax.devices(), ("data",)), P())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)
     with _manager(directory) as manager:
         steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
         if not steps:
@@ -71,7 +75,7 @@ def restore_state(directory: str, template, step: int | None = None, log=None):
                 continue
             if problems:
                 # Newer steps are unusable, and a save under their step number would fail: remove them.
-                for damaged in steps[:steps.index(candidate)]:
+                for damaged in steps[:steps.index(candidate)] if jax.process_index() == 0 else ():
                     shutil.rmtree(os.path.join(os.path.abspath(directory), str(damaged)), ignore_errors=True)
                 if log:
                     log(f"The checkpoint {problems[0]} in {directory} is damaged (removed); resuming from step "
@@ -82,9 +86,13 @@ def restore_state(directory: str, template, step: int | None = None, log=None):
 
 
 def save_tree(path: str, tree) -> None:
-    """Save a pytree of arrays as one Orbax checkpoint directory (atomically; overwrites)."""
+    """Save a pytree of arrays as one Orbax checkpoint directory (atomically; overwrites).
+
+    Saved as host (numpy) arrays: they restore the same way whatever devices wrote them, and in a multi-process
+    run process 0 writes them (they are replicated) while the others join Orbax's barriers.
+    """
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.abspath(path), tree, force=True)
+    checkpointer.save(os.path.abspath(path), jax.device_get(tree), force=True)
     checkpointer.wait_until_finished()
 
 

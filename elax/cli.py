@@ -44,16 +44,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         use_deterministic_gpu_kernels()
     import jax
     enable_compilation_cache()
+    hosts = f" in {jax.process_count()} processes (this is process {jax.process_index()})" if (
+        jax.process_count() > 1) else ""
     print(f"elax {config.mode} run in {os.path.abspath(workdir)} on {jax.device_count()} "
-          f"{jax.devices()[0].platform} device(s)", flush=True)
+          f"{jax.devices()[0].platform} device(s){hosts}", flush=True)
     if config.mode == "report":
         from elax import report
         out = config.report.out or os.path.join(workdir, "report")
         print(report.write_report(list(config.report.runs) or [workdir], out))
         return
+    from elax import workdir as wd
     from elax.runs import RUNNERS
-    records = RUNNERS[config.mode](config, workdir, log=lambda line: print(line, flush=True))
-    if config.mode != "experiment":
+    log = (lambda line: print(line, flush=True)) if wd.is_primary() else (lambda line: None)
+    records = RUNNERS[config.mode](config, workdir, log=log)
+    if config.mode != "experiment" and wd.is_primary():
         print_table(records)
 
 

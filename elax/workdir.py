@@ -81,8 +81,25 @@ def levels_present(workdir: str) -> list[int]:
 
 # -- JSON files --------------------------------------------------------------------------------------------------
 
+# In a multi-process run (elax.distributed) process 0 alone writes the workdir's files (config, records, metrics,
+# locks); the other processes read them and take part in the Orbax checkpoints only.
+_primary = True
+
+
+def set_primary(primary: bool) -> None:
+    global _primary
+    _primary = primary
+
+
+def is_primary() -> bool:
+    return _primary
+
+
 def write_json(path: str, obj) -> None:
-    """Write `obj` as strict JSON atomically (temp file + rename), so a kill never leaves half a file."""
+    """Write `obj` as strict JSON atomically (temp file + rename), so a kill never leaves half a file. A no-op
+    outside process 0 of a multi-process run."""
+    if not _primary:
+        return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
@@ -178,6 +195,9 @@ def lock(workdir: str):
     PID. The kernel drops the lock when its process dies, so a killed run leaves no stale lock."""
     import fcntl
     os.makedirs(workdir, exist_ok=True)
+    if not _primary:  # process 0 holds the lock for the whole multi-process run
+        yield
+        return
     path = os.path.join(workdir, LOCK_FILE)
     with open(path, "a+") as f:
         try:
@@ -210,7 +230,7 @@ def claimed(workdir: str, config: dict):
             claim(workdir, config)
             yield
     except BaseException:
-        if not existed and not levels_present(workdir):
+        if _primary and not existed and not levels_present(workdir):
             shutil.rmtree(workdir, ignore_errors=True)
         raise
 

@@ -41,7 +41,7 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
         state = checkpoint.restore_state(ckpt_dir, ctx.template_state, log=log)
         _truncate_metrics(metrics_path, int(state.step))
     else:
-        if os.path.exists(metrics_path):  # lines of a start whose checkpoints are gone: recomputed from scratch
+        if os.path.exists(metrics_path) and wd.is_primary():  # lines of a start whose checkpoints are gone
             os.remove(metrics_path)
         ticket = make_ticket()
         masks.validate(ticket.mask, ticket.params)
@@ -79,13 +79,13 @@ def make_record(ctx: RunContext, state: train.TrainState, test: dict, level: int
 
 def _progress(total, initial, desc, enabled):
     from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, leave=False,
-                file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not (enabled and wd.is_primary()),
+                leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
     """Drop metric lines past the restored checkpoint (they are recomputed identically)."""
-    if not os.path.exists(path):
+    if not os.path.exists(path) or not wd.is_primary():
         return
     with open(path) as f:
         lines = [line for line in f if _metrics_step(line) <= last_step]
@@ -121,8 +121,9 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
         if step % spe == 0 or step == end:
             entry = _epoch_entry(ctx, state, totals, time.time() - epoch_start_time)
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            if wd.is_primary():
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(entry) + "\n")
             if step == end:  # the last epoch is always evaluated: its numbers are the level's result
                 test = {"loss": entry["test_loss"], "accuracy": entry["test_accuracy"]}
             # Saves stall training, so they come at most every `checkpoint_every_secs` (and at the end): a kill

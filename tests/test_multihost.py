@@ -1,0 +1,72 @@
+"""Multi-process runs on one machine: 2 processes x 2 CPU devices (jax.distributed on 127.0.0.1, gloo
+collectives) train what 1 process x 4 devices trains, streaming each process's share of every batch; killing both
+and starting both again resumes."""
+
+import json
+import os
+import signal
+import time
+
+import portpicker
+import pytest
+
+from test_cli import finish, main_py, results
+from conftest import tiny_cli_args
+
+pytestmark = pytest.mark.multiprocess
+
+# Streamed (each process reads its own rows), one pruned level, the smallest ResNet.
+ARGS = tiny_cli_args(**{"lottery.levels": 1, "model.name": "cifar_resnet_8_4", "data.source": "stream",
+                        "data.workers": 0})
+
+
+def launch(workdir, processes: int, devices: int):
+    """`processes` copies of one main.py command, each with `devices` CPU devices, joined on a free port."""
+    port = portpicker.pick_unused_port()
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                                      f"--xla_force_host_platform_device_count={devices}"}
+    return [main_py([*ARGS, f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}",
+                     f"--num_processes={processes}", f"--process_id={i}"], env=env, start_new_session=True)
+            for i in range(processes)]
+
+
+def wait_all(procs):
+    outcomes = [finish(p) for p in procs]
+    for code, _, err in outcomes:
+        assert code == 0, err[-3000:]
+    return outcomes
+
+
+def test_two_processes_train_as_one_and_resume_after_both_are_killed(tmp_path):
+    # The reference: one process with 4 devices. It joins a one-process jax.distributed run so that its
+    # all-reduces go through gloo as the two-process run's do: XLA:CPU's in-process all-reduce sums in another
+    # order, which moves results by ~1e-7 and, through pruning and retraining, a test image or so.
+    reference_dir = str(tmp_path / "one")
+    ((_, out, _),) = wait_all(launch(reference_dir, processes=1, devices=4))
+    assert "on 4 cpu device(s)" in out
+
+    workdir = str(tmp_path / "two")
+    procs = launch(workdir, processes=2, devices=2)
+    metrics = os.path.join(workdir, "level_01", "metrics.jsonl")
+    deadline = time.time() + 240
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):  # level 1 has saved its first epoch
+        assert all(p.poll() is None for p in procs), "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    for p in procs:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+    assert [r["level"] for r in results(workdir)] == [0]
+
+    (_, out0, _), (_, out1, _) = wait_all(launch(workdir, processes=2, devices=2))
+    assert "in 2 processes (this is process 0)" in out0 and "level  1 | imp" in out0
+    assert "level" not in out1.replace("(this is process 1)", "")   # only process 0 reports
+    expected, got = results(reference_dir), results(workdir)
+    assert [r["level"] for r in got] == [0, 1]
+    for a, b in zip(got, expected):
+        assert {k: v for k, v in a.items() if not k.startswith("test_")} == {
+            k: v for k, v in b.items() if not k.startswith("test_")}
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-5)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], abs=1e-5)
+    with open(metrics) as f:   # process 0 alone wrote it, each epoch once
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
