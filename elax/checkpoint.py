@@ -46,8 +46,10 @@ def latest_step(directory: str) -> int | None:
 def save_state(directory: str, state) -> None:
     """Save a TrainState (or any flax struct) under its own step; the oldest beyond two is removed."""
     with _manager(directory) as manager:
-        manager.save(int(state.step), args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                     force=True)
+        # Host arrays, as in save_tree: Orbax would otherwise slice every replicated leaf per device (one small
+        # compilation per leaf shape and device).
+        tree = jax.device_get(flax.serialization.to_state_dict(state))
+        manager.save(int(state.step), args=ocp.args.StandardSave(tree), force=True)
         manager.wait_until_finished()
 
 

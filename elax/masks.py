@@ -39,15 +39,26 @@ def prunable_kernels(exclude: Iterable[str] = ()) -> Predicate:
 default_prunable = prunable_kernels()
 
 
+# Whole trees in one jitted call: eager per-leaf ops would compile one tiny program per leaf shape.
+@jax.jit
+def _all_true(params):
+    return jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+
+
+@jax.jit
+def _where_kept(params, mask):
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+
+
 def build(params):
     """The all-True mask of `params` (a dense ticket)."""
-    return jax.tree.map(lambda p: jnp.ones(np.shape(p), bool), params)
+    return _all_true(params)
 
 
 def apply(params, mask):
     """params with pruned weights set to exactly zero."""
     validate(mask, params)
-    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+    return _where_kept(params, mask)
 
 
 def prunable_leaves(tree, prunable: Predicate = default_prunable) -> dict:

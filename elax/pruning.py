@@ -82,6 +82,11 @@ def prune_to_sparsity(scores, mask, sparsity: float, prunable: Predicate = defau
 
 def magnitude_scores(params):
     """|w|: the score of magnitude pruning."""
+    return _abs(params)
+
+
+@jax.jit
+def _abs(params):  # one call for the tree, not one compiled op per leaf shape
     return jax.tree.map(jnp.abs, params)
 
 

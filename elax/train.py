@@ -59,7 +59,7 @@ def create_state(params, batch_stats, mask, tx, step: int = 0) -> TrainState:
     # donates its input buffers.
     batch_stats, mask = jax.tree.map(jnp.array, (batch_stats, mask))
     return TrainState(step=jnp.asarray(step, jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), mask=mask)
+                      opt_state=jax.jit(tx.init)(params), mask=mask)  # one program, not one per leaf
 
 
 def cross_entropy(logits, labels):

@@ -5,9 +5,9 @@ and starting both again resumes."""
 import json
 import os
 import signal
+import socket
 import time
 
-import portpicker
 import pytest
 
 from test_cli import finish, main_py, results
@@ -22,7 +22,9 @@ ARGS = tiny_cli_args(**{"lottery.levels": 1, "model.name": "cifar_resnet_8_4", "
 
 def launch(workdir, processes: int, devices: int):
     """`processes` copies of one main.py command, each with `devices` CPU devices, joined on a free port."""
-    port = portpicker.pick_unused_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
                                       f"--xla_force_host_platform_device_count={devices}"}
     return [main_py([*ARGS, f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}",
