@@ -5,6 +5,8 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 -d .whl ml_collections==1.1.0
+#   (the streamed-input step also needs: grain array_record simplejpeg opencv-python-headless etils
+#    cloudpickle portpicker; download them the same way with --only-binary=:all: --no-deps)
 # then run it there:  run(command="bash benchmarks/device_check.sh", carry=[".whl"], timeout_s=590)
 set -uo pipefail
 OUT=${OUT:-/tmp/device_check}
@@ -32,4 +34,7 @@ step bench_cifar 120 python3 benchmarks/throughput.py --models cifar_resnet_20,c
   --out "$OUT/bench_cifar.json"
 step bench_imagenet 150 python3 benchmarks/throughput.py --models imagenet_resnet_18,imagenet_resnet_50 \
   --batch-size 256 --epoch-images 5120 --epoch-repeats 2 --skip-other-path --out "$OUT/bench_imagenet.json"
+if python3 -c "import grain, simplejpeg, cv2" 2>/dev/null; then
+  step input_pipeline 150 python3 benchmarks/input_pipeline.py --images 3000 --out "$OUT/input_pipeline.json"
+fi
 cat "$OUT/summary.txt"

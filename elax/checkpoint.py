@@ -43,6 +43,21 @@ def latest_step(directory: str) -> int | None:
         return manager.latest_step()
 
 
+def all_steps(directory: str) -> list[int]:
+    """Steps of the complete checkpoints in `directory`, ascending ([] if none)."""
+    if not os.path.isdir(directory):
+        return []
+    with _manager(directory) as manager:
+        return sorted(manager.all_steps())
+
+
+def remove_after(directory: str, step: int) -> None:
+    """Delete the checkpoints of `directory` newer than `step` (a resume from `step` saves them again)."""
+    if jax.process_index() == 0:
+        for newer in (s for s in all_steps(directory) if s > step):
+            shutil.rmtree(os.path.join(os.path.abspath(directory), str(newer)), ignore_errors=True)
+
+
 def save_state(directory: str, state) -> None:
     """Save a TrainState (or any flax struct) under its own step; the oldest beyond two is removed."""
     with _manager(directory) as manager:

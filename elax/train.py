@@ -204,6 +204,55 @@ class Trainer:
             state, totals = self._one_step(state, totals, data, order)
         return state, totals
 
+    # -- stacked runs: K tickets of this model and recipe in one program --------------------------------
+    def train_steps_stacked(self, states: TrainState, seeds, data: data_lib.DeviceSource, num_steps: int):
+        """`train_steps` for K runs at once: `states` has a leading run axis (`stack`), run k reads the batches
+        (order and augmentation) of seed `seeds[k]`, all at the same step. Returns (states, metrics [K])."""
+        if isinstance(data, data_lib.StreamSource):
+            raise ValueError("Stacked runs read the device source (data.source=device); set train.stack=1 to "
+                             "stream.")
+        states, seeds = self.replicate((states, jnp.asarray(seeds, jnp.int32)))
+        totals = self.replicate(jax.tree.map(lambda z: jnp.zeros(seeds.shape, z.dtype), _zero_metrics()))
+        if self.runs_fused:
+            return self._run_stacked(states, totals, seeds, data, jnp.asarray(num_steps, jnp.int32))
+        orders = self._stacked_orders(states.step, seeds, data)
+        for _ in range(num_steps):
+            states, totals = self._stacked_step(states, totals, seeds, data, orders)
+        return states, totals
+
+    def _run_step(self, state, totals, seed, data, order):
+        """One step of one run of a stack (vmapped over the run axis)."""
+        spec = dataclasses.replace(self.batch_spec, seed=seed)
+        images, labels = data.train_batch(spec, state.step, order)
+        batch_sharding = NamedSharding(self.mesh, P("data"))   # under vmap: the run axis stays unsharded
+        images = jax.lax.with_sharding_constraint(images, batch_sharding)
+        labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
+        state, metrics = train_step(state, images, labels, apply_fn=self.model.apply, tx=self.tx,
+                                    schedule=self.schedule, masked=self.masked)
+        return state, jax.tree.map(jnp.add, totals, metrics)
+
+    def _run_order(self, step, seed, data):
+        return data.epoch_order(dataclasses.replace(self.batch_spec, seed=seed), step)
+
+    @functools.cached_property
+    def _stacked_step(self):
+        step = jax.vmap(self._run_step, in_axes=(0, 0, 0, None, 0))
+        return jax.jit(step, donate_argnums=(0, 1), out_shardings=NamedSharding(self.mesh, P()))
+
+    @functools.cached_property
+    def _stacked_orders(self):
+        return jax.jit(jax.vmap(self._run_order, in_axes=(0, 0, None)))
+
+    @functools.cached_property
+    def _run_stacked(self):
+        def run(states, totals, seeds, data, num_steps):
+            orders = jax.vmap(self._run_order, in_axes=(0, 0, None))(states.step, seeds, data)
+            step = jax.vmap(self._run_step, in_axes=(0, 0, 0, None, 0))
+            body = lambda _, carry: step(*carry, seeds, data, orders)
+            return jax.lax.fori_loop(0, num_steps, body, (states, totals))
+
+        return jax.jit(run, donate_argnums=(0, 1), out_shardings=NamedSharding(self.mesh, P()))
+
     # -- streamed input: batches built on the host, one jitted call per step -----------------------------
     def _train_streamed(self, state, data, num_steps: int):
         totals = self.replicate(_zero_metrics())
@@ -293,3 +342,13 @@ def fused_by_default() -> bool:
 def _zero_metrics():
     return {"loss": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.float32),
             "count": jnp.zeros((), jnp.float32)}
+
+
+def stack(trees):
+    """One tree with a leading run axis from K trees of equal structure (states, params, masks)."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack(tree, count: int) -> list:
+    """The K trees of a stacked tree."""
+    return [jax.tree.map(lambda leaf: leaf[k], tree) for k in range(count)]

@@ -47,8 +47,8 @@ STREAM_RECIPE_KEYS = ("data.source", "data.image_size", "data.resize_size", "dat
 STREAMED_DATASETS = ("imagenet2012", "imagefolder")
 # Config keys that may change when a run resumes (they extend the run or change only speed/output).
 RESUMABLE_CHANGES = ("lottery.levels", "transfer.levels", "baseline.levels", "progress", "train.steps_per_call",
-                     "train.eval_batch_size", "train.deterministic", "train.checkpoint_every_secs", "report",
-                     "data.dir", "data.workers", "experiment")
+                     "train.eval_batch_size", "train.deterministic", "train.stack", "train.checkpoint_every_secs",
+                     "report", "data.dir", "data.workers", "experiment")
 
 
 # -- paths -------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import ml_collections
 
 from elax import masks, pruning, scores, workdir as wd
 from elax.runs.context import RunContext, setup
-from elax.runs.loop import train_and_record
+from elax.runs.loop import Level, train_levels
 from elax.runs.sources import imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
 from elax.ticket import Ticket
@@ -44,13 +44,11 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     config = inherit_recipe(config, reference_config, "reference run", log)
     levels = select_levels(b.levels, reference_records, minimum=1)
     ctx = setup(config, log)
+    sparsities = {level: imp_record(reference_records, level)["sparsity"] for level in levels}
     with wd.claimed(workdir, config.to_dict()):
-        for level in levels:
-            if wd.finished(workdir, level):
-                continue
-            sparsity = imp_record(reference_records, level)["sparsity"]
-            train_and_record(ctx, workdir, level, functools.partial(baseline_ticket, ctx, level, sparsity),
-                             f"{b.method} level {level}", b.method, log=log, reference_sparsity=sparsity)
+        train_levels(ctx, workdir, [
+            Level(level, functools.partial(baseline_ticket, ctx, level, sparsity), f"{b.method} level {level}",
+                  b.method, {"reference_sparsity": sparsity}) for level, sparsity in sparsities.items()], log=log)
     return wd.load_results(workdir)
 
 

@@ -7,7 +7,7 @@ import ml_collections
 
 from elax import transfer, workdir as wd
 from elax.runs.context import RunContext, setup
-from elax.runs.loop import train_and_record
+from elax.runs.loop import Level, train_levels
 from elax.runs.sources import imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
 from elax.ticket import Ticket
@@ -22,14 +22,12 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     ctx = setup(config, log)
     source_model = source_config["model"]["name"]
     with wd.claimed(workdir, config.to_dict()):
-        for level in levels:
-            if wd.finished(workdir, level):
-                continue
-            train_and_record(ctx, workdir, level, functools.partial(ett_ticket, ctx, level),
-                             f"ett {source_model}->{ctx.model_name} level {level}", wd.ETT, log=log,
-                             source_model=source_model, source_level=level,
-                             source_sparsity=imp_record(source_records, level)["sparsity"],
-                             strategy=strategy_label(t))
+        train_levels(ctx, workdir, [
+            Level(level, functools.partial(ett_ticket, ctx, level), f"ett {source_model}->{ctx.model_name} level "
+                  f"{level}", wd.ETT, {"source_model": source_model, "source_level": level,
+                                       "source_sparsity": imp_record(source_records, level)["sparsity"],
+                                       "strategy": strategy_label(t)})
+            for level in levels], log=log)
     return wd.load_results(workdir)
 
 

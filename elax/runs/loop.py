@@ -5,8 +5,10 @@ A killed run started again with the same command skips finished levels and resum
 its latest checkpoint; since data order and augmentation derive from (seed, step), it ends with the same results.
 """
 
+import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Callable
@@ -43,18 +45,23 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     else:
         if os.path.exists(metrics_path) and wd.is_primary():  # lines of a start whose checkpoints are gone
             os.remove(metrics_path)
-        ticket = make_ticket()
-        masks.validate(ticket.mask, ticket.params)
-        state = ctx.fresh_state(ticket.params, ticket.batch_stats, ticket.mask, ticket.rewind_step)
-        checkpoint.save_tree(wd.ticket_dir(workdir, level), {
-            "params": state.params, "batch_stats": ticket.batch_stats, "mask": ticket.mask,
-            "step": ticket.rewind_step})
-        if ticket.rewind_step in on_step:
-            on_step[ticket.rewind_step](state)
+        state = _start_from_ticket(ctx, workdir, level, make_ticket)
+        if int(state.step) in on_step:
+            on_step[int(state.step)](state)
     state, test = _fit(ctx, state, ckpt_dir, metrics_path, desc, on_step)
     if test is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
         test = ctx.trainer.evaluate(state.params, state.batch_stats, ctx.data)
     return state, test
+
+
+def _start_from_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketMaker) -> train.TrainState:
+    """The fresh state of a level's ticket (made now), the ticket saved in the level directory."""
+    ticket = make_ticket()
+    masks.validate(ticket.mask, ticket.params)
+    state = ctx.fresh_state(ticket.params, ticket.batch_stats, ticket.mask, ticket.rewind_step)
+    checkpoint.save_tree(wd.ticket_dir(workdir, level), {
+        "params": state.params, "batch_stats": ticket.batch_stats, "mask": ticket.mask, "step": ticket.rewind_step})
+    return state
 
 
 def train_and_record(ctx: RunContext, workdir: str, level: int, make_ticket: TicketMaker, desc: str,
@@ -65,6 +72,110 @@ def train_and_record(ctx: RunContext, workdir: str, level: int, make_ticket: Tic
     wd.add_record(workdir, record)
     log(wd.summary_line(record))
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class Level:
+    """One level to train and record: what `train_and_record` takes, for `train_levels`."""
+
+    level: int
+    make_ticket: TicketMaker
+    desc: str
+    method: str
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def stack_size(ctx: RunContext) -> int:
+    """`train.stack`, or its default: 8 runs per program on accelerators, 1 on CPU (where vmapped convolutions
+    gain nothing)."""
+    return ctx.config.train.stack or (1 if jax.default_backend() == "cpu" else 8)
+
+
+def train_levels(ctx: RunContext, workdir: str, levels: list[Level], *, log=print) -> None:
+    """Train and record independent levels that start at the rewind step (baseline, ETT levels), unfinished ones
+    `stack_size` at a time in one program; a stack of one is `train_and_record`."""
+    pending = [lv for lv in levels if not wd.finished(workdir, lv.level)]
+    size = stack_size(ctx)
+    for start in range(0, len(pending), size):
+        group = pending[start:start + size]
+        if len(group) == 1:
+            lv = group[0]
+            train_and_record(ctx, workdir, lv.level, lv.make_ticket, lv.desc, lv.method, log=log, **lv.extra)
+            continue
+        states, tests = _train_stack(ctx, workdir, group, log)
+        for lv, state, test in zip(group, states, tests):
+            record = make_record(ctx, state, test, lv.level, lv.method, **lv.extra)
+            wd.add_record(workdir, record)
+            log(wd.summary_line(record))
+
+
+def _train_stack(ctx: RunContext, workdir: str, group: list[Level], log):
+    """Train the tickets of `group` side by side (a leading run axis). Each level keeps its own ticket,
+    checkpoints and metrics; a killed stack resumes from the newest step that every member saved."""
+    dirs = [wd.checkpoints_dir(workdir, lv.level) for lv in group]
+    common = _common_step(dirs)
+    if common is not None:
+        for d in dirs:   # a member that saved past the others (killed between the members' saves)
+            checkpoint.remove_after(d, common)
+        states = [checkpoint.restore_state(d, ctx.template_state, step=common) for d in dirs]
+        for lv in group:
+            _truncate_metrics(wd.metrics_path(workdir, lv.level), common)
+    else:
+        states = []
+        for lv, d in zip(group, dirs):   # a stack that never saved together starts again from its tickets
+            shutil.rmtree(d, ignore_errors=True)
+            if os.path.exists(wd.metrics_path(workdir, lv.level)) and wd.is_primary():
+                os.remove(wd.metrics_path(workdir, lv.level))
+            states.append(_start_from_ticket(ctx, workdir, lv.level, lv.make_ticket))
+    desc = f"{group[0].desc} .. {group[-1].desc} ({len(group)} stacked)"
+    states, tests = _fit_stack(ctx, train.stack(states), [lv.level for lv in group], workdir, desc)
+    states = train.unstack(states, len(group))
+    if tests is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
+        tests = [ctx.trainer.evaluate(s.params, s.batch_stats, ctx.data) for s in states]
+    return states, tests
+
+
+def _common_step(dirs: list[str]) -> int | None:
+    """The newest checkpoint step present in every directory (None if there is none)."""
+    steps = [set(checkpoint.all_steps(d)) for d in dirs]
+    shared = set.intersection(*steps) if steps else set()
+    return max(shared) if shared else None
+
+
+def _fit_stack(ctx: RunContext, states, levels: list[int], workdir: str, desc: str):
+    trainer, cfg, k = ctx.trainer, ctx.config.train, len(levels)
+    spe, end = trainer.steps_per_epoch, ctx.total_steps
+    seeds = [ctx.config.seed] * k   # levels of one run read that run's batches
+    step = int(states.step[0])
+    bar = _progress(end, step, desc, ctx.config.progress)
+    totals, epoch_start_time, last_save, tests = None, time.time(), time.time(), None
+    while step < end:
+        stop = min((step // spe + 1) * spe, end)
+        if cfg.steps_per_call:
+            stop = min(stop, step + cfg.steps_per_call)
+        states, sums = trainer.train_steps_stacked(states, seeds, ctx.data, stop - step)
+        _check_finite(states, sums, stop, desc, cfg.lr)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        bar.update(stop - step)
+        step = stop
+        if step % spe == 0 or step == end:
+            members = train.unstack(states, k)
+            seconds = time.time() - epoch_start_time
+            entries = [_epoch_entry(ctx, state, member_totals, seconds)
+                       for state, member_totals in zip(members, train.unstack(totals, k))]
+            for level, entry in zip(levels, entries):
+                if wd.is_primary():
+                    with open(wd.metrics_path(workdir, level), "a") as f:
+                        f.write(json.dumps({**entry, "stacked": k}) + "\n")
+            if step == end:
+                tests = [{"loss": e["test_loss"], "accuracy": e["test_accuracy"]} for e in entries]
+            if step == end or time.time() - last_save >= cfg.checkpoint_every_secs:
+                for level, state in zip(levels, members):
+                    checkpoint.save_state(wd.checkpoints_dir(workdir, level), state)
+                last_save = time.time()
+            totals, epoch_start_time = None, time.time()
+    bar.close()
+    return states, tests
 
 
 def make_record(ctx: RunContext, state: train.TrainState, test: dict, level: int, method: str, **extra) -> dict:
