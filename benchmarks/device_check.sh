@@ -34,6 +34,7 @@ step bench_cifar 120 python3 benchmarks/throughput.py --models cifar_resnet_20,c
   --out "$OUT/bench_cifar.json"
 step bench_imagenet 150 python3 benchmarks/throughput.py --models imagenet_resnet_18,imagenet_resnet_50 \
   --batch-size 256 --epoch-images 5120 --epoch-repeats 2 --skip-other-path --out "$OUT/bench_imagenet.json"
+step bench_stacked 200 python3 benchmarks/stacked.py --epoch-images 12800 --out "$OUT/bench_stacked.json"
 if python3 -c "import grain, simplejpeg, cv2" 2>/dev/null; then
   step input_pipeline 150 python3 benchmarks/input_pipeline.py --images 3000 --out "$OUT/input_pipeline.json"
 fi

@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/throughput.py: every variant runs and the JSON has its keys (no speed assertions)."""
+"""Smoke test of benchmarks/throughput.py (every variant runs, the JSON has its keys; no speed assertions) and the
+arithmetic of benchmarks/stacked.py's projection."""
 
 import importlib.util
 import json
@@ -9,16 +10,16 @@ import pytest
 from elax.models import variable_shapes
 
 
-def _load_benchmark():
+def _load(name):
     # benchmarks/ is not an installed package: load the script by path so any working directory works.
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-    spec = importlib.util.spec_from_file_location("elax_benchmark_throughput", path)
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"elax_benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-throughput = _load_benchmark()
+throughput = _load("throughput")
 
 TINY_SHAPE = (8, 8, 3)
 
@@ -87,3 +88,16 @@ def test_torch_reference_matches_elax_parameter_count(name):
     assert sum(p.numel() for p in model.parameters()) == sum(p.size for p in throughput.jax.tree.leaves(params))
     out = model.eval()(torch.zeros(2, shape[2], *shape[:2]))
     assert tuple(out.shape) == (2, throughput.num_classes(name))
+
+
+def test_elth_cifar_projection_counts_its_trainings():
+    stacked = _load("stacked")
+    trainings = stacked.elth_cifar_trainings()
+    # IMP 16 levels on 20, 32, 56; per target ETT 16 levels and 6 baselines x 15 levels.
+    assert trainings["cifar_resnet_20"] == {"sequential": 16, "stackable": 0}
+    assert trainings["cifar_resnet_56"] == {"sequential": 16, "stackable": 16 + 90}
+    assert sum(c["sequential"] + c["stackable"] for c in trainings.values()) == 260
+    one_second = {m: {1: 1.0, 8: 2.0} for m in trainings}   # a stack of 8 takes twice one run's epoch
+    assert stacked.project_hours(trainings, 160, one_second, 1) == pytest.approx(260 * 160 / 3600)
+    assert stacked.project_hours(trainings, 160, one_second, 8) == pytest.approx(
+        (48 * 160 + 2 * 14 * 160 * 2.0) / 3600)   # ceil(106 / 8) = 14 stacks per target
