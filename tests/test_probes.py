@@ -182,14 +182,20 @@ def test_damaged_imp_ticket_is_rebuilt_from_checkpoint_and_rewind(imp_copy):
     runs.load_ticket(workdir, 2)                                   # and saved again: readable as it is
 
 
-def test_damaged_rewind_state_says_how_to_rebuild_it(imp_copy):
-    workdir, _ = imp_copy
+def test_damaged_rewind_state_is_replayed_by_the_imp_run(imp_copy):
+    workdir, records = imp_copy
+    original = checkpoint.load_tree(wd.rewind_dir(workdir))
     _damage(wd.rewind_dir(workdir))
-    with pytest.raises(checkpoint.DamagedCheckpoint) as info:
+    with pytest.raises(checkpoint.DamagedCheckpoint) as info:   # a run built on it is told what to do
         runs.load_ticket(workdir, 0)
     message = str(info.value)
     assert "\n" not in message and f"{wd.rewind_dir(workdir)} is damaged and cannot be restored" in message
-    assert f"Delete {wd.level_dir(workdir, 0)} and run the same command" in message
+    assert "Run that IMP run's command again: it rebuilds the rewind state" in message
+    shutil.rmtree(wd.level_dir(workdir, 3))      # level 3 must be made again, from the rewind state
+    lines = []
+    assert runs.run_imp(tiny_config(), workdir, log=lines.append) == records
+    assert any("Rebuilding it: replaying level 0 to step 5." in line for line in lines)
+    jax.tree.map(np.testing.assert_array_equal, checkpoint.load_tree(wd.rewind_dir(workdir)), original)
 
 
 def test_report_out_naming_a_file_is_one_line(imp_run, tmp_path, capsys):

@@ -10,10 +10,12 @@ through this path without augmentation gives exactly the device source's batches
 
 One Grain pipeline serves one epoch from the step it starts at (its workers receive that epoch's record indices);
 it is built again when a run jumps (resume, a new level at the rewind step). While the device runs a step, the
-host reads and transfers the next batch (jitted steps and device puts are asynchronous), while Grain's workers
-decode the ones after it.
+host keeps the next two batches on their way to the devices (jitted steps and device puts are asynchronous), while
+Grain's workers decode the ones after them.
 """
 
+import collections
+import contextlib
 import dataclasses
 import os
 from typing import Any, Iterator
@@ -89,7 +91,9 @@ class StreamSource:
         """The global (images uint8, labels) of steps step .. step+num_steps-1 (within one epoch)."""
         next_step, batches = self._cursor if self._cursor else (None, None)
         if next_step != step or step % spec.steps_per_epoch == 0:  # a jump, or the previous epoch is used up
-            batches = self._epoch_batches(spec, step, mesh)
+            if batches is not None:
+                batches.close()   # stops its Grain threads and workers now, in this thread
+            batches = _on_devices_ahead(self._epoch_batches(spec, step, mesh))
         for _ in range(num_steps):
             yield next(batches)
         self._cursor = (step + num_steps, batches)
@@ -103,8 +107,9 @@ class StreamSource:
     def _epoch_batches(self, spec, step: int, mesh):
         end = (step // spec.steps_per_epoch + 1) * spec.steps_per_epoch
         items = self._train_items(spec, step, end)
-        for images, labels in self._pipeline(items, self._example(spec, train=True), _local_batch(spec.batch_size)):
-            yield _to_global(mesh, images), _to_global(mesh, labels)
+        with _closing(self._pipeline(items, self._example(spec, train=True), _local_batch(spec.batch_size))) as it:
+            for images, labels in it:
+                yield _to_global(mesh, images), _to_global(mesh, labels)
 
     def _train_items(self, spec, start: int, stop: int) -> np.ndarray:
         """(record, step, row) of this process's examples of steps start..stop-1 (one epoch)."""
@@ -129,9 +134,9 @@ class StreamSource:
         rows = (np.arange(batches)[:, None] * batch_size + jax.process_index() * local + np.arange(local)).ravel()
         items = np.stack([rows % n, np.zeros_like(rows), rows], axis=1)
         valid = (rows < n).reshape(batches, local)
-        pipeline = self._pipeline(items, self._example(None, train=False), local)
-        for (images, labels), ok in zip(pipeline, valid):
-            yield _to_global(mesh, images), _to_global(mesh, labels), _to_global(mesh, ok)
+        with _closing(self._pipeline(items, self._example(None, train=False), local)) as pipeline:
+            for (images, labels), ok in zip(pipeline, valid):
+                yield _to_global(mesh, images), _to_global(mesh, labels), _to_global(mesh, ok)
 
     # -- Grain ----------------------------------------------------------------------------------------------
     def _pipeline(self, items: np.ndarray, example: _Example, batch: int):
@@ -155,6 +160,27 @@ def _local_batch(global_batch: int) -> int:
 def _to_global(mesh, local: np.ndarray) -> jax.Array:
     """One global array sharded over the mesh's batch axis from every process's rows."""
     return jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local)
+
+
+def _on_devices_ahead(batches, depth: int = 2):
+    """Yield `batches` (already put on the devices, asynchronously) while the next `depth` are in transfer."""
+    pending = collections.deque()
+    with contextlib.closing(batches):
+        for batch in batches:
+            pending.append(batch)
+            if len(pending) > depth:
+                yield pending.popleft()
+    yield from pending
+
+
+@contextlib.contextmanager
+def _closing(iterator):
+    """Close a Grain iterator when done with it, in this thread (left to the garbage collector, it may be
+    closed from one of its own prefetch threads, which fails)."""
+    try:
+        yield iterator
+    finally:
+        iterator.close()
 
 
 def _absl_flags_parsed() -> None:

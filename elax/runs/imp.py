@@ -78,6 +78,25 @@ def imp_ticket(ctx: RunContext, workdir: str, level: int, log=print) -> Ticket:
     lot = ctx.config.lottery
     mask = pruning.prune_magnitude(previous.params, previous.mask, lot.prune_fraction, ctx.prunable, lot.scope)
     _warn_empty_layers(ctx, mask, level, log)
-    rewind = load_rewind(workdir)
+    rewind = _rewind_state(ctx, workdir, log)
     return Ticket(ctx.model, ctx.model_name, mask, masks.apply(rewind["params"], mask), rewind["batch_stats"],
                   level=level, rewind_step=ctx.rewind_step)
+
+
+def _rewind_state(ctx: RunContext, workdir: str, log) -> dict:
+    """The rewind state; if it is damaged or gone, level 0 is replayed from its initialisation to the rewind
+    step and it is saved again. Init, data order and augmentation derive from the seed, so the replay gives the
+    state level 0 had."""
+    try:
+        return load_rewind(workdir)
+    except (checkpoint.DamagedCheckpoint, FileNotFoundError) as error:
+        log(f"{error} Rebuilding it: replaying level 0 to step {ctx.rewind_step}.")
+    ticket = dense_ticket(ctx)
+    state = ctx.fresh_state(ticket.params, ticket.batch_stats, ticket.mask, 0)
+    spe, step = ctx.trainer.steps_per_epoch, 0
+    while step < ctx.rewind_step:
+        stop = min((step // spe + 1) * spe, ctx.rewind_step)
+        state, _ = ctx.trainer.train_steps(state, ctx.data, stop - step)
+        step = stop
+    _save_rewind(wd.rewind_dir(workdir), state)
+    return load_rewind(workdir)

@@ -41,8 +41,8 @@ def load_ticket(workdir: str, level: int) -> Ticket:
 def load_rewind(workdir: str) -> dict:
     """The rewind state {params, batch_stats, step} of an IMP run; a damaged one says how to rebuild it."""
     return checkpoint.load_tree(wd.rewind_dir(workdir), (
-        f"Delete {wd.level_dir(workdir, 0)} and run the same command: level 0 is trained again, which rebuilds "
-        "the rewind state (finished later levels are kept)."))
+        "Run that IMP run's command again: it rebuilds the rewind state by replaying level 0 to the rewind step "
+        "(finished levels are kept)."))
 
 
 def _rebuild_imp_ticket(workdir: str, level: int, retrain: str) -> dict:
