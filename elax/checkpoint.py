@@ -8,6 +8,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     tree = ocp.StandardCheckpointer().restore("/abs/path/WORKDIR/level_03/ticket")  # params, batch_stats, mask, step
 """
 
+import errno
 import os
 import shutil
 
@@ -58,12 +59,27 @@ def remove_after(directory: str, step: int) -> None:
             shutil.rmtree(os.path.join(os.path.abspath(directory), str(newer)), ignore_errors=True)
 
 
+def check_space(directory: str, tree) -> None:
+    """OSError (no space left) before writing `tree` into `directory` if its disk cannot hold it: Orbax would
+    fail half-way, from its writer threads, with hundreds of lines of tracebacks."""
+    need = sum(int(getattr(leaf, "nbytes", 8)) for leaf in jax.tree.leaves(tree)) + (1 << 18)  # + metadata
+    parent = os.path.abspath(directory)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    free = shutil.disk_usage(parent).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on the disk of {directory} ({free / 2**20:.1f} MiB free, a "
+                      f"checkpoint needs {need / 2**20:.1f} MiB). Free space and run the same command; finished "
+                      "levels are kept")
+
+
 def save_state(directory: str, state) -> None:
     """Save a TrainState (or any flax struct) under its own step; the oldest beyond two is removed."""
     with _manager(directory) as manager:
         # Host arrays, as in save_tree: Orbax would otherwise slice every replicated leaf per device (one small
         # compilation per leaf shape and device).
         tree = jax.device_get(flax.serialization.to_state_dict(state))
+        check_space(directory, tree)
         manager.save(int(state.step), args=ocp.args.StandardSave(tree), force=True)
         manager.wait_until_finished()
 
@@ -108,8 +124,10 @@ def save_tree(path: str, tree) -> None:
     Saved as host (numpy) arrays: they restore the same way whatever devices wrote them, and in a multi-process
     run process 0 writes them (they are replicated) while the others join Orbax's barriers.
     """
+    tree = jax.device_get(tree)
+    check_space(path, tree)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.abspath(path), jax.device_get(tree), force=True)
+    checkpointer.save(os.path.abspath(path), tree, force=True)
     checkpointer.wait_until_finished()
 
 

@@ -2,6 +2,7 @@
 every failure a researcher can fix reported as one line and an exit code (2: bad input, 3: training diverged,
 4: workdir busy)."""
 
+import errno
 import os
 import sys
 
@@ -23,8 +24,13 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> int:
     except wd.WorkdirBusy as error:
         return _error(error, 4)
     except (ValueError, FileNotFoundError, checkpoint.DamagedCheckpoint) as error:  # the message says the fix
+        if "No space left on device" in str(error):   # TensorStore's, raised mid-write: one line of it
+            return _error(f"No space left on device while writing into {workdir}. Free space and run the same "
+                          "command; finished levels are kept.", 2)
         return _error(error, 2)
     except OSError as error:  # read-only, disk full, a file where a folder should be: name the path
+        if error.errno == errno.ENOSPC and error.strerror and "finished levels are kept" in error.strerror:
+            return _error(f"{error.strerror}.", 2)   # elax's own check: it names the path and the fix
         where = f" ({error.filename})" if error.filename else ""
         return _error(f"{error.strerror or error}{where}. Check the path, its permissions and free space; "
                       "finished levels are kept.", 2)

@@ -213,3 +213,19 @@ def test_damaged_gzip_idx_is_named(tmp_path):
         (tmp_path / f"{name}.gz").write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: damaged gzip file"):
         data.load("mnist", str(tmp_path))
+
+
+def test_a_full_disk_is_one_line_and_keeps_finished_levels(capsys, imp_copy, monkeypatch):
+    workdir, records = imp_copy
+    shutil.rmtree(wd.level_dir(workdir, 3))
+    usage = shutil.disk_usage(workdir)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
+    code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"elax: error: No space left on the disk of {wd.ticket_dir(workdir, 3)} (0.1 MiB free")
+    assert err.rstrip().endswith("Free space and run the same command; finished levels are kept.")
+    assert wd.load_results(workdir) == records        # level 3's record stays until the level is trained again
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 0, err
+    assert wd.load_results(workdir) == records
