@@ -196,3 +196,12 @@ def test_bfloat16_model_float32_params_and_logits(resnet8_variables):
     assert logits16.dtype == jnp.float32 and logits16.shape == (3, 10)
     assert not np.array_equal(logits16, logits32)    # really computed in bfloat16
     np.testing.assert_allclose(logits16, logits32, atol=0.05 * float(np.abs(logits32).max()) + 0.05)
+
+
+def test_cpu_init_compiled_faster_gives_the_default_compilation_values():
+    import toy_family  # noqa: F401  (a few layers: compiling at the default level stays cheap)
+    from elax import models
+    model = models.get_model("toy_2-2_w4-8", num_classes=5)
+    expected = jax.jit(lambda key: model.init(key, jnp.zeros((1, 6, 6, 3)), train=False))(jax.random.key(3))
+    got = models.init_variables(model, jax.random.key(3), (6, 6, 3))
+    jax.tree.map(np.testing.assert_array_equal, got, expected)
