@@ -124,18 +124,27 @@ class Trainer:
         return data_lib.BatchSpec(self.seed, self.batch_size, self.steps_per_epoch, self.augment,
                                   self.compute_dtype)
 
-    def _epoch_order(self, step, data: data_lib.DeviceSource):
-        return data.epoch_order(self.batch_spec, step)
+    # The seed enters the jitted programs as an argument, not a constant: Trainers that differ only in seed
+    # (replicates, the runs of a stack) compile the same program, which the compilation cache then serves.
+    def _run_order(self, step, seed, data: data_lib.DeviceSource):
+        """The permutation the epoch of `step` reads for `seed`."""
+        return data.epoch_order(dataclasses.replace(self.batch_spec, seed=seed), step)
 
-    def _step(self, state, totals, data: data_lib.DeviceSource, order):
-        """Take one step on the batch of `state.step` (gathered, augmented and normalised on the device)."""
-        images, labels = data.train_batch(self.batch_spec, state.step, order)
-        batch_sharding = NamedSharding(self.mesh, P("data"))
+    def _run_step(self, state, totals, seed, data: data_lib.DeviceSource, order):
+        """One step on the batch of `state.step` for `seed` (gathered, augmented and normalised on the device);
+        vmapped over a leading run axis for stacked runs."""
+        spec = dataclasses.replace(self.batch_spec, seed=seed)
+        images, labels = data.train_batch(spec, state.step, order)
+        batch_sharding = NamedSharding(self.mesh, P("data"))   # under vmap: the run axis stays unsharded
         images = jax.lax.with_sharding_constraint(images, batch_sharding)
         labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
         state, metrics = train_step(state, images, labels, apply_fn=self.model.apply, tx=self.tx,
                                     schedule=self.schedule, masked=self.masked)
         return state, jax.tree.map(jnp.add, totals, metrics)
+
+    @property
+    def _seed(self):
+        return jnp.asarray(self.seed, jnp.int32)
 
     def batch(self, data, step: int):
         """The normalised (augmented) batch that training reads at global `step`: SNIP/GraSP score batches."""
@@ -145,7 +154,7 @@ class Trainer:
             images = jax.make_array_from_process_local_data(sharding, images)
             labels = jax.make_array_from_process_local_data(sharding, labels)
             return self._jit_normalize(images, mean=data.mean, std=data.std), labels
-        return self._jit_batch(data, jnp.asarray(step, jnp.int32))
+        return self._jit_batch(data, jnp.asarray(step, jnp.int32), self._seed)
 
     @functools.cached_property
     def _jit_normalize(self):
@@ -154,25 +163,29 @@ class Trainer:
 
     @functools.cached_property
     def _jit_batch(self):
-        return jax.jit(lambda data, step: data.train_batch(self.batch_spec, step, self._epoch_order(step, data)))
+        def batch(data, step, seed):
+            spec = dataclasses.replace(self.batch_spec, seed=seed)
+            return data.train_batch(spec, step, self._run_order(step, seed, data))
+
+        return jax.jit(batch)
 
     @functools.cached_property
     def _run_steps(self):
-        def run(state, data: data_lib.DeviceSource, num_steps):
+        def run(state, seed, data: data_lib.DeviceSource, num_steps):
             # The caller keeps every call inside one epoch, so one permutation serves all its steps.
-            order = self._epoch_order(state.step, data)
-            body = lambda _, carry: self._step(*carry, data, order)
+            order = self._run_order(state.step, seed, data)
+            body = lambda _, carry: self._run_step(*carry, seed, data, order)
             return jax.lax.fori_loop(0, num_steps, body, (state, _zero_metrics()))
 
         return jax.jit(run, donate_argnums=(0,), out_shardings=NamedSharding(self.mesh, P()))
 
     @functools.cached_property
     def _one_step(self):
-        return jax.jit(self._step, donate_argnums=(0, 1), out_shardings=NamedSharding(self.mesh, P()))
+        return jax.jit(self._run_step, donate_argnums=(0, 1), out_shardings=NamedSharding(self.mesh, P()))
 
     @functools.cached_property
     def _jit_epoch_order(self):
-        return jax.jit(self._epoch_order)
+        return jax.jit(self._run_order)
 
     def replicate(self, tree):
         """`tree` replicated over the mesh (a no-op for arrays already there, e.g. the previous step's state).
@@ -196,12 +209,13 @@ class Trainer:
         state = self.replicate(state)
         if isinstance(data, data_lib.StreamSource):
             return self._train_streamed(state, data, num_steps)
+        seed = self._seed
         if self.runs_fused:
-            return self._run_steps(state, data, jnp.asarray(num_steps, jnp.int32))
-        order = self._jit_epoch_order(state.step, data)
+            return self._run_steps(state, seed, data, jnp.asarray(num_steps, jnp.int32))
+        order = self._jit_epoch_order(state.step, seed, data)
         totals = self.replicate(_zero_metrics())
         for _ in range(num_steps):
-            state, totals = self._one_step(state, totals, data, order)
+            state, totals = self._one_step(state, totals, seed, data, order)
         return state, totals
 
     # -- stacked runs: K tickets of this model and recipe in one program --------------------------------
@@ -219,20 +233,6 @@ class Trainer:
         for _ in range(num_steps):
             states, totals = self._stacked_step(states, totals, seeds, data, orders)
         return states, totals
-
-    def _run_step(self, state, totals, seed, data, order):
-        """One step of one run of a stack (vmapped over the run axis)."""
-        spec = dataclasses.replace(self.batch_spec, seed=seed)
-        images, labels = data.train_batch(spec, state.step, order)
-        batch_sharding = NamedSharding(self.mesh, P("data"))   # under vmap: the run axis stays unsharded
-        images = jax.lax.with_sharding_constraint(images, batch_sharding)
-        labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
-        state, metrics = train_step(state, images, labels, apply_fn=self.model.apply, tx=self.tx,
-                                    schedule=self.schedule, masked=self.masked)
-        return state, jax.tree.map(jnp.add, totals, metrics)
-
-    def _run_order(self, step, seed, data):
-        return data.epoch_order(dataclasses.replace(self.batch_spec, seed=seed), step)
 
     @functools.cached_property
     def _stacked_step(self):
