@@ -42,7 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 1    # test accuracy in the per-epoch metrics (the final one is always taken)
     c.train.checkpoint_every_secs = 60.0   # save the train state at an epoch's end at most this often (+ at the end)
     c.train.stack = 0                # baseline/ETT levels trained side by side in one program; 0 = auto (CPU 1,
-    #                                  accelerators 8); results equal separate runs to float tolerance
+    #                                  accelerators 8; streamed data 1); equal to separate runs to float tolerance
     c.train.deterministic = False    # GPUs: deterministic XLA kernels (bit-identical resumes; slower). CPU: always
 
     c.lottery = ml_collections.ConfigDict()

@@ -8,7 +8,6 @@ its latest checkpoint; since data order and augmentation derive from (seed, step
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from typing import Callable
@@ -16,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from elax import checkpoint, masks, train, workdir as wd
+from elax import checkpoint, data as data_lib, masks, train, workdir as wd
 from elax.runs.context import RunContext
 from elax.ticket import Ticket
 
@@ -87,7 +86,9 @@ class Level:
 
 def stack_size(ctx: RunContext) -> int:
     """`train.stack`, or its default: 8 runs per program on accelerators, 1 on CPU (where vmapped convolutions
-    gain nothing)."""
+    are slower than separate ones). Streamed data trains one run at a time."""
+    if isinstance(ctx.data, data_lib.StreamSource):
+        return 1
     return ctx.config.train.stack or (1 if jax.default_backend() == "cpu" else 8)
 
 
@@ -123,7 +124,7 @@ def _train_stack(ctx: RunContext, workdir: str, group: list[Level], log):
     else:
         states = []
         for lv, d in zip(group, dirs):   # a stack that never saved together starts again from its tickets
-            shutil.rmtree(d, ignore_errors=True)
+            checkpoint.remove_after(d, -1)
             if os.path.exists(wd.metrics_path(workdir, lv.level)) and wd.is_primary():
                 os.remove(wd.metrics_path(workdir, lv.level))
             states.append(_start_from_ticket(ctx, workdir, lv.level, lv.make_ticket))
