@@ -27,7 +27,7 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 python3 -c 'import jax, flax, optax; print(jax.__version__, flax.__version__, optax.__version__, jax.devices())' \
   >"$OUT/versions.txt" 2>&1
 # Resume must be bit-identical on the GPU with deterministic kernels (the tests set them).
-step resume_tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_lottery.py tests/test_cli.py \
+step resume_tests 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_lottery.py tests/test_cli.py \
   -k "resume or sigkill or interrupted"
 step quickstart 120 python3 main.py --config configs/quickstart.py --workdir /tmp/quickstart --config.progress=False
 step bench_cifar 120 python3 benchmarks/throughput.py --models cifar_resnet_20,cifar_vgg_16 --skip-other-path \
