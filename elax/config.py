@@ -21,7 +21,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.train_subset = 0    # train on this many images (a fixed subset, the same for every seed); 0 = all
     c.data.source = "auto"     # auto | device | stream: the whole dataset on the devices, or streamed from disk by
     #                            Grain (auto: stream imagenet2012/imagefolder, device for the rest)
-    c.data.workers = -1        # stream: Grain worker processes; -1 = one per CPU core (max 16); 0 = threads here
+    c.data.workers = -1        # stream from disk: Grain worker processes; -1 = one per core (max 16); 0 = threads
     c.data.image_size = 224    # stream, encoded images: train RandomResizedCrop / eval centre crop (pixels)
     c.data.resize_size = 256   # stream, encoded images: eval resizes the shorter side to this, then crops
     c.data.crop_scale = (0.1, 1.0)    # stream, encoded images: RandomResizedCrop area range (ELTH.md section 2)

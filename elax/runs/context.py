@@ -83,11 +83,13 @@ def _open_stream(d: ml_collections.ConfigDict) -> data_lib.StreamSource:
     if d.name in data_lib.STREAMED_ONLY:
         s = records.open_splits(d.name, d.dir)
         return data_lib.StreamSource(s.train, s.test, s.num_classes, s.mean, s.std, options, workers, s.where)
+    # Decoded images in memory: threads in this process (worker processes would each get a copy of the dataset
+    # and have no decoding to do).
     dataset = data_lib.train_subset(data_lib.load(d.name, d.dir or None), d.train_subset)
     return data_lib.StreamSource(
         records.ArrayRecords(dataset.train_images, dataset.train_labels),
         records.ArrayRecords(dataset.test_images, dataset.test_labels), dataset.num_classes, dataset.mean,
-        dataset.std, options, workers, dataset.source)
+        dataset.std, options, 0, dataset.source)
 
 
 def make_trainer(config: ml_collections.ConfigDict, model, num_train: int, mesh, dtype,
