@@ -247,7 +247,7 @@ def _layouts(name: str) -> tuple[_Layout, ...]:
 # Where to look.
 
 
-def _default_roots() -> list[str]:
+def default_roots() -> list[str]:
     """Default data roots, read at call time so $ELAX_DATA_DIR / $HOME changes apply."""
     roots = [os.environ["ELAX_DATA_DIR"]] if os.environ.get("ELAX_DATA_DIR") else []
     roots += ["~/tensorflow_datasets", "~/.elax/data", os.path.join(os.getcwd(), "data")]
@@ -262,7 +262,7 @@ def _candidates(name: str, data_dir: str | None) -> list[tuple[_Layout | None, s
             raise DataNotFoundError(f"data dir {data_dir!r} does not exist (or is not a directory)")
         return _root_candidates(name, root, itself=True)
     out = []
-    for root in _default_roots():
+    for root in default_roots():
         out += _root_candidates(name, root, itself=False)
     out += [(layout, d) for layout in _layouts(name) for d in _SYSTEM_DIRS.get(name, ())]
     return out

@@ -126,7 +126,8 @@ class Splits:
 def open_splits(name: str, data_dir: str) -> Splits:
     """`imagefolder` (DIR/train/<class>/*, DIR/val/<class>/*) or `imagenet2012` (a TFDS array_record data dir, or
     an ImageFolder tree): never downloads; a missing dataset names every place looked and how to provide it."""
-    roots = [data_dir] if data_dir else _default_roots()
+    from elax.data.datasets import default_roots  # the places every dataset is looked for
+    roots = [data_dir] if data_dir else default_roots()
     looked = []
     for root in roots:
         root = os.path.abspath(os.path.expanduser(root))
@@ -146,11 +147,6 @@ def open_splits(name: str, data_dir: str) -> Splits:
                    "(needs TensorFlow once: see the README)")
     places = "\n".join(f"  - {p}" for p in looked)
     raise FileNotFoundError(f"dataset {name!r} not found. Looked in:\n{places}\nTo provide it: {advice}.")
-
-
-def _default_roots() -> list[str]:
-    roots = [os.environ["ELAX_DATA_DIR"]] if os.environ.get("ELAX_DATA_DIR") else []
-    return roots + ["~/tensorflow_datasets", "~/.elax/data", os.path.join(os.getcwd(), "data")]
 
 
 def _tfds_dir(root: str, name: str) -> str | None:
