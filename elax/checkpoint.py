@@ -4,7 +4,6 @@ Train states are saved as plain nested dicts (`flax.serialization.to_state_dict`
 restored with Orbax alone, without elax or the model:
 
     import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     tree = ocp.StandardCheckpointer().restore("/abs/path/WORKDIR/level_03/ticket")  # params, batch_stats, mask, step
 """
 
@@ -54,9 +53,14 @@ def all_steps(directory: str) -> list[int]:
 
 def remove_after(directory: str, step: int) -> None:
     """Delete the checkpoints of `directory` newer than `step` (a resume from `step` saves them again)."""
+    _remove_steps(directory, [s for s in all_steps(directory) if s > step])
+
+
+def _remove_steps(directory: str, steps) -> None:
+    """Delete these steps' checkpoints (process 0 of a multi-process run alone deletes)."""
     if jax.process_index() == 0:
-        for newer in (s for s in all_steps(directory) if s > step):
-            shutil.rmtree(os.path.join(os.path.abspath(directory), str(newer)), ignore_errors=True)
+        for step in steps:
+            shutil.rmtree(os.path.join(os.path.abspath(directory), str(step)), ignore_errors=True)
 
 
 def check_space(directory: str, tree) -> None:
@@ -108,8 +112,7 @@ def restore_state(directory: str, template, step: int | None = None, log=None):
                 continue
             if problems:
                 # Newer steps are unusable, and a save under their step number would fail: remove them.
-                for damaged in steps[:steps.index(candidate)] if jax.process_index() == 0 else ():
-                    shutil.rmtree(os.path.join(os.path.abspath(directory), str(damaged)), ignore_errors=True)
+                _remove_steps(directory, steps[:steps.index(candidate)])
                 if log:
                     log(f"The checkpoint {problems[0]} in {directory} is damaged (removed); resuming from step "
                         f"{candidate}.")
