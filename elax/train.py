@@ -138,6 +138,10 @@ class Trainer:
         batch_sharding = NamedSharding(self.mesh, P("data"))   # under vmap: the run axis stays unsharded
         images = jax.lax.with_sharding_constraint(images, batch_sharding)
         labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
+        return self._step_on(state, totals, images, labels)
+
+    def _step_on(self, state, totals, images, labels):
+        """One train step on a normalised batch, its metrics added to `totals`."""
         state, metrics = train_step(state, images, labels, apply_fn=self.model.apply, tx=self.tx,
                                     schedule=self.schedule, masked=self.masked)
         return state, jax.tree.map(jnp.add, totals, metrics)
@@ -263,10 +267,7 @@ class Trainer:
     @functools.cached_property
     def _host_step(self):
         def step(state, totals, images, labels, mean, std):
-            images = data_lib.normalize(images, mean, std, self.compute_dtype)
-            state, metrics = train_step(state, images, labels, apply_fn=self.model.apply, tx=self.tx,
-                                        schedule=self.schedule, masked=self.masked)
-            return state, jax.tree.map(jnp.add, totals, metrics)
+            return self._step_on(state, totals, data_lib.normalize(images, mean, std, self.compute_dtype), labels)
 
         return jax.jit(step, donate_argnums=(0, 1), static_argnames=("mean", "std"),
                        out_shardings=NamedSharding(self.mesh, P()))
@@ -284,13 +285,17 @@ class Trainer:
     @functools.cached_property
     def _eval_batch(self):
         def one(params, batch_stats, images, labels, valid, mean, std):
-            x = data_lib.normalize(images, mean, std, self.compute_dtype)
-            logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-            losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-            return jnp.stack([jnp.sum(jnp.where(valid, losses, 0.0)),
-                              jnp.sum((jnp.argmax(logits, -1) == labels) & valid).astype(jnp.float32)])
+            return jnp.stack(self._eval_sums(params, batch_stats, images, labels, valid, mean, std))
 
         return jax.jit(one, static_argnames=("mean", "std"), out_shardings=NamedSharding(self.mesh, P()))
+
+    def _eval_sums(self, params, batch_stats, images, labels, valid, mean, std):
+        """(summed loss, correct count) over the `valid` examples of one uint8 batch, BatchNorm in inference."""
+        x = data_lib.normalize(images, mean, std, self.compute_dtype)
+        logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return (jnp.sum(jnp.where(valid, losses, 0.0)),
+                jnp.sum((jnp.argmax(logits, -1) == labels) & valid).astype(jnp.float32))
 
     # -- evaluation -----------------------------------------------------------------------------------------
     @functools.cached_property
@@ -307,14 +312,7 @@ class Trainer:
             batches = (images.reshape(-1, eb, *images.shape[1:]), labels.reshape(-1, eb), valid.reshape(-1, eb))
             batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
 
-            def one(batch):
-                x, y, ok = batch
-                x = data_lib.normalize(x, mean, std, self.compute_dtype)
-                logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-                losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-                return (jnp.sum(jnp.where(ok, losses, 0.0)),
-                        jnp.sum((jnp.argmax(logits, -1) == y) & ok).astype(jnp.float32))
-
+            one = lambda batch: self._eval_sums(params, batch_stats, *batch, mean, std)
             loss, correct = jax.tree.map(jnp.sum, jax.lax.map(one, batches))
             return {"loss": loss / n, "accuracy": correct / n}
 
