@@ -8,7 +8,7 @@ import ml_collections
 
 from elax import checkpoint, masks, pruning, workdir as wd
 from elax.runs.context import RunContext, setup
-from elax.runs.loop import train_and_record
+from elax.runs.loop import chunk_end, train_and_record
 from elax.runs.tickets import load_rewind
 from elax.ticket import Ticket
 
@@ -93,9 +93,9 @@ def _rewind_state(ctx: RunContext, workdir: str, log) -> dict:
         log(f"{error} Rebuilding it: replaying level 0 to step {ctx.rewind_step}.")
     ticket = dense_ticket(ctx)
     state = ctx.fresh_state(ticket.params, ticket.batch_stats, ticket.mask, 0)
-    spe, step = ctx.trainer.steps_per_epoch, 0
+    step = 0
     while step < ctx.rewind_step:
-        stop = min((step // spe + 1) * spe, ctx.rewind_step)
+        stop = chunk_end(step, ctx.trainer.steps_per_epoch, ctx.rewind_step)
         state, _ = ctx.trainer.train_steps(state, ctx.data, stop - step)
         step = stop
     _save_rewind(wd.rewind_dir(workdir), state)

@@ -42,8 +42,7 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
         state = checkpoint.restore_state(ckpt_dir, ctx.template_state, log=log)
         _truncate_metrics(metrics_path, int(state.step))
     else:
-        if os.path.exists(metrics_path) and wd.is_primary():  # lines of a start whose checkpoints are gone
-            os.remove(metrics_path)
+        _forget_metrics(metrics_path)  # lines of a start whose checkpoints are gone
         state = _start_from_ticket(ctx, workdir, level, make_ticket)
         if int(state.step) in on_step:
             on_step[int(state.step)](state)
@@ -67,6 +66,11 @@ def train_and_record(ctx: RunContext, workdir: str, level: int, make_ticket: Tic
                      method: str, *, log=print, on_step=None, **extra) -> dict:
     """Train one level (resumably) and add its record to WORKDIR/results.json; the step every run repeats."""
     state, test = train_ticket(ctx, workdir, level, make_ticket, desc, on_step=on_step, log=log)
+    return _record(ctx, workdir, state, test, level, method, log, **extra)
+
+
+def _record(ctx: RunContext, workdir: str, state, test: dict, level: int, method: str, log, **extra) -> dict:
+    """Add the record of a trained level to WORKDIR/results.json and say it."""
     record = make_record(ctx, state, test, level, method, **extra)
     wd.add_record(workdir, record)
     log(wd.summary_line(record))
@@ -105,9 +109,7 @@ def train_levels(ctx: RunContext, workdir: str, levels: list[Level], *, log=prin
             continue
         states, tests = _train_stack(ctx, workdir, group, log)
         for lv, state, test in zip(group, states, tests):
-            record = make_record(ctx, state, test, lv.level, lv.method, **lv.extra)
-            wd.add_record(workdir, record)
-            log(wd.summary_line(record))
+            _record(ctx, workdir, state, test, lv.level, lv.method, log, **lv.extra)
 
 
 def _train_stack(ctx: RunContext, workdir: str, group: list[Level], log):
@@ -125,8 +127,7 @@ def _train_stack(ctx: RunContext, workdir: str, group: list[Level], log):
         states = []
         for lv, d in zip(group, dirs):   # a stack that never saved together starts again from its tickets
             checkpoint.remove_after(d, -1)
-            if os.path.exists(wd.metrics_path(workdir, lv.level)) and wd.is_primary():
-                os.remove(wd.metrics_path(workdir, lv.level))
+            _forget_metrics(wd.metrics_path(workdir, lv.level))
             states.append(_start_from_ticket(ctx, workdir, lv.level, lv.make_ticket))
     desc = f"{group[0].desc} .. {group[-1].desc} ({len(group)} stacked)"
     states, tests = _fit_stack(ctx, train.stack(states), [lv.level for lv in group], workdir, desc)
@@ -151,9 +152,7 @@ def _fit_stack(ctx: RunContext, states, levels: list[int], workdir: str, desc: s
     bar = _progress(end, step, desc, ctx.config.progress)
     totals, epoch_start_time, last_save, tests = None, time.time(), time.time(), None
     while step < end:
-        stop = min((step // spe + 1) * spe, end)
-        if cfg.steps_per_call:
-            stop = min(stop, step + cfg.steps_per_call)
+        stop = chunk_end(step, spe, end, cfg.steps_per_call)
         states, sums = trainer.train_steps_stacked(states, seeds, ctx.data, stop - step)
         _check_finite(states, sums, stop, desc, cfg.lr)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -165,9 +164,7 @@ def _fit_stack(ctx: RunContext, states, levels: list[int], workdir: str, desc: s
             entries = [_epoch_entry(ctx, state, member_totals, seconds)
                        for state, member_totals in zip(members, train.unstack(totals, k))]
             for level, entry in zip(levels, entries):
-                if wd.is_primary():
-                    with open(wd.metrics_path(workdir, level), "a") as f:
-                        f.write(json.dumps({**entry, "stacked": k}) + "\n")
+                _append_metrics(wd.metrics_path(workdir, level), {**entry, "stacked": k})
             if step == end:
                 tests = [{"loss": e["test_loss"], "accuracy": e["test_accuracy"]} for e in entries]
             if step == end or time.time() - last_save >= cfg.checkpoint_every_secs:
@@ -195,6 +192,26 @@ def _progress(total, initial, desc, enabled):
                 leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
+def chunk_end(step: int, steps_per_epoch: int, end: int, steps_per_call: int = 0, marks=()) -> int:
+    """Where the training call starting at `step` stops: the end of its epoch (`Trainer.train_steps` never
+    crosses one), `end`, the next of `marks` (steps with a callback), or after `steps_per_call` steps (0: no
+    limit)."""
+    stop = min((step // steps_per_epoch + 1) * steps_per_epoch, end, *[m for m in marks if m > step])
+    return min(stop, step + steps_per_call) if steps_per_call else stop
+
+
+def _append_metrics(path: str, entry: dict) -> None:
+    if wd.is_primary():
+        with open(path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def _forget_metrics(path: str) -> None:
+    """Remove a level's metrics.jsonl: it is written again from the level's start."""
+    if os.path.exists(path) and wd.is_primary():
+        os.remove(path)
+
+
 def _truncate_metrics(path: str, last_step: int) -> None:
     """Drop metric lines past the restored checkpoint (they are recomputed identically)."""
     if not os.path.exists(path) or not wd.is_primary():
@@ -220,9 +237,7 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
     bar = _progress(end, step, desc, ctx.config.progress)
     totals, epoch_start_time, test, last_save = None, time.time(), None, time.time()
     while step < end:
-        stop = min((step // spe + 1) * spe, end, *[s for s in on_step if s > step])
-        if cfg.steps_per_call:
-            stop = min(stop, step + cfg.steps_per_call)
+        stop = chunk_end(step, spe, end, cfg.steps_per_call, on_step)
         state, sums = trainer.train_steps(state, ctx.data, stop - step)
         _check_finite(state, sums, stop, desc, ctx.config.train.lr)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -233,9 +248,7 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
         if step % spe == 0 or step == end:
             entry = _epoch_entry(ctx, state, totals, time.time() - epoch_start_time)
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
-            if wd.is_primary():
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(entry) + "\n")
+            _append_metrics(metrics_path, entry)
             if step == end:  # the last epoch is always evaluated: its numbers are the level's result
                 test = {"loss": entry["test_loss"], "accuracy": entry["test_accuracy"]}
             # Saves stall training, so they come at most every `checkpoint_every_secs` (and at the end): a kill
