@@ -17,6 +17,10 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
+class DiskFull(OSError):
+    """The disk cannot hold the checkpoint about to be written; the message names the path and the way out."""
+
+
 class DamagedCheckpoint(ValueError):
     """A checkpoint that exists but cannot be restored (truncated, corrupted); the message says the way out."""
 
@@ -72,7 +76,7 @@ def check_space(directory: str, tree) -> None:
         parent = os.path.dirname(parent)
     free = shutil.disk_usage(parent).free
     if free < need:
-        raise OSError(errno.ENOSPC, f"No space left on the disk of {directory} ({free / 2**20:.1f} MiB free, a "
+        raise DiskFull(errno.ENOSPC, f"No space left on the disk of {directory} ({free / 2**20:.1f} MiB free, a "
                       f"checkpoint needs {need / 2**20:.1f} MiB). Free space and run the same command; finished "
                       "levels are kept")
 

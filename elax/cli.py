@@ -2,7 +2,6 @@
 every failure a researcher can fix reported as one line and an exit code (2: bad input, 3: training diverged,
 4: workdir busy)."""
 
-import errno
 import os
 import sys
 
@@ -28,9 +27,9 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> int:
             return _error(f"No space left on device while writing into {workdir}. Free space and run the same "
                           "command; finished levels are kept.", 2)
         return _error(error, 2)
+    except checkpoint.DiskFull as error:  # elax's own check: it names the path and the fix
+        return _error(f"{error.strerror}.", 2)
     except OSError as error:  # read-only, disk full, a file where a folder should be: name the path
-        if error.errno == errno.ENOSPC and error.strerror and "finished levels are kept" in error.strerror:
-            return _error(f"{error.strerror}.", 2)   # elax's own check: it names the path and the fix
         where = f" ({error.filename})" if error.filename else ""
         return _error(f"{error.strerror or error}{where}. Check the path, its permissions and free space; "
                       "finished levels are kept.", 2)

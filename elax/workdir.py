@@ -45,6 +45,14 @@ RECIPE_KEYS = ("data.name", "data.augment", "data.train_subset", "train.epochs",
 STREAM_RECIPE_KEYS = ("data.source", "data.image_size", "data.resize_size", "data.crop_scale", "data.crop_ratio")
 # Datasets read only through the streamed pipeline (elax.data.STREAMED_ONLY).
 STREAMED_DATASETS = ("imagenet2012", "imagefolder")
+
+
+def streams(source: str | None, name: str) -> bool:
+    """Whether a run with `data.source` `source` (None: auto) reads dataset `name` through the streamed pipeline."""
+    source = source or "auto"
+    return source == "stream" or (source == "auto" and name in STREAMED_DATASETS)
+
+
 # Config keys that may change when a run resumes (they extend the run or change only speed/output).
 RESUMABLE_CHANGES = ("lottery.levels", "transfer.levels", "baseline.levels", "progress", "train.steps_per_call",
                      "train.eval_batch_size", "train.deterministic", "train.stack", "train.checkpoint_every_secs",
@@ -141,7 +149,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def recipe(config: dict) -> dict:
     """The result-changing settings of a config dict ({'train.lr': 0.1, ...})."""
     flat = flatten(config)
-    streamed = flat.get("data.source") == "stream" or flat.get("data.name") in STREAMED_DATASETS
+    streamed = streams(flat.get("data.source"), flat.get("data.name"))
     return {key: flat.get(key) for key in RECIPE_KEYS + (STREAM_RECIPE_KEYS if streamed else ())}
 
 

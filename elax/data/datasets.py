@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from elax.workdir import STREAMED_DATASETS
+from elax.workdir import STREAMED_DATASETS, streams
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10, "digits": 10}
 DATASETS = tuple(_NUM_CLASSES)
@@ -24,8 +24,7 @@ SOURCES = ("auto", "device", "stream")
 
 def is_streamed(data_config) -> bool:
     """Whether a run's `config.data` streams its data (`data.source`, auto: the STREAMED_ONLY datasets)."""
-    source = data_config.get("source", "auto")
-    return source == "stream" or (source == "auto" and data_config.name in STREAMED_ONLY)
+    return streams(data_config.get("source"), data_config.name)
 
 # Debian packages install IDX files here (e.g. `dataset-fashion-mnist`).
 _SYSTEM_DIRS = {
