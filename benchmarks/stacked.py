@@ -4,11 +4,11 @@ against one ticket (`Trainer.train_steps`), and the wall time of configs/elth_ci
     python benchmarks/stacked.py --out stacked.json                  # ResNet-20 and -56, K = 1, 4, 8, fp32 + bf16
     python benchmarks/stacked.py --smoke                             # seconds: checks that it runs
 
-Each row trains a whole epoch of CIFAR-shaped random uint8 data on the device (in-jit shuffle, crop, flip,
-normalise: the real input path) on the path Trainer takes here, after a compiling warm-up epoch; K=1 is the
-unstacked train_steps. Tickets are 79% sparse (global magnitude masks of the init). The projection counts the
-trainings of configs/elth_cifar.py (see `elth_cifar_trainings`): IMP levels run one after another (each prunes
-the last), the ETT and baseline levels of a target stack K at a time.
+Each row trains a whole epoch of CIFAR-shaped random uint8 data on the device (in-jit shuffle, crop, flip, normalise:
+the real input path) on the path Trainer takes here, after a compiling warm-up epoch; K=1 is the unstacked
+train_steps. Data, trainer (the CIFAR recipe) and 79%-sparse tickets are throughput.py's. The projection counts the
+trainings of configs/elth_cifar.py (see `elth_cifar_trainings`): IMP levels run one after another (each prunes the
+last), the ETT and baseline levels of a target stack K at a time.
 """
 
 import argparse
@@ -20,10 +20,9 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from elax import data as data_lib, masks, pruning, train
-from elax.models import get_model, init_variables
+from elax import data as data_lib, train
+from elax.models import get_model
 
 CIFAR_SHAPE = (32, 32, 3)
 
@@ -49,28 +48,15 @@ def project_hours(trainings: dict, epochs: int, epoch_seconds: dict, stack: int)
     return total / 3600
 
 
-def _states(model, trainer, k: int, shape):
-    states = []
-    for seed in range(k):
-        v = init_variables(model, jax.random.key(seed), shape)
-        mask = pruning.prune_to_sparsity(pruning.magnitude_scores(v["params"]), masks.build(v["params"]), 0.79)
-        states.append(train.create_state(v["params"], v["batch_stats"], mask, trainer.tx))
-    return states
-
-
 def epoch_seconds(model_name: str, k: int, dtype, num_train: int, batch: int, shape=CIFAR_SHAPE) -> float:
     """Seconds of one epoch of K stacked runs (K=1: unstacked), after a compiling warm-up epoch."""
+    import throughput  # benchmarks/throughput.py, beside this script: its data, trainer and ticket helpers
     model = get_model(model_name, dtype=dtype)
-    mesh = train.make_mesh()
-    steps = num_train // batch
-    trainer = train.Trainer(model, train.make_optimizer(0.9, 1e-4), train.lr_schedule(0.1, steps), mesh,
-                            batch_size=batch, steps_per_epoch=steps, seed=0, augment=True, compute_dtype=dtype)
-    rng = np.random.default_rng(0)
-    dataset = data_lib.Dataset("random", rng.integers(0, 256, (num_train, *shape), np.uint8),
-                               rng.integers(0, 10, num_train).astype(np.int32), np.zeros((1, *shape), np.uint8),
-                               np.zeros(1, np.int32), 10, (0.5,) * 3, (0.25,) * 3, "random")
-    source = data_lib.put_on_devices(dataset, mesh)
-    states = _states(model, trainer, k, shape)
+    trainer = throughput.make_trainer(model, num_train, batch, dtype=dtype)
+    source = data_lib.put_on_devices(throughput.random_dataset(num_train, shape), trainer.mesh)
+    states = [train.create_state(*throughput.make_ticket(model_name, shape, seed=seed), trainer.tx)
+              for seed in range(k)]   # 79% sparse, each run its own init
+    steps = trainer.steps_per_epoch
     if k == 1:
         run = lambda s: trainer.train_steps(s, source, steps)
         state = states[0]
