@@ -100,8 +100,8 @@ class StreamSource:
 
     def host_batch(self, spec, step: int) -> tuple[np.ndarray, np.ndarray]:
         """This process's share of the batch of `step` as numpy (uint8 images, labels); no workers."""
-        items = self._train_items(spec, step, step + 1)
-        examples = [self._example(spec, train=True)(item) for item in items]
+        example = self._example(spec, train=True)
+        examples = [example(item) for item in self._train_items(spec, step, step + 1)]
         return np.stack([e[0] for e in examples]), np.stack([e[1] for e in examples])
 
     def _epoch_batches(self, spec, step: int, mesh):
