@@ -41,8 +41,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.steps_per_call = 0       # steps per jitted call; 0 = up to a whole epoch
     c.train.eval_every_epochs = 1    # test accuracy in the per-epoch metrics (the final one is always taken)
     c.train.checkpoint_every_secs = 60.0   # save the train state at an epoch's end at most this often (+ at the end)
-    c.train.stack = 0                # baseline/ETT levels trained side by side in one program; 0 = auto (CPU 1,
-    #                                  accelerators 8; streamed data 1); equal to separate runs to float tolerance
+    c.train.stack = 1                # baseline/ETT levels trained side by side in one program (device data only);
+    #                                  equal to separate runs to float tolerance, slower so far (docs/performance.md)
     c.train.deterministic = False    # GPUs: deterministic XLA kernels (bit-identical resumes; slower). CPU: always
 
     c.lottery = ml_collections.ConfigDict()
@@ -200,8 +200,8 @@ def _validate_train(t) -> None:
         _fail("train.steps_per_call", f"must be >= 0 (0 = up to a whole epoch), got {t.steps_per_call}.")
     if not t.checkpoint_every_secs >= 0:
         _fail("train.checkpoint_every_secs", f"must be >= 0 (0 = every epoch), got {t.checkpoint_every_secs}.")
-    if t.get("stack", 0) < 0:
-        _fail("train.stack", f"must be >= 0 (0 = 1 on CPU, 8 on accelerators), got {t.stack}.")
+    if t.get("stack", 1) < 1:
+        _fail("train.stack", f"must be >= 1 (runs per program; 1 = one at a time), got {t.stack}.")
     if t.eval_batch_size <= 0:
         _fail("train.eval_batch_size", f"must be > 0, got {t.eval_batch_size}.")
 

@@ -98,14 +98,22 @@ def model_name(model) -> str:
 
 
 def init_variables(model, key, input_shape):
-    """Initial {'params', 'batch_stats'} of `model` for images of `input_shape` (H, W, C)."""
-    return _jitted_init(model, tuple(input_shape))(key)
+    """Initial {'params', 'batch_stats'} of `model` for images of `input_shape` (H, W, C), drawn on the host CPU
+    on every backend (the same values everywhere), then put on the default device uncommitted, as a jitted init's
+    output would be (later programs may place it anywhere)."""
+    variables = _jitted_init(model, tuple(input_shape))(jax.device_put(key, _host_cpu()))
+    return jax.device_put(jax.device_get(variables))
 
 
 # XLA:CPU compiles an init's threefry random draws 2-4x faster at backend optimisation level 1 than at its default
 # (cifar_resnet_20_8: 3.1 s instead of 11.7 s), with bit-identical values (checked on CIFAR ResNets, VGGs and
-# ImageNet ResNets; docs/performance.md). Level 0 would change the float rounding.
+# ImageNet ResNets; docs/performance.md). Level 0 would change the float rounding. On a GPU the same init compiled
+# for the GPU took longer still (about 15 s per new model on an H100, autotuning included), hence the host CPU there.
 CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def _host_cpu():
+    return jax.local_devices(backend="cpu")[0]
 
 
 @functools.lru_cache(maxsize=32)
@@ -113,9 +121,8 @@ def _jitted_init(model, input_shape):
     # One compilation per (model, input shape), however many seeds are initialised.
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
     init = jax.jit(lambda key: model.init(key, dummy, train=False))
-    if jax.default_backend() != "cpu":
-        return init
-    return init.lower(jax.random.key(0)).compile(compiler_options=CPU_INIT_COMPILER_OPTIONS)
+    key = jax.device_put(jax.random.key(0), _host_cpu())
+    return init.lower(key).compile(compiler_options=CPU_INIT_COMPILER_OPTIONS)
 
 
 def variable_shapes(model, input_shape) -> dict:

@@ -89,11 +89,11 @@ class Level:
 
 
 def stack_size(ctx: RunContext) -> int:
-    """`train.stack`, or its default: 8 runs per program on accelerators, 1 on CPU (where vmapped convolutions
-    are slower than separate ones). Streamed data trains one run at a time."""
+    """`train.stack` (default 1: vmapped convolutions measured slower than separate runs on CPU and on an H100,
+    docs/performance.md). Streamed data trains one run at a time."""
     if isinstance(ctx.data, data_lib.StreamSource):
         return 1
-    return ctx.config.train.stack or (1 if jax.default_backend() == "cpu" else 8)
+    return ctx.config.train.stack
 
 
 def train_levels(ctx: RunContext, workdir: str, levels: list[Level], *, log=print) -> None:
