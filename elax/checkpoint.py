@@ -7,6 +7,7 @@ restored with Orbax alone, without elax or the model:
     tree = ocp.StandardCheckpointer().restore("/abs/path/WORKDIR/level_03/ticket")  # params, batch_stats, mask, step
 """
 
+import collections
 import errno
 import os
 import shutil
@@ -23,6 +24,47 @@ class DiskFull(OSError):
 
 class DamagedCheckpoint(ValueError):
     """A checkpoint that exists but cannot be restored (truncated, corrupted); the message says the way out."""
+
+
+# -- what this process wrote or read last, kept to skip reading it again -------------------------------------------
+# A run reads back what it has just written (the ticket it trains, the previous level's final state, the rewind
+# state every level starts from); each Orbax read costs ~0.1 s whatever the size. An entry is used only while its
+# directory's files are exactly as they were (names, sizes, modification times, inodes), so a changed, damaged or
+# deleted checkpoint is read from disk again. Small trees only; off in multi-process runs (every process must
+# take part in each Orbax read there).
+_RECENT: collections.OrderedDict = collections.OrderedDict()
+_RECENT_MAX_BYTES = 256 << 20
+
+
+def _files_signature(path: str):
+    out = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            st = os.stat(os.path.join(root, name))
+            out.append((os.path.relpath(os.path.join(root, name), path), st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(sorted(out))
+
+
+def _remember(path: str, host_tree) -> None:
+    if jax.process_count() > 1 or _nbytes(host_tree) > _RECENT_MAX_BYTES:
+        return
+    path = os.path.abspath(path)
+    _RECENT[path] = (_files_signature(path), host_tree)
+    _RECENT.move_to_end(path)
+    while sum(_nbytes(tree) for _, tree in _RECENT.values()) > _RECENT_MAX_BYTES:
+        _RECENT.popitem(last=False)
+
+
+def _nbytes(tree) -> int:
+    return sum(int(getattr(leaf, "nbytes", 8)) for leaf in jax.tree.leaves(tree))
+
+
+def _recalled(path: str):
+    """A fresh copy of the tree structure last saved to or read from `path` if its files are unchanged, else None."""
+    entry = _RECENT.get(os.path.abspath(path))
+    if entry is None or not os.path.isdir(path) or entry[0] != _files_signature(path):
+        return None
+    return jax.tree.map(lambda leaf: leaf, entry[1])   # new containers: callers may add keys
 
 
 def _manager(directory: str) -> ocp.CheckpointManager:
@@ -70,7 +112,7 @@ def _remove_steps(directory: str, steps) -> None:
 def check_space(directory: str, tree) -> None:
     """OSError (no space left) before writing `tree` into `directory` if its disk cannot hold it: Orbax would
     fail half-way, from its writer threads, with hundreds of lines of tracebacks."""
-    need = sum(int(getattr(leaf, "nbytes", 8)) for leaf in jax.tree.leaves(tree)) + (1 << 18)  # + metadata
+    need = _nbytes(tree) + (1 << 18)  # + metadata
     parent = os.path.abspath(directory)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -90,6 +132,7 @@ def save_state(directory: str, state) -> None:
         check_space(directory, tree)
         manager.save(int(state.step), args=ocp.args.StandardSave(tree), force=True)
         manager.wait_until_finished()
+    _remember(os.path.join(directory, str(int(state.step))), tree)
 
 
 def restore_state(directory: str, template, step: int | None = None, log=None):
@@ -109,6 +152,9 @@ def restore_state(directory: str, template, step: int | None = None, log=None):
             raise FileNotFoundError(f"No checkpoint in {directory}.")
         problems = []
         for candidate in steps:
+            recalled = _recalled(os.path.join(directory, str(candidate)))
+            if recalled is not None:
+                return flax.serialization.from_state_dict(template, jax.device_put(recalled, replicated))
             try:
                 restored = manager.restore(candidate, args=ocp.args.StandardRestore(abstract))
             except Exception as e:  # Orbax raises many types for damaged files: all mean "cannot restore"
@@ -136,6 +182,7 @@ def save_tree(path: str, tree) -> None:
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.abspath(path), tree, force=True)
     checkpointer.wait_until_finished()
+    _remember(path, tree)
 
 
 def load_tree(path: str, fix: str = ""):
@@ -145,11 +192,16 @@ def load_tree(path: str, fix: str = ""):
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"No checkpoint at {path}." + (f" {fix}" if fix else ""))
+    recalled = _recalled(path)
+    if recalled is not None:
+        return recalled
     try:
-        return ocp.StandardCheckpointer().restore(os.path.abspath(path))
+        tree = ocp.StandardCheckpointer().restore(os.path.abspath(path))
     except Exception as e:  # Orbax raises many types for damaged files: all mean "cannot restore"
         raise DamagedCheckpoint(f"{path} is damaged and cannot be restored ({_summary(e)})."
                                 + (f" {fix}" if fix else "")) from None
+    _remember(path, jax.device_get(tree))
+    return _recalled(path) or tree
 
 
 def load_latest_state_tree(directory: str):

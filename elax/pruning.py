@@ -4,6 +4,7 @@ Counts are exact: pruning a fraction f of the remaining weights removes exactly 
 (globally, or per layer), ties broken by position, so results do not depend on float ties.
 """
 
+import functools
 import math
 
 import jax
@@ -98,13 +99,16 @@ def prune_magnitude(params, mask, fraction: float, prunable: Predicate = default
 def permute_within_layers(mask, key, prunable: Predicate = default_prunable):
     """Randomly permute each prunable leaf of `mask`: same per-layer density, random positions."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(mask)
-    keys = jax.random.split(key, len(flat))
-    out = []
-    for k, (path, m) in zip(keys, flat):
-        if prunable(path, m):
-            m = jax.random.permutation(k, jnp.ravel(m)).reshape(m.shape)
-        out.append(m)
-    return jax.tree_util.tree_unflatten(treedef, out)
+    which = tuple(bool(prunable(path, m)) for path, m in flat)
+    return jax.tree_util.tree_unflatten(treedef, _permute_leaves(key, [m for _, m in flat], which))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _permute_leaves(key, leaves, which):
+    # One program per tree, not one per leaf shape (a GPU spent ~1 s compiling each).
+    keys = jax.random.split(key, len(leaves))
+    return [jax.random.permutation(k, jnp.ravel(m)).reshape(m.shape) if w else m
+            for k, m, w in zip(keys, leaves, which)]
 
 
 def random_prune(mask, fraction: float, key, prunable: Predicate = default_prunable):

@@ -27,11 +27,28 @@ from elax.ticket import Ticket
 @dataclasses.dataclass(frozen=True)
 class Matched:
     """What a baseline matches: the reference's dense ticket at the rewind point, its IMP ticket at the level, and
-    that level's sparsity."""
+    that level's sparsity. `dense_scores` holds the one-shot scores of `dense` by score function, shared by the
+    levels of a run (the dense ticket, and so its scores, are the same for all of them)."""
 
     dense: Ticket
     imp: Ticket
     sparsity: float
+    dense_scores: dict = dataclasses.field(default_factory=dict, compare=False)
+
+
+@dataclasses.dataclass
+class _Reference:
+    """The reference IMP run as a baseline run reads it: its dense ticket and that ticket's scores, made once."""
+
+    workdir: str
+    dense_scores: dict = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def dense(self) -> Ticket:
+        return load_ticket(self.workdir, 0)
+
+    def matched(self, level: int, sparsity: float) -> Matched:
+        return Matched(self.dense, load_ticket(self.workdir, level), sparsity, self.dense_scores)
 
 
 def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
@@ -45,18 +62,18 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     levels = select_levels(b.levels, reference_records, minimum=1)
     ctx = setup(config, log)
     sparsities = {level: imp_record(reference_records, level)["sparsity"] for level in levels}
+    reference = _Reference(b.reference)
     with wd.claimed(workdir, config.to_dict()):
         train_levels(ctx, workdir, [
-            Level(level, functools.partial(baseline_ticket, ctx, level, sparsity), f"{b.method} level {level}",
+            Level(level, functools.partial(baseline_ticket, ctx, reference, level, sparsity),
+                  f"{b.method} level {level}",
                   b.method, {"reference_sparsity": sparsity}) for level, sparsity in sparsities.items()], log=log)
     return wd.load_results(workdir)
 
 
-def baseline_ticket(ctx: RunContext, level: int, sparsity: float) -> Ticket:
+def baseline_ticket(ctx: RunContext, reference: _Reference, level: int, sparsity: float) -> Ticket:
     """The ticket of the config's baseline method matching the reference run's `level` at `sparsity`."""
-    reference = ctx.config.baseline.reference
-    matched = Matched(load_ticket(reference, 0), load_ticket(reference, level), sparsity)
-    params, batch_stats, mask = BASELINES[ctx.config.baseline.method](ctx, matched)
+    params, batch_stats, mask = BASELINES[ctx.config.baseline.method](ctx, reference.matched(level, sparsity))
     return Ticket(ctx.model, ctx.model_name, mask, masks.apply(params, mask), batch_stats, level=level,
                   rewind_step=ctx.rewind_step)
 
@@ -77,7 +94,9 @@ def one_shot(score_fn: Callable) -> Callable:
     """A baseline that scores the dense rewind weights with score_fn(ctx, dense) and keeps the top weights."""
 
     def method(ctx: RunContext, m: Matched):
-        score = score_fn(ctx, m.dense)
+        if score_fn not in m.dense_scores:
+            m.dense_scores[score_fn] = score_fn(ctx, m.dense)
+        score = m.dense_scores[score_fn]
         mask = pruning.prune_to_sparsity(score, masks.build(m.dense.params), m.sparsity, ctx.prunable)
         return m.dense.params, m.dense.batch_stats, mask
 

@@ -71,8 +71,13 @@ def setup(config: ml_collections.ConfigDict, log=None) -> RunContext:
 
 
 def _load_on_devices(d: ml_collections.ConfigDict, mesh) -> data_lib.DeviceSource:
-    dataset = data_lib.train_subset(data_lib.load(d.name, d.dir or None), d.train_subset)
-    return data_lib.put_on_devices(dataset, mesh)
+    return _device_data(d.name, d.dir or None, d.train_subset, mesh)
+
+
+@functools.lru_cache(maxsize=1)
+def _device_data(name: str, data_dir: str | None, train_subset: int, mesh) -> data_lib.DeviceSource:
+    # The runs of an experiment read one dataset: read and put on the devices once per process.
+    return data_lib.put_on_devices(data_lib.train_subset(data_lib.load(name, data_dir), train_subset), mesh)
 
 
 def _open_stream(d: ml_collections.ConfigDict) -> data_lib.StreamSource:
