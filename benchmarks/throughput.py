@@ -138,8 +138,11 @@ def floors(costs: dict, rates: dict) -> dict:
     bound on activation traffic (each conv output written and read once, its gradient written and read once)
     against the measured copy bandwidth. Real steps move several times those bytes (BatchNorm, ReLU, adds)."""
     flops, acts = costs["train_flops_per_image"], costs["conv_output_elements_per_image"]
-    return {"compute_fp32_images_per_s": rates["matmul_fp32_flops_per_s"] / flops,
-            "compute_bf16_images_per_s": rates["matmul_bf16_flops_per_s"] / flops,
+    out = {"compute_fp32_images_per_s": rates["matmul_fp32_flops_per_s"] / flops,
+           "compute_bf16_images_per_s": rates["matmul_bf16_flops_per_s"] / flops}
+    if not acts:   # a family without convolutions: no activation bound
+        return out
+    return {**out,
             "activation_bytes_fp32_per_image": 4 * acts * 4,
             "memory_fp32_images_per_s": rates["copy_bytes_per_s"] / (4 * acts * 4),
             "memory_bf16_images_per_s": rates["copy_bytes_per_s"] / (4 * acts * 2)}
@@ -626,9 +629,10 @@ def format_table(model_name: str, entry: dict, meta: dict) -> str:
         met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
         lines.append(f"  {name}: {fmt(t['value'])} (goal {t['goal']}): {met}")
     f = entry["floors"]
+    memory = (f"; activation bytes fp32 {f['memory_fp32_images_per_s']:.0f}, bf16 "
+              f"{f['memory_bf16_images_per_s']:.0f}") if "memory_fp32_images_per_s" in f else ""
     lines.append(f"  floors on this device (images/s): compute fp32 {f['compute_fp32_images_per_s']:.0f}, bf16 "
-                 f"{f['compute_bf16_images_per_s']:.0f}; activation bytes fp32 {f['memory_fp32_images_per_s']:.0f}, "
-                 f"bf16 {f['memory_bf16_images_per_s']:.0f}")
+                 f"{f['compute_bf16_images_per_s']:.0f}{memory}")
     if entry.get("torch_note"):
         lines.append(f"  note: {entry['torch_note']}")
     return "\n".join(lines)

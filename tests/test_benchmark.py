@@ -25,8 +25,9 @@ TINY_SHAPE = (8, 8, 3)
 
 
 def test_benchmark_runs_and_writes_json(tmp_path):
+    import toy_family  # noqa: F401  (registers the "toy" family: any family runs, and a toy compiles in a second)
     out = tmp_path / "results.json"
-    args = throughput.parse_args(["--models", "cifar_resnet_8_4", "--batch-size", "16", "--steps", "2",
+    args = throughput.parse_args(["--models", "toy_1-1_w64-64", "--batch-size", "16", "--steps", "2",
                                   "--warmup", "1", "--repeats", "2", "--epoch-images", "32",
                                   "--epoch-repeats", "1", "--matmul-size", "64", "--copy-mib", "1",
                                   "--skip-other-path", "--out", str(out)])   # on CPU: the slow-to-compile loop
@@ -40,7 +41,7 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert (meta["batch_size"], meta["steps"], meta["epoch_images"]) == (16, 2, 32)
     assert meta["xla_flags"] == throughput.os.environ.get("XLA_FLAGS", "")
 
-    entry = result["models"]["cifar_resnet_8_4"]
+    entry = result["models"]["toy_1-1_w64-64"]
     # Every row on Trainer's path for this backend; the epoch on the other path is skipped.
     default = "fused" if throughput.jax.default_backend() != "cpu" else "per-step"
     forced = {"elax_epoch_fused_masked_fp32", "elax_epoch_per_step_masked_fp32"}
@@ -63,7 +64,7 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert all(v > 0 for v in result["device_rates"].values())
     assert all(v > 0 for v in entry["floors"].values())
     assert entry["costs"]["train_flops_per_image"] == 3 * entry["costs"]["forward_flops_per_image"] > 0
-    assert "cifar_resnet_8_4" in throughput.format_table("cifar_resnet_8_4", entry, meta)
+    assert "toy_1-1_w64-64" in throughput.format_table("toy_1-1_w64-64", entry, meta)
 
 
 @pytest.mark.parametrize("name, low, high", [
