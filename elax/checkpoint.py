@@ -60,11 +60,16 @@ def _nbytes(tree) -> int:
 
 
 def _recalled(path: str):
-    """A fresh copy of the tree structure last saved to or read from `path` if its files are unchanged, else None."""
+    """The tree last saved to or read from `path` if its files are unchanged, else None."""
     entry = _RECENT.get(os.path.abspath(path))
     if entry is None or not os.path.isdir(path) or entry[0] != _files_signature(path):
         return None
-    return jax.tree.map(lambda leaf: leaf, entry[1])   # new containers: callers may add keys
+    return _new_containers(entry[1])
+
+
+def _new_containers(tree):
+    # Callers may add keys to what they get (load_ticket does); the kept tree must not change.
+    return jax.tree.map(lambda leaf: leaf, tree)
 
 
 def _manager(directory: str) -> ocp.CheckpointManager:
@@ -200,8 +205,9 @@ def load_tree(path: str, fix: str = ""):
     except Exception as e:  # Orbax raises many types for damaged files: all mean "cannot restore"
         raise DamagedCheckpoint(f"{path} is damaged and cannot be restored ({_summary(e)})."
                                 + (f" {fix}" if fix else "")) from None
-    _remember(path, jax.device_get(tree))
-    return _recalled(path) or tree
+    tree = jax.device_get(tree)
+    _remember(path, tree)
+    return _new_containers(tree)
 
 
 def load_latest_state_tree(directory: str):

@@ -102,3 +102,27 @@ def test_tree_round_trip_without_template(tmp_path):
     assert_trees_identical(checkpoint.load_tree(path), tree2)
     with pytest.raises(FileNotFoundError):
         checkpoint.load_tree(str(tmp_path / "nothing"))
+
+
+def test_reads_of_what_was_just_written_come_from_memory_until_the_files_change(tmp_path, monkeypatch):
+    tree = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, "step": np.asarray(7, np.int32)}
+    path = str(tmp_path / "ticket")
+    checkpoint.save_tree(path, tree)
+    disk_reads = []
+    real_restore = checkpoint.ocp.StandardCheckpointer.restore
+    monkeypatch.setattr(checkpoint.ocp.StandardCheckpointer, "restore",
+                        lambda self, *a, **k: disk_reads.append(a) or real_restore(self, *a, **k))
+    first = checkpoint.load_tree(path)
+    assert_trees_identical(first, tree)
+    assert disk_reads == []
+    first["extra"] = 1                                      # a caller adding keys changes nothing kept
+    assert "extra" not in checkpoint.load_tree(path) and disk_reads == []
+    # A damaged file (same size, other bytes) is a changed file: read from disk, and refused.
+    data_file = max((os.path.join(root, name) for root, _, names in os.walk(path) for name in names),
+                    key=os.path.getsize)
+    size = os.path.getsize(data_file)
+    with open(data_file, "r+b") as f:
+        f.write(b"\xff" * size)
+    with pytest.raises(checkpoint.DamagedCheckpoint):
+        checkpoint.load_tree(path)
+    assert len(disk_reads) == 1

@@ -107,6 +107,18 @@ def baseline_inputs(runs):
     return exp, runs_lib.load_ticket(target, 0), runs_lib.load_ticket(target, 2), record
 
 
+def test_one_shot_scores_of_the_dense_ticket_are_computed_once_per_run(baseline_inputs, monkeypatch):
+    exp, dense, imp, record = baseline_inputs
+    calls, real = [], runs_lib.baselines.scores.snip_scores
+    monkeypatch.setattr(runs_lib.baselines.scores, "snip_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
+    shared = {}   # what a baseline run's levels share (baselines._Reference.dense_scores)
+    _, _, sparse = BASELINES["snip"](exp, Matched(dense, imp, record["sparsity"], shared))
+    _, _, denser = BASELINES["snip"](exp, Matched(dense, imp, record["sparsity"] / 2, shared))
+    assert len(calls) == 1
+    # The same scores, two sparsities: the sparser mask keeps a subset of the denser one's weights.
+    assert all(np.all(np.asarray(d)[np.asarray(s)]) for s, d in zip(jax.tree.leaves(sparse), jax.tree.leaves(denser)))
+
+
 @pytest.mark.parametrize("method", BASELINES)
 def test_every_baseline_hits_the_reference_sparsity_exactly(baseline_inputs, method):
     exp, dense, imp, record = baseline_inputs

@@ -107,8 +107,8 @@ def init_variables(model, key, input_shape):
 
 # XLA:CPU compiles an init's threefry random draws 2-4x faster at backend optimisation level 1 than at its default
 # (cifar_resnet_20_8: 3.1 s instead of 11.7 s), with bit-identical values (checked on CIFAR ResNets, VGGs and
-# ImageNet ResNets; docs/performance.md). Level 0 would change the float rounding. On a GPU the same init compiled
-# for the GPU took longer still (about 15 s per new model on an H100, autotuning included), hence the host CPU there.
+# ImageNet ResNets; docs/performance.md). Level 0 would change the float rounding. Inits run on the host CPU on
+# every backend: on an H100 a new model's setup took 15 s with its init compiled for the GPU, 3 s on the host.
 CPU_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
