@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from elax.data.datasets import default_roots
+
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 
 
@@ -126,7 +128,6 @@ class Splits:
 def open_splits(name: str, data_dir: str) -> Splits:
     """`imagefolder` (DIR/train/<class>/*, DIR/val/<class>/*) or `imagenet2012` (a TFDS array_record data dir, or
     an ImageFolder tree): never downloads; a missing dataset names every place looked and how to provide it."""
-    from elax.data.datasets import default_roots  # the places every dataset is looked for
     roots = [data_dir] if data_dir else default_roots()
     looked = []
     for root in roots:

@@ -107,7 +107,10 @@ class StreamSource:
     def _epoch_batches(self, spec, step: int, mesh):
         end = (step // spec.steps_per_epoch + 1) * spec.steps_per_epoch
         items = self._train_items(spec, step, end)
-        with _closing(self._pipeline(items, self._example(spec, train=True), _local_batch(spec.batch_size))) as it:
+        # Grain iterators are closed here, in this thread: left to the garbage collector, one may be closed from
+        # one of its own prefetch threads, which fails.
+        with contextlib.closing(self._pipeline(items, self._example(spec, train=True),
+                                               _local_batch(spec.batch_size))) as it:
             for images, labels in it:
                 yield _to_global(mesh, images), _to_global(mesh, labels)
 
@@ -134,7 +137,7 @@ class StreamSource:
         rows = (np.arange(batches)[:, None] * batch_size + jax.process_index() * local + np.arange(local)).ravel()
         items = np.stack([rows % n, np.zeros_like(rows), rows], axis=1)
         valid = (rows < n).reshape(batches, local)
-        with _closing(self._pipeline(items, self._example(None, train=False), local)) as pipeline:
+        with contextlib.closing(self._pipeline(items, self._example(None, train=False), local)) as pipeline:
             for (images, labels), ok in zip(pipeline, valid):
                 yield _to_global(mesh, images), _to_global(mesh, labels), _to_global(mesh, ok)
 
@@ -171,16 +174,6 @@ def _on_devices_ahead(batches, depth: int = 2):
             if len(pending) > depth:
                 yield pending.popleft()
     yield from pending
-
-
-@contextlib.contextmanager
-def _closing(iterator):
-    """Close a Grain iterator when done with it, in this thread (left to the garbage collector, it may be
-    closed from one of its own prefetch threads, which fails)."""
-    try:
-        yield iterator
-    finally:
-        iterator.close()
 
 
 def _absl_flags_parsed() -> None:
