@@ -238,21 +238,27 @@ class Trainer:
             states, totals = self._stacked_step(states, totals, seeds, data, orders)
         return states, totals
 
+    def _run_orders(self, steps, seeds, data: data_lib.DeviceSource):
+        """`_run_order` of each run of a stack (the data is shared)."""
+        return jax.vmap(self._run_order, in_axes=(0, 0, None))(steps, seeds, data)
+
+    def _run_steps_of_stack(self, states, totals, seeds, data: data_lib.DeviceSource, orders):
+        """`_run_step` of each run of a stack (the data is shared)."""
+        return jax.vmap(self._run_step, in_axes=(0, 0, 0, None, 0))(states, totals, seeds, data, orders)
+
     @functools.cached_property
     def _stacked_step(self):
-        step = jax.vmap(self._run_step, in_axes=(0, 0, 0, None, 0))
-        return jax.jit(step, donate_argnums=(0, 1), out_shardings=NamedSharding(self.mesh, P()))
+        return jax.jit(self._run_steps_of_stack, donate_argnums=(0, 1), out_shardings=NamedSharding(self.mesh, P()))
 
     @functools.cached_property
     def _stacked_orders(self):
-        return jax.jit(jax.vmap(self._run_order, in_axes=(0, 0, None)))
+        return jax.jit(self._run_orders)
 
     @functools.cached_property
     def _run_stacked(self):
         def run(states, totals, seeds, data, num_steps):
-            orders = jax.vmap(self._run_order, in_axes=(0, 0, None))(states.step, seeds, data)
-            step = jax.vmap(self._run_step, in_axes=(0, 0, 0, None, 0))
-            body = lambda _, carry: step(*carry, seeds, data, orders)
+            orders = self._run_orders(states.step, seeds, data)
+            body = lambda _, carry: self._run_steps_of_stack(*carry, seeds, data, orders)
             return jax.lax.fori_loop(0, num_steps, body, (states, totals))
 
         return jax.jit(run, donate_argnums=(0, 1), out_shardings=NamedSharding(self.mesh, P()))
