@@ -46,12 +46,13 @@ def _files_signature(path: str):
 
 
 def _remember(path: str, host_tree) -> None:
-    if jax.process_count() > 1 or _nbytes(host_tree) > _RECENT_MAX_BYTES:
+    size = _nbytes(host_tree)
+    if jax.process_count() > 1 or size > _RECENT_MAX_BYTES:
         return
     path = os.path.abspath(path)
-    _RECENT[path] = (_files_signature(path), host_tree)
+    _RECENT[path] = (_files_signature(path), host_tree, size)
     _RECENT.move_to_end(path)
-    while sum(_nbytes(tree) for _, tree in _RECENT.values()) > _RECENT_MAX_BYTES:
+    while sum(entry[2] for entry in _RECENT.values()) > _RECENT_MAX_BYTES:
         _RECENT.popitem(last=False)
 
 
@@ -61,10 +62,10 @@ def _nbytes(tree) -> int:
 
 def _recalled(path: str):
     """The tree last saved to or read from `path` if its files are unchanged, else None."""
-    entry = _RECENT.get(os.path.abspath(path))
-    if entry is None or not os.path.isdir(path) or entry[0] != _files_signature(path):
+    signature, tree, _ = _RECENT.get(os.path.abspath(path), (None, None, 0))
+    if tree is None or not os.path.isdir(path) or signature != _files_signature(path):
         return None
-    return _new_containers(entry[1])
+    return _new_containers(tree)
 
 
 def _new_containers(tree):
