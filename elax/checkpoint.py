@@ -9,8 +9,10 @@ restored with Orbax alone, without elax or the model:
 
 import collections
 import errno
+import functools
 import os
 import shutil
+import threading
 
 import flax
 import jax
@@ -34,6 +36,19 @@ class DamagedCheckpoint(ValueError):
 # take part in each Orbax read there).
 _RECENT: collections.OrderedDict = collections.OrderedDict()
 _RECENT_MAX_BYTES = 256 << 20
+
+# Orbax's checkpointers coordinate through process-wide signals on which two threads saving at once deadlock (seen
+# with an experiment's runs side by side, runs.jobs), so this module calls Orbax, and keeps _RECENT, one thread
+# at a time.
+_ONE_AT_A_TIME = threading.RLock()
+
+
+def _one_at_a_time(fn):
+    @functools.wraps(fn)
+    def serialized(*args, **kwargs):
+        with _ONE_AT_A_TIME:
+            return fn(*args, **kwargs)
+    return serialized
 
 
 def _files_signature(path: str):
@@ -87,6 +102,7 @@ def _summary(error: Exception) -> str:
     return f"{type(error).__name__}: {text[:200]}" + ("..." if len(text) > 200 else "")
 
 
+@_one_at_a_time
 def latest_step(directory: str) -> int | None:
     """Step of the newest complete checkpoint in `directory`, or None."""
     if not os.path.isdir(directory):
@@ -95,6 +111,7 @@ def latest_step(directory: str) -> int | None:
         return manager.latest_step()
 
 
+@_one_at_a_time
 def all_steps(directory: str) -> list[int]:
     """Steps of the complete checkpoints in `directory`, ascending ([] if none)."""
     if not os.path.isdir(directory):
@@ -129,6 +146,7 @@ def check_space(directory: str, tree) -> None:
                       "levels are kept")
 
 
+@_one_at_a_time
 def save_state(directory: str, state) -> None:
     """Save a TrainState (or any flax struct) under its own step; the oldest beyond two is removed."""
     with _manager(directory) as manager:
@@ -141,6 +159,7 @@ def save_state(directory: str, state) -> None:
     _remember(os.path.join(directory, str(int(state.step))), tree)
 
 
+@_one_at_a_time
 def restore_state(directory: str, template, step: int | None = None, log=None):
     """Restore the latest (or `step`) checkpoint of `directory` into the structure of `template`.
 
@@ -177,6 +196,7 @@ def restore_state(directory: str, template, step: int | None = None, log=None):
                             f"{directory} to train that level again from its ticket.")
 
 
+@_one_at_a_time
 def save_tree(path: str, tree) -> None:
     """Save a pytree of arrays as one Orbax checkpoint directory (atomically; overwrites).
 
@@ -191,6 +211,7 @@ def save_tree(path: str, tree) -> None:
     _remember(path, tree)
 
 
+@_one_at_a_time
 def load_tree(path: str, fix: str = ""):
     """Restore a pytree saved by `save_tree` (nested dicts of arrays), no template needed.
 
@@ -211,6 +232,7 @@ def load_tree(path: str, fix: str = ""):
     return _new_containers(tree)
 
 
+@_one_at_a_time
 def load_latest_state_tree(directory: str):
     """The newest restorable train state of a CheckpointManager `directory` as a plain tree (no template)."""
     with _manager(directory) as manager:

@@ -1,6 +1,6 @@
 """What `main.py` runs: the runner of the config's mode (`elax.runs.RUNNERS`), resumable in its workdir, with
 every failure a researcher can fix reported as one line and an exit code (2: bad input, 3: training diverged,
-4: workdir busy)."""
+4: workdir busy, 130: Ctrl-C)."""
 
 import os
 import sys
@@ -13,11 +13,15 @@ PATH_KEYS = ("data.dir", "transfer.source", "baseline.reference", "report.out")
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """Run `config` in `workdir`; returns the exit code (0 done, 2 bad input or files, 3 diverged, 4 busy)."""
+    """Run `config` in `workdir`; returns the exit code (0 done, 2 bad input or files, 3 diverged, 4 busy,
+    130 interrupted)."""
     from elax import checkpoint, workdir as wd
     from elax.runs.loop import TrainingDiverged
     try:
         run(config, workdir)
+    except KeyboardInterrupt:
+        return _error("interrupted. The same command resumes the run from its last checkpoint; finished levels "
+                      "are kept.", 130)
     except TrainingDiverged as error:
         return _error(error, 3)
     except wd.WorkdirBusy as error:
@@ -60,10 +64,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         return
     from elax import workdir as wd
     from elax.runs import RUNNERS
-    log = (lambda line: print(line, flush=True)) if wd.is_primary() else (lambda line: None)
+    log = _print_above_progress_bars if wd.is_primary() else (lambda line: None)
     records = RUNNERS[config.mode](config, workdir, log=log)
     if config.mode != "experiment" and wd.is_primary():
         print_table(records)
+
+
+def _print_above_progress_bars(line: str) -> None:
+    """print(), but above the progress bars (concurrent runs show several) instead of through them."""
+    from tqdm.auto import tqdm
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def use_deterministic_gpu_kernels() -> None:

@@ -72,6 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.experiment.target_models = ("cifar_resnet_14",)
     c.experiment.baselines = ("random", "snip")
     c.experiment.seeds = ()          # replicates, each in WORKDIR/seed_<s>/; () = the one `seed`, in WORKDIR
+    c.experiment.concurrent_runs = 0  # runs trained at once (threads); 0 = 3 on CPU, else 1 (elax.runs.jobs)
 
     c.report = ml_collections.ConfigDict()
     c.report.runs = ()               # run dirs to read (report mode)
@@ -263,3 +264,6 @@ def _validate_experiment(c) -> None:
     if len(set(e.seeds)) != len(e.seeds) or any(not isinstance(s, int) or s < 0 for s in e.seeds):
         _fail("experiment.seeds", f"must be distinct integers >= 0, got {tuple(e.seeds)}.",
               "E.g. --config.experiment.seeds='(0,1,2)'.")
+    if not isinstance(e.concurrent_runs, int) or e.concurrent_runs < 0:
+        _fail("experiment.concurrent_runs", f"must be an integer >= 0, got {e.concurrent_runs!r}.",
+              "0 picks by backend (3 on CPU, 1 on accelerators); 1 runs one at a time.")

@@ -1,13 +1,16 @@
 """IMP with rewinding end to end on digits with a tiny ResNet: counts, rewinding, resumption, tickets."""
 
+import json
 import math
 import os
+import time
 
 import jax
 import numpy as np
 import pytest
 
 from elax import checkpoint, masks, runs, workdir as wd
+from elax.runs import jobs
 from conftest import quickstart_config, tiny_config
 
 LEVELS = 3
@@ -110,6 +113,30 @@ def test_interrupted_run_resumes_to_identical_results(imp_run, tmp_path, monkeyp
     assert resumed == reference
     with open(os.path.join(wd.level_dir(workdir, 1), "metrics.jsonl")) as f:
         assert [int(__import__("json").loads(line)["epoch"]) for line in f] == [1, 2]
+
+
+def test_a_run_stopped_by_a_failing_neighbour_keeps_its_epoch_and_resumes_identically(imp_run, tmp_path):
+    """Side by side (runs.jobs), a failure elsewhere stops a run at its next epoch end with a checkpoint there,
+    even when no save was due, and the same run started again ends with the results of an uninterrupted one."""
+    _, reference = imp_run
+    workdir = str(tmp_path / "run")
+    config = tiny_config(**{"train.checkpoint_every_secs": 1e9})   # no save is due before the level's end
+
+    def fails_once_the_run_trains(log):
+        deadline = time.time() + 120
+        while not os.path.isdir(wd.rewind_dir(workdir)) and time.time() < deadline:   # step 5 of epoch 1
+            time.sleep(0.005)
+        raise ValueError("boom")
+
+    graph = [jobs.Job("imp", "IMP", lambda log: runs.run_imp(config, workdir, log)),
+             jobs.Job("bad", "fails", fails_once_the_run_trains)]
+    with pytest.raises(ValueError, match="boom"):
+        jobs.run_jobs(graph, workers=2, log=lambda _: None)
+    level = len(wd.load_results(workdir))          # the level in progress when the stop came (0 unless slow)
+    with open(wd.metrics_path(workdir, level)) as f:
+        last_step = json.loads(f.readlines()[-1])["step"]
+    assert checkpoint.latest_step(wd.checkpoints_dir(workdir, level)) == last_step   # no epoch lost
+    assert runs.run_imp(config, workdir, log=lambda _: None) == reference
 
 
 def test_resume_refuses_a_different_config_and_keeps_results(imp_run):

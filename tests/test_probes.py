@@ -47,6 +47,8 @@ CONFIG_PROBES = [
     ({"mode": "baseline", "baseline.method": "lottery", "baseline.reference": "/x"},
      "config.baseline.method: unknown baseline 'lottery'"),
     ({"mode": "experiment", "experiment.seeds": (0, 0)}, "config.experiment.seeds: must be distinct integers"),
+    ({"mode": "experiment", "experiment.concurrent_runs": -1},
+     "config.experiment.concurrent_runs: must be an integer >= 0, got -1"),
 ]
 
 
@@ -229,3 +231,18 @@ def test_a_full_disk_is_one_line_and_keeps_finished_levels(capsys, imp_copy, mon
     code, _, err = run_cli(capsys, tiny_config(), workdir)
     assert code == 0, err
     assert wd.load_results(workdir) == records
+
+
+def test_ctrl_c_is_one_line_and_keeps_finished_levels(capsys, imp_copy, monkeypatch):
+    workdir, records = imp_copy
+    shutil.rmtree(wd.level_dir(workdir, 3))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_tree", interrupted)   # as level 3 starts: saving its ticket
+    code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 130
+    assert one_line_error(err) == ("elax: error: interrupted. The same command resumes the run from its last "
+                                   "checkpoint; finished levels are kept.")
+    assert wd.load_results(workdir) == records   # level 3's record stays until the level is trained again

@@ -163,6 +163,23 @@ def test_baseline_refuses_a_reference_of_another_model(runs, tmp_path):
         runs_lib.run_baseline(c, str(tmp_path / "x"))
 
 
+def test_experiment_trains_its_runs_side_by_side_to_the_results_of_separate_runs(runs, tmp_path):
+    _, _, target = runs
+    c = imp_config(TARGET)
+    c.mode, c.experiment.source_model, c.experiment.target_models = "experiment", SOURCE, (TARGET,)
+    c.experiment.baselines, c.experiment.concurrent_runs = ("random",), 3
+    lines = []
+    records = runs_lib.run_experiment(c, str(tmp_path), log=lines.append)
+    # The target's IMP run, trained beside the source's (and its levels beside the ETT run's), equals the same
+    # run trained alone (this module's fixture), record for record.
+    assert wd.load_results(str(tmp_path / f"imp_{TARGET}")) == wd.load_results(target)
+    assert sorted((r["method"], r["model"], r["level"]) for r in records) == sorted(
+        [("imp", SOURCE, level) for level in range(3)] + [("imp", TARGET, level) for level in range(3)]
+        + [("ett", TARGET, level) for level in range(3)] + [("random", TARGET, level) for level in (1, 2)])
+    assert "4 runs, up to 3 at once (experiment.concurrent_runs)" in lines
+    assert os.path.isfile(tmp_path / "report" / "report.md")
+
+
 def test_runs_of_one_model_and_recipe_share_one_compilation(runs):
     """The target's IMP levels and the baseline runs on it (this module's) train with one Trainer, compiled once."""
     _, _, target = runs

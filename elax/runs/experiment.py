@@ -5,7 +5,9 @@ its own sub-directory of the workdir:
     WORKDIR/imp_<source>/  imp_<target>/  ett_<source>_to_<target>/  <baseline>_<target>/  report/
 
 With several seeds (`experiment.seeds`), each seed's runs are in WORKDIR/seed_<s>/ and the report (mean ± std
-over seeds, error bars, claims) covers them all.
+over seeds, error bars, claims) covers them all. Runs whose inputs are ready train side by side
+(`experiment.concurrent_runs`, `elax.runs.jobs`): ETT once the source's IMP run is done, the baselines once
+their target's.
 """
 
 import os
@@ -13,6 +15,7 @@ import os
 import ml_collections
 
 from elax import report, workdir as wd
+from elax.runs import jobs
 from elax.runs.baselines import run_baseline
 from elax.runs.ett import run_transfer
 from elax.runs.imp import run_imp
@@ -30,46 +33,47 @@ def _sub(config, mode: str, model: str, seed: int | None = None, **sections) -> 
 
 def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
     """Every run of the experiment for each seed of `experiment.seeds` (WORKDIR/seed_<s>/..., or WORKDIR itself
-    for the one `seed` when empty), then one report over all of them (mean ± std over seeds, claims)."""
+    for the one `seed` when empty), `experiment.concurrent_runs` at a time, then one report over all of them
+    (mean ± std over seeds, claims)."""
     with wd.lock(workdir):
-        return _run_seeds(config, workdir, log)
+        seeds = tuple(config.experiment.seeds)
+        all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(
+            _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
+        workers = jobs.concurrent_runs(config.experiment.concurrent_runs)
+        if workers > 1:
+            log(f"{len(all_jobs)} runs, up to {workers} at once (experiment.concurrent_runs)")
+        jobs.run_jobs(all_jobs, workers, log)
+        run_dirs = [os.path.join(workdir, job.name) for job in all_jobs]
+        out = os.path.join(workdir, "report")
+        log("")
+        log(report.write_report(run_dirs, out, title=f"E-LTH on {config.data.name}"))
+        log(f"Report, CSV and plot in {out}")
+        return report.load_records(run_dirs)
 
 
-def _run_seeds(config: ml_collections.ConfigDict, workdir: str, log) -> list[dict]:
-    seeds = tuple(config.experiment.seeds)
-    run_dirs = []
-    for seed in seeds or (config.seed,):
-        seed_dir = os.path.join(workdir, f"seed_{seed}") if seeds else workdir
-        if seeds:
-            log(f"==== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
-        run_dirs += _run_one_seed(_sub(config, "experiment", config.model.name, seed=seed), seed_dir, log)
-    out = os.path.join(workdir, "report")
-    log("")
-    log(report.write_report(run_dirs, out, title=f"E-LTH on {config.data.name}"))
-    log(f"Report, CSV and plot in {out}")
-    return report.load_records(run_dirs)
-
-
-def _run_one_seed(config: ml_collections.ConfigDict, workdir: str, log) -> list[str]:
-    """IMP on the source and the targets, ETT source -> each target, the baselines; returns the run dirs."""
+def _seed_jobs(config: ml_collections.ConfigDict, workdir: str, prefix: str) -> list[jobs.Job]:
+    """The runs of one seed in WORKDIR/`prefix`: IMP on the source and the targets, ETT source -> each target,
+    the baselines on each target."""
     e = config.experiment
-    source_dir = os.path.join(workdir, f"imp_{e.source_model}")
-    run_dirs = [source_dir]
-    log(f"== IMP on the source {e.source_model}")
-    run_imp(_sub(config, "imp", e.source_model), source_dir, log)
+    title = (lambda text: f"seed {config.seed}: {text}") if prefix else (lambda text: text)
+
+    def job(run_fn, mode, model, name, text, after=(), **sections):
+        name = os.path.join(prefix, name)
+        sub = _sub(config, mode, model, **sections)
+        return jobs.Job(name, title(text), lambda log: run_fn(sub, os.path.join(workdir, name), log),
+                        tuple(os.path.join(prefix, a) for a in after))
+
+    source = f"imp_{e.source_model}"
+    out = [job(run_imp, "imp", e.source_model, source, f"IMP on the source {e.source_model}")]
     for target in e.target_models:
-        target_dir = os.path.join(workdir, f"imp_{target}")
-        log(f"== IMP on the target {target} (the reference E-LTH tickets are compared with)")
-        run_imp(_sub(config, "imp", target), target_dir, log)
-        ett_dir = os.path.join(workdir, f"ett_{e.source_model}_to_{target}")
-        log(f"== Elastic transfer {e.source_model} -> {target}")
-        run_transfer(_sub(config, "transfer", target, transfer={"source": source_dir}), ett_dir, log)
-        run_dirs += [target_dir, ett_dir]
+        reference = f"imp_{target}"
+        out.append(job(run_imp, "imp", target, reference,
+                       f"IMP on the target {target} (the reference E-LTH tickets are compared with)"))
+        out.append(job(run_transfer, "transfer", target, f"ett_{e.source_model}_to_{target}",
+                       f"Elastic transfer {e.source_model} -> {target}", after=(source,),
+                       transfer={"source": os.path.join(workdir, prefix, source)}))
         for method in e.baselines:
-            baseline_dir = os.path.join(workdir, f"{method}_{target}")
-            log(f"== Baseline {method} on {target}")
-            run_baseline(
-                _sub(config, "baseline", target, baseline={"method": method, "reference": target_dir}),
-                baseline_dir, log)
-            run_dirs.append(baseline_dir)
-    return run_dirs
+            out.append(job(run_baseline, "baseline", target, f"{method}_{target}", f"Baseline {method} on {target}",
+                           after=(reference,), baseline={"method": method,
+                                                         "reference": os.path.join(workdir, prefix, reference)}))
+    return out

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -24,6 +25,21 @@ class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite: the level stops, its last good checkpoint is kept."""
 
 
+class RunStopped(RuntimeError):
+    """`STOP` was set: the level stopped at an epoch end, after saving a checkpoint there."""
+
+
+# Set by `jobs.run_jobs` when one of several concurrent runs failed or the user pressed Ctrl-C: the others stop at
+# their next epoch end, after saving, so that no finished epoch is lost.
+STOP = threading.Event()
+
+
+def _stop_if_requested(desc: str, step: int | None = None) -> None:
+    if STOP.is_set():
+        where = "before it started" if step is None else f"at step {step}, after saving"
+        raise RunStopped(f"{desc} stopped {where}; the same command resumes it.")
+
+
 # A ticket maker is called only when a level starts fresh (not when it resumes), since making one can be costly
 # (pruning, scoring, transferring).
 TicketMaker = Callable[[], Ticket]
@@ -36,6 +52,7 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     on_step maps a global step to a callback(state) run when training reaches that step (level 0 saves its
     rewind state). Returns the final state and its test metrics {'loss', 'accuracy'}.
     """
+    _stop_if_requested(desc)
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
     on_step = dict(on_step or {})
     if checkpoint.latest_step(ckpt_dir) is not None:
@@ -167,11 +184,12 @@ def _fit_stack(ctx: RunContext, states, levels: list[int], workdir: str, desc: s
                 _append_metrics(wd.metrics_path(workdir, level), {**entry, "stacked": k})
             if step == end:
                 tests = [{"loss": e["test_loss"], "accuracy": e["test_accuracy"]} for e in entries]
-            if step == end or time.time() - last_save >= cfg.checkpoint_every_secs:
+            if step == end or STOP.is_set() or time.time() - last_save >= cfg.checkpoint_every_secs:
                 for level, state in zip(levels, members):
                     checkpoint.save_state(wd.checkpoints_dir(workdir, level), state)
                 last_save = time.time()
             totals, epoch_start_time = None, time.time()
+            _stop_if_requested(desc, step)
     bar.close()
     return states, tests
 
@@ -253,10 +271,11 @@ def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
                 test = {"loss": entry["test_loss"], "accuracy": entry["test_accuracy"]}
             # Saves stall training, so they come at most every `checkpoint_every_secs` (and at the end): a kill
             # loses at most that much work, and the resumed run recomputes it identically.
-            if step == end or time.time() - last_save >= cfg.checkpoint_every_secs:
+            if step == end or STOP.is_set() or time.time() - last_save >= cfg.checkpoint_every_secs:
                 checkpoint.save_state(ckpt_dir, state)
                 last_save = time.time()
             totals, epoch_start_time = None, time.time()
+            _stop_if_requested(desc, step)
     bar.close()
     return state, test
 
