@@ -268,6 +268,15 @@ def test_digits():
     np.testing.assert_array_equal(ds.test_labels, again.test_labels)
 
 
+def test_digits_read_without_scikit_learn_equal_its_load_digits():
+    from sklearn.datasets import load_digits
+    from elax.data.datasets import _read_digits
+    reference = load_digits()
+    images, targets = _read_digits()
+    np.testing.assert_array_equal(images, reference.images)
+    np.testing.assert_array_equal(targets, reference.target)
+
+
 # --- errors -----------------------------------------------------------------
 
 
