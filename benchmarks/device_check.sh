@@ -17,7 +17,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/device_check}
 BUDGET=${BUDGET:-550}
 LOGS=/tmp/device_check_logs
-rm -rf "$LOGS" /tmp/jax_cache /tmp/quickstart /tmp/quickstart_warm /tmp/resnet20 /tmp/cifar
+rm -rf "$LOGS" /tmp/jax_cache /tmp/quickstart /tmp/quickstart_warm /tmp/quickstart_concurrent /tmp/resnet20 /tmp/cifar
 mkdir -p "$OUT" "$LOGS"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -67,6 +67,9 @@ step quickstart 120 python3 main.py --config configs/quickstart.py --workdir /tm
 ls -lR --time-style=full-iso /tmp/quickstart >"$LOGS/quickstart_listing.txt" 2>&1
 step quickstart_warm 60 python3 main.py --config configs/quickstart.py --workdir /tmp/quickstart_warm \
   --config.progress=False "${QS[@]}"
+# Runs side by side (the CPU default, 3 at once; 1 on accelerators until measured there), warm cache.
+step quickstart_concurrent 60 python3 main.py --config configs/quickstart.py --workdir /tmp/quickstart_concurrent \
+  --config.progress=False --config.experiment.concurrent_runs=3 "${QS[@]}"
 # Issue 11: the new families' train step against PyTorch eager (ImageNet at 256 on 224x224, VGG-16 at 128).
 step bench_imagenet 150 python3 benchmarks/throughput.py "${IMAGENET[@]}" "${STEP_VARIANTS[@]}" \
   --out "$LOGS/bench_imagenet.json"
