@@ -34,10 +34,9 @@ class RunStopped(RuntimeError):
 STOP = threading.Event()
 
 
-def _stop_if_requested(desc: str, step: int | None = None) -> None:
-    if STOP.is_set():
-        where = "before it started" if step is None else f"at step {step}, after saving"
-        raise RunStopped(f"{desc} stopped {where}; the same command resumes it.")
+def _stopped(desc: str, step: int | None = None) -> RunStopped:
+    where = "before it started" if step is None else f"at step {step}, after saving"
+    return RunStopped(f"{desc} stopped {where}; the same command resumes it.")
 
 
 # A ticket maker is called only when a level starts fresh (not when it resumes), since making one can be costly
@@ -52,7 +51,8 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     on_step maps a global step to a callback(state) run when training reaches that step (level 0 saves its
     rewind state). Returns the final state and its test metrics {'loss', 'accuracy'}.
     """
-    _stop_if_requested(desc)
+    if STOP.is_set():
+        raise _stopped(desc)
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
     on_step = dict(on_step or {})
     if checkpoint.latest_step(ckpt_dir) is not None:
@@ -63,10 +63,10 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
         state = _start_from_ticket(ctx, workdir, level, make_ticket)
         if int(state.step) in on_step:
             on_step[int(state.step)](state)
-    state, test = _fit(ctx, state, ckpt_dir, metrics_path, desc, on_step)
-    if test is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
-        test = ctx.trainer.evaluate(state.params, state.batch_stats, ctx.data)
-    return state, test
+    state, tests = _fit(ctx, state, [_Files(ckpt_dir, metrics_path)], desc, on_step)
+    if tests is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
+        return state, ctx.trainer.evaluate(state.params, state.batch_stats, ctx.data)
+    return state, tests[0]
 
 
 def _start_from_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketMaker) -> train.TrainState:
@@ -147,7 +147,8 @@ def _train_stack(ctx: RunContext, workdir: str, group: list[Level], log):
             _forget_metrics(wd.metrics_path(workdir, lv.level))
             states.append(_start_from_ticket(ctx, workdir, lv.level, lv.make_ticket))
     desc = f"{group[0].desc} .. {group[-1].desc} ({len(group)} stacked)"
-    states, tests = _fit_stack(ctx, train.stack(states), [lv.level for lv in group], workdir, desc)
+    files = [_Files(d, wd.metrics_path(workdir, lv.level)) for lv, d in zip(group, dirs)]
+    states, tests = _fit(ctx, train.stack(states), files, desc)
     states = train.unstack(states, len(group))
     if tests is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
         tests = [ctx.trainer.evaluate(s.params, s.batch_stats, ctx.data) for s in states]
@@ -159,39 +160,6 @@ def _common_step(dirs: list[str]) -> int | None:
     steps = [set(checkpoint.all_steps(d)) for d in dirs]
     shared = set.intersection(*steps) if steps else set()
     return max(shared) if shared else None
-
-
-def _fit_stack(ctx: RunContext, states, levels: list[int], workdir: str, desc: str):
-    trainer, cfg, k = ctx.trainer, ctx.config.train, len(levels)
-    spe, end = trainer.steps_per_epoch, ctx.total_steps
-    seeds = [ctx.config.seed] * k   # levels of one run read that run's batches
-    step = int(states.step[0])
-    bar = _progress(end, step, desc, ctx.config.progress)
-    totals, epoch_start_time, last_save, tests = None, time.time(), time.time(), None
-    while step < end:
-        stop = chunk_end(step, spe, end, cfg.steps_per_call)
-        states, sums = trainer.train_steps_stacked(states, seeds, ctx.data, stop - step)
-        _check_finite(states, sums, stop, desc, cfg.lr)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        bar.update(stop - step)
-        step = stop
-        if step % spe == 0 or step == end:
-            members = train.unstack(states, k)
-            seconds = time.time() - epoch_start_time
-            entries = [_epoch_entry(ctx, state, member_totals, seconds)
-                       for state, member_totals in zip(members, train.unstack(totals, k))]
-            for level, entry in zip(levels, entries):
-                _append_metrics(wd.metrics_path(workdir, level), {**entry, "stacked": k})
-            if step == end:
-                tests = [{"loss": e["test_loss"], "accuracy": e["test_accuracy"]} for e in entries]
-            if step == end or STOP.is_set() or time.time() - last_save >= cfg.checkpoint_every_secs:
-                for level, state in zip(levels, members):
-                    checkpoint.save_state(wd.checkpoints_dir(workdir, level), state)
-                last_save = time.time()
-            totals, epoch_start_time = None, time.time()
-            _stop_if_requested(desc, step)
-    bar.close()
-    return states, tests
 
 
 def make_record(ctx: RunContext, state: train.TrainState, test: dict, level: int, method: str, **extra) -> dict:
@@ -248,36 +216,58 @@ def _metrics_step(line: str) -> float:
         return float("inf")
 
 
-def _fit(ctx: RunContext, state, ckpt_dir, metrics_path, desc, on_step):
-    trainer, cfg = ctx.trainer, ctx.config.train
-    spe, end = trainer.steps_per_epoch, ctx.total_steps
-    step = int(state.step)
+@dataclasses.dataclass(frozen=True)
+class _Files:
+    """Where one trained run writes: its level's checkpoints and metrics."""
+
+    checkpoints: str
+    metrics: str
+
+
+def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
+    """Train from `state` to the end of the schedule: one run, or a stack of len(files) runs (`state` with a
+    leading run axis, trained in one program). Each epoch end appends every run's metrics and, when due (every
+    `checkpoint_every_secs`, at the end, on a stop), saves every run's checkpoint. Returns (state, test metrics of
+    each run at the end, or None if no epoch ran)."""
+    trainer, cfg, on_step = ctx.trainer, ctx.config.train, on_step or {}
+    spe, end, stacked = trainer.steps_per_epoch, ctx.total_steps, len(files) > 1
+    members = (lambda tree: train.unstack(tree, len(files))) if stacked else (lambda tree: [tree])
+    step = int(members(state.step)[0])
     bar = _progress(end, step, desc, ctx.config.progress)
-    totals, epoch_start_time, test, last_save = None, time.time(), None, time.time()
+    totals, epoch_start_time, tests, last_save = None, time.time(), None, time.time()
     while step < end:
         stop = chunk_end(step, spe, end, cfg.steps_per_call, on_step)
-        state, sums = trainer.train_steps(state, ctx.data, stop - step)
-        _check_finite(state, sums, stop, desc, ctx.config.train.lr)
+        if stacked:   # the levels of one run read that run's batches
+            state, sums = trainer.train_steps_stacked(state, [ctx.config.seed] * len(files), ctx.data, stop - step)
+        else:
+            state, sums = trainer.train_steps(state, ctx.data, stop - step)
+        _check_finite(state, sums, stop, desc, cfg.lr)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         bar.update(stop - step)
         step = stop
         if step in on_step:
             on_step[step](state)
         if step % spe == 0 or step == end:
-            entry = _epoch_entry(ctx, state, totals, time.time() - epoch_start_time)
-            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
-            _append_metrics(metrics_path, entry)
-            if step == end:  # the last epoch is always evaluated: its numbers are the level's result
-                test = {"loss": entry["test_loss"], "accuracy": entry["test_accuracy"]}
+            seconds = time.time() - epoch_start_time
+            entries = [_epoch_entry(ctx, run, run_totals, seconds)
+                       for run, run_totals in zip(members(state), members(totals))]
+            bar.set_postfix(loss=f"{entries[0]['train_loss']:.3f}", acc=f"{entries[0]['train_accuracy']:.3f}")
+            for run_files, entry in zip(files, entries):
+                _append_metrics(run_files.metrics, {**entry, "stacked": len(files)} if stacked else entry)
+            if step == end:  # the last epoch is always evaluated: its numbers are the levels' results
+                tests = [{"loss": e["test_loss"], "accuracy": e["test_accuracy"]} for e in entries]
             # Saves stall training, so they come at most every `checkpoint_every_secs` (and at the end): a kill
             # loses at most that much work, and the resumed run recomputes it identically.
-            if step == end or STOP.is_set() or time.time() - last_save >= cfg.checkpoint_every_secs:
-                checkpoint.save_state(ckpt_dir, state)
+            stopping = STOP.is_set()   # read once: no stop may fall between "no save due" and the raise
+            if step == end or stopping or time.time() - last_save >= cfg.checkpoint_every_secs:
+                for run_files, run in zip(files, members(state)):
+                    checkpoint.save_state(run_files.checkpoints, run)
                 last_save = time.time()
             totals, epoch_start_time = None, time.time()
-            _stop_if_requested(desc, step)
+            if stopping and step < end:
+                raise _stopped(desc, step)
     bar.close()
-    return state, test
+    return state, tests
 
 
 @jax.jit
