@@ -1,4 +1,4 @@
-"""The E-LTH experiment in miniature on scikit-learn's digits (no download), a few minutes on 2 CPU cores:
+"""The E-LTH experiment in miniature on scikit-learn's digits (no download), about a minute on 2 CPU cores:
 IMP on ResNet-14 (source) and ResNet-20 (target), both 8 channels wide, ETT 14 -> 20, random and SNIP baselines
 on ResNet-20 at the same sparsities, and the comparison report.
 
