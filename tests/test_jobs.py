@@ -97,3 +97,11 @@ def test_a_job_waiting_for_a_job_that_is_not_listed_is_an_error():
 def test_concurrent_runs_default_is_three_on_cpu_and_a_request_wins():
     assert jobs.concurrent_runs(0) == 3   # the suite runs on CPU
     assert jobs.concurrent_runs(1) == 1 and jobs.concurrent_runs(5) == 5
+
+
+def test_several_processes_run_one_at_a_time_and_refuse_more(monkeypatch):
+    monkeypatch.setattr(jobs.jax, "process_count", lambda: 2)
+    assert jobs.concurrent_runs(0) == 1 and jobs.concurrent_runs(1) == 1
+    with pytest.raises(ValueError, match="config.experiment.concurrent_runs: 3 runs at once need one process; "
+                                         "this run has 2"):
+        jobs.concurrent_runs(3)

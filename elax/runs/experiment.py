@@ -35,11 +35,11 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
     """Every run of the experiment for each seed of `experiment.seeds` (WORKDIR/seed_<s>/..., or WORKDIR itself
     for the one `seed` when empty), `experiment.concurrent_runs` at a time, then one report over all of them
     (mean ± std over seeds, claims)."""
+    workers = jobs.concurrent_runs(config.experiment.concurrent_runs)   # may refuse: before the workdir exists
     with wd.lock(workdir):
         seeds = tuple(config.experiment.seeds)
         all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(
             _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
-        workers = jobs.concurrent_runs(config.experiment.concurrent_runs)
         if workers > 1:
             log(f"{len(all_jobs)} runs, up to {workers} at once (experiment.concurrent_runs)")
         jobs.run_jobs(all_jobs, workers, log)
