@@ -66,7 +66,7 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     with wd.claimed(workdir, config.to_dict()):
         train_levels(ctx, workdir, [
             Level(level, functools.partial(baseline_ticket, ctx, reference, level, sparsity),
-                  f"{b.method} level {level}", b.method, {"reference_sparsity": sparsity})
+                  f"{b.method} {ctx.model_name} level {level}", b.method, {"reference_sparsity": sparsity})
             for level, sparsity in sparsities.items()], log=log)
     return wd.load_results(workdir)
 

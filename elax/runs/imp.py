@@ -25,13 +25,14 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[
 
 
 def _train_level(ctx: RunContext, workdir: str, level: int, log) -> None:
+    desc = f"imp {ctx.model_name} level {level}"   # names the run: an experiment's IMP runs train side by side
     if level == 0:
         save_rewind = functools.partial(_save_rewind, wd.rewind_dir(workdir))
-        train_and_record(ctx, workdir, 0, functools.partial(dense_ticket, ctx), "level 0 (dense)", wd.IMP,
+        train_and_record(ctx, workdir, 0, functools.partial(dense_ticket, ctx), f"{desc} (dense)", wd.IMP,
                          log=log, on_step={ctx.rewind_step: save_rewind})
     else:
-        train_and_record(ctx, workdir, level, functools.partial(imp_ticket, ctx, workdir, level, log=log),
-                         f"level {level}", wd.IMP, log=log)
+        train_and_record(ctx, workdir, level, functools.partial(imp_ticket, ctx, workdir, level, log=log), desc,
+                         wd.IMP, log=log)
 
 
 def check_levels_keep_weights(ctx: RunContext) -> None:
