@@ -72,7 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.experiment.target_models = ("cifar_resnet_14",)
     c.experiment.baselines = ("random", "snip")
     c.experiment.seeds = ()          # replicates, each in WORKDIR/seed_<s>/; () = the one `seed`, in WORKDIR
-    c.experiment.concurrent_runs = 0  # runs trained at once (threads); 0 = 3 on CPU, else 1 (elax.runs.jobs)
+    c.experiment.concurrent_runs = 0  # runs trained at once (threads); 0 = 3 on CPU unless streamed, else 1
 
     c.report = ml_collections.ConfigDict()
     c.report.runs = ()               # run dirs to read (report mode)
@@ -266,4 +266,4 @@ def _validate_experiment(c) -> None:
               "E.g. --config.experiment.seeds='(0,1,2)'.")
     if not isinstance(e.concurrent_runs, int) or e.concurrent_runs < 0:
         _fail("experiment.concurrent_runs", f"must be an integer >= 0, got {e.concurrent_runs!r}.",
-              "0 picks by backend (3 on CPU, 1 on accelerators); 1 runs one at a time.")
+              "0 picks by backend (3 on CPU, 1 on accelerators or for streamed data); 1 runs one at a time.")

@@ -94,9 +94,10 @@ def test_a_job_waiting_for_a_job_that_is_not_listed_is_an_error():
         jobs.run_jobs([r.job("a"), r.job("b", ["missing"])], workers=2, log=lambda _: None)
 
 
-def test_concurrent_runs_default_is_three_on_cpu_and_a_request_wins():
+def test_concurrent_runs_default_is_three_on_cpu_one_for_streamed_data_and_a_request_wins():
     assert jobs.concurrent_runs(0) == 3   # the suite runs on CPU
-    assert jobs.concurrent_runs(1) == 1 and jobs.concurrent_runs(5) == 5
+    assert jobs.concurrent_runs(0, streamed=True) == 1
+    assert jobs.concurrent_runs(1) == 1 and jobs.concurrent_runs(5) == 5 and jobs.concurrent_runs(2, True) == 2
 
 
 def test_several_processes_run_one_at_a_time_and_refuse_more(monkeypatch):

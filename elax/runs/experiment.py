@@ -35,7 +35,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
     """Every run of the experiment for each seed of `experiment.seeds` (WORKDIR/seed_<s>/..., or WORKDIR itself
     for the one `seed` when empty), `experiment.concurrent_runs` at a time, then one report over all of them
     (mean ± std over seeds, claims)."""
-    workers = jobs.concurrent_runs(config.experiment.concurrent_runs)   # may refuse: before the workdir exists
+    # Decided (and maybe refused) before the workdir exists.
+    workers = jobs.concurrent_runs(config.experiment.concurrent_runs,
+                                   streamed=wd.streams(config.data.get("source"), config.data.name))
     with wd.lock(workdir):
         seeds = tuple(config.experiment.seeds)
         all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(

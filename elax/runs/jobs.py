@@ -28,10 +28,10 @@ class Job:
     after: tuple[str, ...] = ()
 
 
-def concurrent_runs(requested: int) -> int:
+def concurrent_runs(requested: int, streamed: bool = False) -> int:
     """How many runs train at once: `experiment.concurrent_runs`, or 0 for the default: 3 on CPU (measured
-    above), 1 on accelerators (not measured there) and in multi-process runs, where every process must issue the
-    same collectives in the same order."""
+    above); 1 on accelerators (not measured there), for streamed data (each run has its own decoding worker
+    processes) and in multi-process runs, where every process must issue the same collectives in the same order."""
     if jax.process_count() > 1:
         if requested > 1:
             raise ValueError(f"config.experiment.concurrent_runs: {requested} runs at once need one process; "
@@ -39,7 +39,7 @@ def concurrent_runs(requested: int) -> int:
         return 1
     if requested:
         return requested
-    return 3 if jax.default_backend() == "cpu" else 1
+    return 3 if jax.default_backend() == "cpu" and not streamed else 1
 
 
 def run_jobs(jobs: list[Job], workers: int, log=print) -> None:
