@@ -248,9 +248,8 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
         if step in on_step:
             on_step[step](state)
         if step % spe == 0 or step == end:
-            seconds = time.time() - epoch_start_time
-            entries = [_epoch_entry(ctx, run, run_totals, seconds)
-                       for run, run_totals in zip(members(state), members(totals))]
+            seconds, runs = time.time() - epoch_start_time, members(state)
+            entries = [_epoch_entry(ctx, run, run_totals, seconds) for run, run_totals in zip(runs, members(totals))]
             bar.set_postfix(loss=f"{entries[0]['train_loss']:.3f}", acc=f"{entries[0]['train_accuracy']:.3f}")
             for run_files, entry in zip(files, entries):
                 _append_metrics(run_files.metrics, {**entry, "stacked": len(files)} if stacked else entry)
@@ -260,7 +259,7 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
             # loses at most that much work, and the resumed run recomputes it identically.
             stopping = STOP.is_set()   # read once: no stop may fall between "no save due" and the raise
             if step == end or stopping or time.time() - last_save >= cfg.checkpoint_every_secs:
-                for run_files, run in zip(files, members(state)):
+                for run_files, run in zip(files, runs):
                     checkpoint.save_state(run_files.checkpoints, run)
                 last_save = time.time()
             totals, epoch_start_time = None, time.time()
