@@ -80,9 +80,14 @@ def _print_above_progress_bars(line: str) -> None:
 def use_deterministic_gpu_kernels() -> None:
     """Ask XLA for deterministic GPU kernels (bit-identical resumes). Call before the first JAX computation: the
     GPU backend reads XLA_FLAGS when it starts. No effect on CPU, whose kernels are deterministic."""
+    add_xla_flag("--xla_gpu_deterministic_ops", "true")
+
+
+def add_xla_flag(name: str, value: str) -> None:
+    """Add `name=value` to XLA_FLAGS unless it is set there already (XLA reads them once, as JAX starts)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "--xla_gpu_deterministic_ops" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+    if name not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {name}={value}".strip()
 
 
 def expand_paths(config: ml_collections.ConfigDict) -> None:

@@ -11,11 +11,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # Compiling dominates the suite on CPU and its tests run few steps: XLA's backend optimisation level 1 cut a cold
 # run of test_stack.py from 80 to 62 s of CPU. Results may differ from a default build in the last bits; tests
 # compare runs made under the same flags (subprocesses inherit them; the opt-in flags test sets its own).
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
+from elax.cli import add_xla_flag, use_deterministic_gpu_kernels  # noqa: E402  (imports no JAX)
+add_xla_flag("--xla_backend_optimization_level", "1")
 # Deterministic GPU kernels (config train.deterministic), so that "a resumed run ends identical" holds on GPUs
 # too (subprocesses inherit it); CPU kernels are deterministic anyway and ignore the flag.
-from elax.cli import use_deterministic_gpu_kernels  # noqa: E402  (imports no JAX)
 use_deterministic_gpu_kernels()
 
 import jax  # noqa: E402
