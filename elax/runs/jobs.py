@@ -49,7 +49,6 @@ def run_jobs(jobs: list[Job], workers: int, log=print) -> None:
             log(f"== {job.title}")
             job.run(log)
         return
-    loop.STOP.clear()
     try:
         with cf.ThreadPoolExecutor(workers, thread_name_prefix="elax-run") as pool:
             _schedule(jobs, workers, pool, log)
