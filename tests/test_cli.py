@@ -3,6 +3,7 @@ the errors a user sees for bad configs and missing data."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from conftest import ROOT, tiny_cli_args
 TINY = tiny_cli_args(**{"lottery.levels": 2})
 
 
-def main_py(args, **kwargs):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=ROOT,
+def main_py(args, prefix=(), **kwargs):
+    return subprocess.Popen([*prefix, sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -122,3 +123,52 @@ def test_report_mode_reads_runs_and_writes_the_report(uninterrupted, tmp_path):
     assert code == 0, err
     assert "| sparsity % | remaining % | imp (cifar_resnet_14_4) |" in stdout
     assert sorted(os.listdir(out)) == ["accuracy_vs_sparsity.png", "report.md", "results.csv"]
+
+
+def as_an_ordinary_user():
+    """A command prefix under which file permissions hold. Root (as in this project's CI) writes into read-only
+    folders; inside a user namespace of its own (`unshare`) it is an ordinary owner of its files."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    if shutil.which("unshare") is None or subprocess.run([*prefix, "true"]).returncode != 0:
+        pytest.skip("root without user namespaces: no folder is read-only to this process")
+    return prefix
+
+
+def files_with_sizes_and_times(folder):
+    return {os.path.relpath(os.path.join(root, name), folder): (os.path.getsize(os.path.join(root, name)),
+                                                                 os.path.getmtime(os.path.join(root, name)))
+            for root, _, names in os.walk(folder) for name in names}
+
+
+def set_writable(folder, writable: bool):
+    for root, dirs, names in os.walk(folder):
+        for path in [root] + [os.path.join(root, name) for name in names]:
+            mode = os.stat(path).st_mode
+            os.chmod(path, mode | 0o200 if writable else mode & ~0o222)
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["finished-run", "new-run"])
+def test_read_only_workdir_is_one_line_and_loses_nothing(uninterrupted, tmp_path, finished):
+    prefix = as_an_ordinary_user()
+    if finished:   # resumed with one more level: the workdir holds 3 finished levels
+        workdir, locked = tmp_path / "run", tmp_path / "run"
+        shutil.copytree(uninterrupted[0], workdir)
+    else:          # a new run in a read-only folder
+        locked = tmp_path / "read_only"
+        workdir = locked / "run"
+        locked.mkdir()
+    before = files_with_sizes_and_times(locked)
+    set_writable(locked, False)
+    try:
+        code, _, err = finish(main_py([*TINY, "--config.lottery.levels=3", f"--workdir={workdir}"], prefix),
+                              timeout=60)
+    finally:
+        set_writable(locked, True)
+    named = workdir / ".lock" if finished else workdir
+    assert code == 2
+    assert err.endswith(f"elax: error: Permission denied ({named}). Check the path, its permissions and free space; "
+                        "finished levels are kept.\n"), err
+    assert "Traceback" not in err
+    assert files_with_sizes_and_times(locked) == before
