@@ -50,12 +50,18 @@ def _loss_derivatives(apply_fn, temperature: float):
     return jax.jit(grad), jax.jit(hvp)
 
 
+# Elementwise tree ops as one call per tree, not one compiled op per leaf shape (the same values).
+_add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+_product = jax.jit(lambda a, b: jax.tree.map(jnp.multiply, a, b))
+_abs_product = jax.jit(lambda a, b: jax.tree.map(lambda x, y: jnp.abs(x * y), a, b))
+
+
 def _sum_over(fn, batches):
     """Sum of the trees `fn(images, labels)` over all batches."""
     total = None
     for images, labels in batches:
         tree = fn(jnp.asarray(images), jnp.asarray(labels))
-        total = tree if total is None else jax.tree.map(jnp.add, total, tree)
+        total = tree if total is None else _add(total, tree)
     if total is None:
         raise ValueError("No batches given: scores need at least one (images, labels) batch.")
     return total
@@ -70,7 +76,8 @@ def snip_scores(apply_fn, params, batch_stats, batches: Iterable, mask=None):
     mask = _dense_if_none(params, mask)
     grad, _ = _loss_derivatives(apply_fn, 1.0)
     grads = _sum_over(lambda x, y: grad(params, mask, batch_stats, x, y), batches)
-    return jax.tree.map(lambda g, w: jnp.abs(g * w), grads, masks_lib.apply(params, mask))
+    return _abs_product(grads, masks_lib.apply(params, mask))
+
 
 
 def _zero_where(tree, keep_fn):
@@ -98,8 +105,8 @@ def grasp_scores(apply_fn, params, batch_stats, batches: Iterable, mask=None, *,
     grad, hvp = _loss_derivatives(apply_fn, float(temperature))
     g = _zero_where(_sum_over(lambda x, y: grad(params, mask, batch_stats, x, y), batches), prunable)
     hg = _sum_over(lambda x, y: hvp(params, mask, batch_stats, x, y, g), batches)
-    w_hg = jax.tree.map(jnp.multiply, masks_lib.apply(params, mask), hg)
-    return w_hg if variant == "original" else jax.tree.map(jnp.abs, w_hg)
+    w = masks_lib.apply(params, mask)
+    return _product(w, hg) if variant == "original" else _abs_product(w, hg)
 
 
 def _float64_apply(apply_fn):
