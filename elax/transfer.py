@@ -15,10 +15,14 @@ Strategies, with k and m the non-first blocks per stage of source and target:
   same depth: the identity, whatever the strategy name.
 The official E-LTH mapping string ("0:0;1:1,5;2:2,6;3:3,7;4:4,8", or one per stage joined by "|") is accepted
 wherever a strategy name is.
+
+From a shell, `python -m elax.transfer SOURCE TARGET [--strategy S]` prints a plan and its mapping string.
 """
 
+import argparse
 import dataclasses
 import re
+import sys
 from collections.abc import Mapping
 
 import flax
@@ -419,3 +423,35 @@ def _permute_replicas(block_plan: Plan, mask, key, prunable) -> dict:
                 block_key = jax.random.fold_in(jax.random.fold_in(key, s), b)
                 mask[name] = pruning.permute_within_layers({name: mask[name]}, block_key, prunable)[name]
     return mask
+
+
+# --------------------------------------------------------------------------------------------------- command line
+
+
+def main(argv=None) -> int:
+    """`python -m elax.transfer SOURCE TARGET [--strategy S]`: the plan, its official mapping string and the
+    command that trains the transferred tickets of an IMP run; returns the exit code (2: a bad model or
+    strategy)."""
+    parser = argparse.ArgumentParser(prog="python -m elax.transfer",
+                                     description="Print the block plan of an elastic ticket transfer.")
+    parser.add_argument("source", help="registry name of the source model, e.g. cifar_resnet_20")
+    parser.add_argument("target", help="registry name of the target model, e.g. cifar_resnet_56")
+    parser.add_argument("--strategy", default="append",
+                        help=f"{', '.join(strategies())} or an official mapping string (default: append)")
+    args = parser.parse_args(argv)
+    try:
+        block_plan = plan(args.source, args.target, args.strategy)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(block_plan)
+    print(f"mapping string: {block_plan.to_string()}")
+    print("To train the transferred tickets of an IMP run of the source (its recipe is reused):\n"
+          "  python main.py --config configs/cifar_transfer.py --config.transfer.source=RUN_DIR "
+          f"--config.model.name={block_plan.target} --config.transfer.strategy='{block_plan.strategy}' "
+          "--workdir WORKDIR")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

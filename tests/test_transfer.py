@@ -356,3 +356,24 @@ def test_transfer_ticket_refuses_bad_options(sources):
     with pytest.raises(ValueError, match=r"params do not fit cifar_resnet_32_4: leaf 'head/bias' has shape "
                                          r"\(10,\), the target expects \(100,\)"):
         transfer.transfer_ticket(ticket, get_model("cifar_resnet_32_4", num_classes=100))
+
+
+def test_command_line_prints_the_plan_its_string_and_the_training_command(capsys):
+    assert transfer.main(["imagenet_resnet_18", "imagenet_resnet_26"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:6] == ["imagenet_resnet_18 -> imagenet_resnet_26 (append)", "  stage 1: B0 B1", "  stage 2: B0 B1 B1",
+                       "  stage 3: B0 B1 B1 B1", "  stage 4: B0 B1 B1",
+                       "mapping string: 0:0;1:1|0:0;1:1,2|0:0;1:1,2,3|0:0;1:1,2"]
+    assert "--config.model.name=imagenet_resnet_26 --config.transfer.strategy='append'" in out[7]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cifar_vgg_11", "cifar_vgg_16"], "cannot be stretched to 2 blocks"),
+    (["cifar_resnet_20", "imagenet_resnet_18"], "Cannot transfer between model families"),
+    (["cifar_resnet_56", "cifar_resnet_20", "--strategy", "append"], "Strategy 'append' cannot squeeze stage 1 from 9 to 3 blocks"),
+])
+def test_command_line_refuses_a_bad_plan_in_one_line(capsys, args, message):
+    assert transfer.main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ") and message in captured.err
+    assert len(captured.err.splitlines()) == 1
