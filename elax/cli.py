@@ -10,6 +10,7 @@ import ml_collections
 from elax import config as config_lib
 
 PATH_KEYS = ("data.dir", "transfer.source", "baseline.reference", "report.out")
+NAME_LIST_KEYS = ("experiment.target_models", "experiment.baselines")
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> int:
@@ -47,6 +48,7 @@ def _error(message, code: int) -> int:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     expand_paths(config)
+    split_name_lists(config)
     workdir = os.path.expanduser(workdir)
     config_lib.validate(config)
     if config.train.deterministic:
@@ -96,6 +98,24 @@ def expand_paths(config: ml_collections.ConfigDict) -> None:
         section, name = key.split(".")
         config[section][name] = os.path.expanduser(config[section][name])
     config.report.runs = tuple(os.path.expanduser(r) for r in config.report.runs)
+
+
+def split_name_lists(config: ml_collections.ConfigDict) -> None:
+    """Lists of names as a shell gives them: ml_collections keeps `--config.experiment.target_models=a,b` (or
+    `(a, b)`, unquoted) as the one string 'a,b'; names never hold commas, brackets or quotes, so split it."""
+    for key in NAME_LIST_KEYS:
+        section, name = key.split(".")
+        config[section][name] = tuple(_split_names(config[section][name]))
+
+
+def _split_names(items):
+    for item in items:
+        if not isinstance(item, str):
+            yield item  # for validation to refuse, naming it
+            continue
+        for part in item.strip("()[] ").split(","):
+            if part.strip(" '\""):
+                yield part.strip(" '\"")
 
 
 def print_table(records) -> None:

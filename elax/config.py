@@ -256,9 +256,16 @@ def _validate_experiment(c) -> None:
     e = c.experiment
     _validate_model("experiment.source_model", e.source_model)
     _validate_transfer_options(c.transfer)
-    for target in e.target_models:
+    targets = tuple(e.target_models)
+    if not targets or len(set(targets)) != len(targets) or e.source_model in targets:
+        _fail("experiment.target_models", f"must be one or more distinct models other than the source "
+              f"{e.source_model!r}, got {targets}.", "E.g. --config.experiment.target_models=cifar_resnet_32,"
+              "cifar_resnet_56; for IMP on one model alone use --config.mode=imp.")
+    for target in targets:
         _validate_model("experiment.target_models", target)
         _validate_plan(e.source_model, target, c.transfer.strategy)
+    if len(set(e.baselines)) != len(e.baselines):
+        _fail("experiment.baselines", f"names a baseline twice: {tuple(e.baselines)}.")
     for method in e.baselines:
         _validate_baseline(method, "experiment.baselines")
     if len(set(e.seeds)) != len(e.seeds) or any(not isinstance(s, int) or s < 0 for s in e.seeds):

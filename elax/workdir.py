@@ -227,20 +227,34 @@ def lock(workdir: str):
 
 
 @contextlib.contextmanager
-def claimed(workdir: str, config: dict):
-    """Lock `workdir` and claim it for `config` for the duration of a run. A run that fails before it has
-    trained anything (no level directory yet) leaves a workdir it created as it found it: absent."""
+def held(workdir: str, trained=levels_present):
+    """Lock `workdir` for the duration of a run. A run that fails before it has trained anything there
+    (`trained(workdir)` is empty) leaves a workdir it created as it found it: absent, so the corrected command
+    starts afresh."""
     existed = os.path.exists(workdir)
     if existed and not os.path.isdir(workdir):
         raise ValueError(f"--workdir {workdir} is a file, not a directory. Pass a directory path.")
     try:
         with lock(workdir):
-            claim(workdir, config)
             yield
     except BaseException:
-        if _primary and not existed and not levels_present(workdir):
+        if _primary and not existed and not trained(workdir):
             shutil.rmtree(workdir, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def claimed(workdir: str, config: dict):
+    """`held`, with `workdir` claimed for `config` (a run with another config is refused)."""
+    with held(workdir):
+        claim(workdir, config)
+        yield
+
+
+def files_below(workdir: str) -> list[str]:
+    """Every file under `workdir` but its lock: what an experiment's runs have written."""
+    return [os.path.join(root, name) for root, _, names in os.walk(workdir) for name in names
+            if os.path.join(root, name) != os.path.join(workdir, LOCK_FILE)]
 
 
 def finished(workdir: str, level: int) -> bool:

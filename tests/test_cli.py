@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, tiny_cli_args
+from conftest import ROOT, tiny_cli_args, tiny_config
+from elax import cli
 
 # The in-process IMP fixture's recipe with 2 levels: levels do not change any compiled program.
 TINY = tiny_cli_args(**{"lottery.levels": 2})
@@ -172,3 +173,19 @@ def test_read_only_workdir_is_one_line_and_loses_nothing(uninterrupted, tmp_path
                         "finished levels are kept.\n"), err
     assert "Traceback" not in err
     assert files_with_sizes_and_times(locked) == before
+
+
+@pytest.mark.parametrize("given, names", [
+    (("cifar_resnet_32",), ("cifar_resnet_32",)),
+    (("cifar_resnet_32,cifar_resnet_56",), ("cifar_resnet_32", "cifar_resnet_56")),     # a,b
+    (("(cifar_resnet_32, cifar_resnet_56)",), ("cifar_resnet_32", "cifar_resnet_56")),  # (a, b) unquoted
+    (("(cifar_resnet_32,)",), ("cifar_resnet_32",)),
+    (("cifar_resnet_32", "cifar_resnet_56"), ("cifar_resnet_32", "cifar_resnet_56")),   # ('a','b'): parsed
+    ((), ()),
+    ((32,), (32,)),   # not a name: left for validation to refuse
+])
+def test_lists_of_names_from_the_shell_are_split(given, names):
+    # What ml_collections makes of --config.experiment.target_models=<text> (checked on its flag parsing).
+    config = tiny_config(**{"experiment.target_models": given, "experiment.baselines": given})
+    cli.split_name_lists(config)
+    assert config.experiment.target_models == names and config.experiment.baselines == names

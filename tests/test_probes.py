@@ -49,6 +49,13 @@ CONFIG_PROBES = [
     ({"mode": "experiment", "experiment.seeds": (0, 0)}, "config.experiment.seeds: must be distinct integers"),
     ({"mode": "experiment", "experiment.concurrent_runs": -1},
      "config.experiment.concurrent_runs: must be an integer >= 0, got -1"),
+    ({"mode": "experiment", "experiment.target_models": ()},
+     "config.experiment.target_models: must be one or more distinct models other than the source "
+     "'cifar_resnet_14_8', got ()"),
+    ({"mode": "experiment", "experiment.source_model": "cifar_resnet_20_8"},
+     "other than the source 'cifar_resnet_20_8', got ('cifar_resnet_20_8',)"),
+    ({"mode": "experiment", "experiment.baselines": ("random", "random")},
+     "config.experiment.baselines: names a baseline twice: ('random', 'random')"),
 ]
 
 
@@ -76,6 +83,14 @@ def test_bad_transfer_options_are_refused_before_the_workdir(capsys, monkeypatch
                             **overrides})
     code, _, err = run_cli(capsys, config, tmp_path / "run")
     assert code == 2 and message in one_line_error(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_experiment_that_fails_before_training_leaves_no_workdir(capsys, tmp_path):
+    (tmp_path / "data").mkdir()   # exists, holds no CIFAR-10: every run fails when it opens the data
+    config = tiny_config(**{"mode": "experiment", "data.name": "cifar10", "data.dir": str(tmp_path / "data")})
+    code, _, err = run_cli(capsys, config, tmp_path / "run")
+    assert code == 2 and "dataset 'cifar10' not found" in err
     assert not (tmp_path / "run").exists()
 
 

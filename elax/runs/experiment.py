@@ -38,7 +38,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
     # Decided (and maybe refused) before the workdir exists.
     workers = jobs.concurrent_runs(config.experiment.concurrent_runs,
                                    streamed=wd.streams(config.data.get("source"), config.data.name))
-    with wd.lock(workdir):
+    with wd.held(workdir, trained=wd.files_below):
         seeds = tuple(config.experiment.seeds)
         all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(
             _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
