@@ -189,8 +189,12 @@ def _validate_train(t) -> None:
         _fail("train.lr", f"must be a finite number > 0, got {t.lr}.")
     if t.dtype not in ("float32", "bfloat16"):
         _fail("train.dtype", f"must be 'float32' or 'bfloat16', got {t.dtype!r}.")
-    if list(t.milestones) != sorted(t.milestones):
-        _fail("train.milestones", f"must be increasing epochs, got {tuple(t.milestones)}.")
+    if not 0 <= t.momentum < 1:
+        _fail("train.momentum", f"must be in [0, 1) (SGD's momentum; the paper uses 0.9), got {t.momentum}.")
+    if not 0 <= t.weight_decay < float("inf"):
+        _fail("train.weight_decay", f"must be a finite number >= 0, got {t.weight_decay}.")
+    if list(t.milestones) != sorted(t.milestones) or any(not m > 0 for m in t.milestones):
+        _fail("train.milestones", f"must be increasing epochs > 0, got {tuple(t.milestones)}.")
     if not 0 < t.gamma <= 1:
         _fail("train.gamma", f"must be in (0, 1] (the LR factor at each milestone), got {t.gamma}.")
     if not t.warmup_epochs >= 0:
