@@ -88,6 +88,11 @@ def test_counts_on_hand_made_mask():
     assert masks.expected_sparsity(3) == pytest.approx(0.488, abs=1e-12)
 
 
+def test_counts_refuse_params_given_for_a_mask(resnet8_variables):
+    with pytest.raises(ValueError, match="Expected a mask .* but 'head/kernel' holds float32. Pass the mask"):
+        masks.sparsity(resnet8_variables["params"])
+
+
 def test_validate_missing_leaf_names_first(resnet8_variables):
     params = resnet8_variables["params"]
     mask = replace_leaf(masks.build(params), ("stage1_block0", "conv1", "kernel"), None)
