@@ -59,7 +59,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
     from elax import cli, distributed  # after flag parsing, so `--help` stays fast
     if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value):
-        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        try:
+            distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        except ValueError as error:
+            print(f"elax: error: {error}", file=sys.stderr)
+            return 2
     return cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
 
 

@@ -22,5 +22,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     # CPU hosts exchange collectives through gloo (the default CPU backend has none across processes); GPUs and
     # TPUs ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes, process_id)
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    except ValueError as error:  # JAX's checks of the three settings
+        raise ValueError(f"cannot start a multi-process run: {error} Pass --coordinator=HOST:PORT "
+                         "--num_processes=N --process_id=I (0 <= I < N) on every host, or start under SLURM "
+                         "(the README's multi-host section).") from None
     workdir.set_primary(jax.process_index() == 0)

@@ -86,6 +86,15 @@ def test_bad_config_is_a_one_line_error(tmp_path, override, message):
     assert "Traceback" not in err
 
 
+def test_incomplete_multi_process_flags_are_one_line(tmp_path):
+    code, _, err = finish(main_py([*TINY, "--num_processes=2", f"--workdir={tmp_path / 'run'}"]), timeout=60)
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("elax: error: cannot start a multi-process run: ")
+    assert err.endswith("Pass --coordinator=HOST:PORT --num_processes=N --process_id=I (0 <= I < N) on every host, "
+                        "or start under SLURM (the README's multi-host section).\n")
+    assert not os.path.exists(tmp_path / "run")
+
+
 @pytest.mark.parametrize("override, message", [
     ("--config.train.epoch=3", '--config.train.epoch: the config has no key \'epoch\'. Did you mean "epochs"'),
     ("--config.workdir=x", "--config.workdir: the config has no key 'workdir'. --workdir is a flag of its own"),
