@@ -10,7 +10,7 @@ import pytest
 
 from conftest import synthetic_dataset, tiny_config
 from elax import data, masks, models, runs, train, workdir as wd
-from elax.data import images as image_ops, records
+from elax.data import images as image_ops, records, stream
 
 
 def _stream_of(dataset, workers=0):
@@ -116,6 +116,19 @@ def test_image_folder_records_and_their_errors(jpeg_dir, tmp_path):
         records.open_splits("imagefolder", str(tmp_path))
     with pytest.raises(ValueError, match="config.data.source: imagenet2012 does not fit on a device"):
         runs.run_imp(tiny_config(**{"data.name": "imagenet2012", "data.source": "device"}), str(tmp_path / "r"))
+
+
+def test_a_damaged_image_is_named_with_the_way_out(tmp_path):
+    root = tmp_path / "folder"
+    for split in ("train", "val"):
+        (root / split / "cat").mkdir(parents=True)
+        (root / split / "cat" / "0.jpg").write_bytes(b"not an image")
+    splits = records.open_splits("imagefolder", str(root))
+    example = stream._Example(splits.train, seed=0, train=True, augment=True, options=data.ImageOptions(32, 36))
+    with pytest.raises(ValueError) as info:
+        example(np.array([0, 0, 0]))
+    assert str(info.value) == (f"cannot decode {root / 'train' / 'cat' / '0.jpg'}: not a JPEG, PNG or BMP image, or "
+                               "damaged. Replace or delete it and run the same command; finished levels are kept.")
 
 
 def test_tfds_array_record_records_stay_encoded():

@@ -22,7 +22,7 @@ def decode(data: bytes) -> np.ndarray:
     import cv2
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError("cannot decode the image: not a JPEG/PNG/BMP file, or damaged")
+        raise ValueError("not a JPEG, PNG or BMP image, or damaged")
     return image[..., ::-1]  # OpenCV decodes to BGR
 
 

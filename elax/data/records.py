@@ -51,8 +51,12 @@ class ImageFolder:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[bytes, int]:
-        with open(os.path.join(self.root, str(self.files[index])), "rb") as f:
+        with open(self.where(index), "rb") as f:
             return f.read(), int(self.labels[index])
+
+    def where(self, index: int) -> str:
+        """Where record `index` is stored, for messages: its file."""
+        return os.path.join(self.root, str(self.files[index]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +85,10 @@ class TFDSRecords:
     def __getitem__(self, index: int) -> tuple[bytes, int]:
         example = self._source[int(index)]
         return example["image"], int(example["label"])
+
+    def where(self, index: int) -> str:
+        """Where record `index` is stored, for messages."""
+        return f"record {index} of {self.name}'s {self.split} split in {self.data_dir}"
 
     @property
     def num_classes(self) -> int:

@@ -53,12 +53,19 @@ class _Example:
         rng = np.random.default_rng((self.seed, step, row)) if self.train and self.augment else None
         o = self.options
         if self.records.encoded:
-            image = image_ops.decode(image)
+            image = self._decode(image, index)
             image = (image_ops.train_transform(image, rng, o.image_size, o.scale, o.ratio) if rng is not None
                      else image_ops.eval_transform(image, o.image_size, o.resize_size))
         elif rng is not None:
             image = image_ops.pad_crop_flip(image, rng)
         return np.ascontiguousarray(image), np.int32(label)
+
+    def _decode(self, data: bytes, index: int) -> np.ndarray:
+        try:
+            return image_ops.decode(data)
+        except ValueError as error:  # one bad file among a million: name it
+            raise ValueError(f"cannot decode {self.records.where(index)}: {error}. Replace or delete it and run the "
+                             "same command; finished levels are kept.") from None
 
 
 class StreamSource:
