@@ -80,12 +80,12 @@ class LayerDensity:
 
 def layer_report(mask, prunable: Predicate = default_prunable) -> list[LayerDensity]:
     """Kept/total weights of every prunable leaf."""
-    leaves = prunable_leaves(mask, prunable)
+    leaves = {name: np.asarray(m) for name, m in prunable_leaves(mask, prunable).items()}
     for name, m in leaves.items():
-        if np.asarray(m).dtype != np.bool_:
-            raise ValueError(f"Expected a mask (a tree of bool arrays), but {name!r} holds {np.asarray(m).dtype}. "
-                             "Pass the mask (e.g. ticket.mask), not the params.")
-    return [LayerDensity(name, int(np.size(m)), int(np.sum(np.asarray(m)))) for name, m in leaves.items()]
+        if m.dtype != np.bool_:
+            raise ValueError(f"Expected a mask (a tree of bool arrays), but {name!r} holds {m.dtype}. Pass the "
+                             "mask (e.g. ticket.mask), not the params.")
+    return [LayerDensity(name, m.size, int(m.sum())) for name, m in leaves.items()]
 
 
 def count(mask, prunable: Predicate = default_prunable) -> tuple[int, int]:

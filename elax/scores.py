@@ -79,7 +79,6 @@ def snip_scores(apply_fn, params, batch_stats, batches: Iterable, mask=None):
     return _abs_product(grads, masks_lib.apply(params, mask))
 
 
-
 def _zero_where(tree, keep_fn):
     """`tree` with the leaves for which keep_fn(path, leaf) is False set to zero."""
     return jax.tree_util.tree_map_with_path(lambda p, x: x if keep_fn(p, x) else jnp.zeros_like(x), tree)
