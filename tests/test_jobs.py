@@ -73,7 +73,16 @@ def test_a_failure_stops_the_runs_in_flight_starts_nothing_new_and_is_raised():
     assert not loop.STOP.is_set()                     # cleared for the next experiment of this process
 
 
-def test_ctrl_c_stops_the_runs_in_flight_and_is_raised():
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler for the test, also where SIGINT was ignored when the suite started (a shell
+    starts background jobs, `cmd &`, with SIGINT ignored: the signal would then be lost and the test hang)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_runs_in_flight_and_is_raised(ctrl_c_raises):
     seen_stop, lines = [], []
 
     def presses_ctrl_c(log):
