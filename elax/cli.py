@@ -114,8 +114,9 @@ def _split_names(items):
             yield item  # for validation to refuse, naming it
             continue
         for part in item.strip("()[] ").split(","):
-            if part.strip(" '\""):
-                yield part.strip(" '\"")
+            name = part.strip(" '\"")
+            if name:
+                yield name
 
 
 def print_table(records) -> None:

@@ -147,9 +147,9 @@ def as_an_ordinary_user():
 
 
 def files_with_sizes_and_times(folder):
-    return {os.path.relpath(os.path.join(root, name), folder): (os.path.getsize(os.path.join(root, name)),
-                                                                 os.path.getmtime(os.path.join(root, name)))
-            for root, _, names in os.walk(folder) for name in names}
+    paths = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+    stats = {os.path.relpath(path, folder): os.stat(path) for path in paths}
+    return {name: (st.st_size, st.st_mtime) for name, st in stats.items()}
 
 
 def set_writable(folder, writable: bool):
