@@ -19,6 +19,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.dir = ""            # "" = default places (see elax.data.looks_for)
     c.data.augment = True      # random crop (pad 4) + horizontal flip
     c.data.train_subset = 0    # train on this many images (a fixed subset, the same for every seed); 0 = all
+    c.data.pad_to = 0          # zero-pad smaller images to this side (e.g. 28x28 -> 32 for a VGG); 0 = as they are
     c.data.source = "auto"     # auto | device | stream: the whole dataset on the devices, or streamed from disk by
     #                            Grain (auto: stream imagenet2012/imagefolder, device for the rest)
     c.data.workers = -1        # stream from disk: Grain worker processes; -1 = one per core (max 16); 0 = threads
@@ -122,7 +123,8 @@ def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_sha
     if min(image_shape[:2]) < family.min_input_size:
         _fail("model.name", f"{c.model.name} needs images of at least {family.min_input_size}x"
               f"{family.min_input_size} (its pools and strides would leave nothing of smaller ones); "
-              f"{c.data.name} has {image_shape[0]}x{image_shape[1]}.", "Use a dataset of larger images.")
+              f"{c.data.name} has {image_shape[0]}x{image_shape[1]}.",
+              f"Pad them (--config.data.pad_to={family.min_input_size}) or use a dataset of larger images.")
     t = c.train
     if t.batch_size > num_train:
         _fail("train.batch_size", f"{t.batch_size} is larger than the {num_train} training images.",
@@ -146,6 +148,11 @@ def _validate_data(d) -> None:
         _fail("data.train_subset", f"must be >= 0 (0 = the whole training split), got {d.train_subset}.")
     if d.train_subset and d.name in data.STREAMED_ONLY:
         _fail("data.train_subset", f"applies to datasets held in memory, not to {d.name}.", "Leave it 0.")
+    if d.get("pad_to", 0) < 0:
+        _fail("data.pad_to", f"must be >= 0 (0 = images as they are), got {d.pad_to}.")
+    if d.get("pad_to", 0) and d.name in data.STREAMED_ONLY:
+        _fail("data.pad_to", f"applies to datasets held in memory, not to {d.name} (its images are cropped to "
+              "data.image_size).", "Leave it 0.")
     if not data.is_streamed(d):
         return
     if d.workers < -1:

@@ -43,6 +43,8 @@ RECIPE_KEYS = ("data.name", "data.augment", "data.train_subset", "train.epochs",
 # Settings of the streamed input pipeline: they shape the images, so they are part of a streamed run's recipe (and
 # absent from the recipes of device-resident runs, whose ids stay those of runs from before streaming existed).
 STREAM_RECIPE_KEYS = ("data.source", "data.image_size", "data.resize_size", "data.crop_scale", "data.crop_ratio")
+# Set only by runs that pad their images (data.pad_to > 0), so the ids of runs from before it existed stay the same.
+PAD_RECIPE_KEYS = ("data.pad_to",)
 # Datasets read only through the streamed pipeline (elax.data.STREAMED_ONLY).
 STREAMED_DATASETS = ("imagenet2012", "imagefolder")
 
@@ -150,7 +152,8 @@ def recipe(config: dict) -> dict:
     """The result-changing settings of a config dict ({'train.lr': 0.1, ...})."""
     flat = flatten(config)
     streamed = streams(flat.get("data.source"), flat.get("data.name"))
-    return {key: flat.get(key) for key in RECIPE_KEYS + (STREAM_RECIPE_KEYS if streamed else ())}
+    keys = RECIPE_KEYS + (STREAM_RECIPE_KEYS if streamed else ()) + (PAD_RECIPE_KEYS if flat.get("data.pad_to") else ())
+    return {key: flat.get(key) for key in keys}
 
 
 def recipe_id(config: dict) -> str:

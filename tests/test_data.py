@@ -277,6 +277,23 @@ def test_digits_read_without_scikit_learn_equal_its_load_digits():
     np.testing.assert_array_equal(targets, reference.target)
 
 
+def test_pad_images_centres_each_image_on_black_and_renormalises():
+    ds = data.load("digits")
+    padded = data.pad_images(ds, 11)
+    assert padded.train_images.shape == (1437, 11, 11, 1) and padded.test_images.shape == (360, 11, 11, 1)
+    for before, after in ((ds.train_images, padded.train_images), (ds.test_images, padded.test_images)):
+        np.testing.assert_array_equal(after[:, 1:9, 1:9], before)  # (11 - 8) // 2 = 1 above and left, 2 below, right
+        assert after.sum() == before.sum()                         # everything else is 0
+    assert padded.train_labels is ds.train_labels and padded.test_labels is ds.test_labels
+    pixels = padded.train_images / 255.0
+    assert abs(padded.mean[0] - pixels.mean()) < 1e-9 and abs(padded.std[0] - pixels.std()) < 1e-9
+    assert padded.mean[0] == pytest.approx(ds.mean[0] * 64 / 121)
+    assert data.pad_images(ds, 0) is ds and data.pad_images(ds, 8) is ds
+    with pytest.raises(ValueError, match=r"config.data.pad_to=7: digits has 8x8 images, larger than that; use 0 "
+                                         r"\(as they are\) or at least 8"):
+        data.pad_images(ds, 7)
+
+
 # --- errors -----------------------------------------------------------------
 
 

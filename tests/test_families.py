@@ -246,6 +246,20 @@ def test_an_input_too_small_for_a_family_is_a_clear_error(tmp_path):
     from elax import runs
     from conftest import tiny_config
     with pytest.raises(ValueError, match=r"config.model.name: cifar_vgg_11_8 needs images of at least 32x32 .* "
-                                         r"digits has 8x8"):
+                                         r"digits has 8x8\. Pad them \(--config.data.pad_to=32\)"):
         runs.run_imp(tiny_config(**{"model.name": "cifar_vgg_11_8"}), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_padded_images_reach_the_model_and_name_the_recipe():
+    from elax import train, workdir
+    from elax.config import validate_for_dataset
+    from elax.runs import context
+    from conftest import tiny_config
+    config = tiny_config(**{"model.name": "cifar_vgg_11_8", "data.pad_to": 32})
+    source = context._load_on_devices(config.data, train.make_mesh())
+    assert source.image_shape == (32, 32, 1) and source.num_train == 1437
+    validate_for_dataset(config, source.num_train, source.image_shape)  # no error: 32x32 is enough for a VGG
+    padded, plain = config.to_dict(), tiny_config().to_dict()
+    assert workdir.recipe(padded)["data.pad_to"] == 32 and "data.pad_to" not in workdir.recipe(plain)
+    assert workdir.recipe_differences(padded, plain) == ["data.pad_to: 32 vs None"]

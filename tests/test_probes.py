@@ -47,6 +47,11 @@ CONFIG_PROBES = [
     ({"lottery.scope": "layer", "lottery.prune_fraction": 0.9, "lottery.levels": 3},
      "level 3 would leave no weight in head/kernel"),
     ({"data.train_subset": 99999}, "config.data.train_subset=99999: digits has 1437 training images"),
+    ({"data.pad_to": -1}, "config.data.pad_to: must be >= 0 (0 = images as they are), got -1."),
+    ({"data.pad_to": 4}, "config.data.pad_to=4: digits has 8x8 images, larger than that; use 0 (as they are) or "
+                         "at least 8."),
+    ({"data.name": "imagefolder", "data.dir": "/x", "data.pad_to": 256},
+     "config.data.pad_to: applies to datasets held in memory, not to imagefolder"),
     ({"mode": "baseline", "baseline.method": "lottery", "baseline.reference": "/x"},
      "config.baseline.method: unknown baseline 'lottery'"),
     ({"mode": "experiment", "experiment.seeds": (0, 0)}, "config.experiment.seeds: must be distinct integers"),

@@ -13,10 +13,10 @@ reads exactly what an uninterrupted one would, and SNIP/GraSP score batches are 
 
 from elax.data.augment import normalize, random_crop, random_crop_flip, random_flip
 from elax.data.datasets import (DATASETS, SOURCES, STREAMED_ONLY, Dataset, DataNotFoundError, is_streamed, load,
-                                looks_for, read_idx, synthetic, train_subset)
+                                looks_for, pad_images, read_idx, synthetic, train_subset)
 from elax.data.device import BatchSpec, DeviceSource, put_on_devices
 from elax.data.stream import ImageOptions, StreamSource
 
 __all__ = ["BatchSpec", "DATASETS", "DataNotFoundError", "Dataset", "DeviceSource", "ImageOptions", "SOURCES",
-           "STREAMED_ONLY", "StreamSource", "is_streamed", "load", "looks_for", "normalize", "put_on_devices",
-           "random_crop", "random_crop_flip", "random_flip", "read_idx", "synthetic", "train_subset"]
+           "STREAMED_ONLY", "StreamSource", "is_streamed", "load", "looks_for", "normalize", "pad_images",
+           "put_on_devices", "random_crop", "random_crop_flip", "random_flip", "read_idx", "synthetic", "train_subset"]

@@ -440,6 +440,22 @@ def train_subset(dataset: Dataset, size: int) -> Dataset:
                                train_labels=dataset.train_labels[keep])
 
 
+def pad_images(dataset: Dataset, side: int) -> Dataset:
+    """`dataset` with every image zero-padded (black borders, centred) to `side` x `side`, as LeNet fed 28x28
+    digits to a 32x32 network; the normalisation statistics become those of the padded images. 0 keeps it."""
+    height, width = dataset.train_images.shape[1:3]
+    if not side or (height, width) == (side, side):
+        return dataset
+    if side < max(height, width):
+        raise ValueError(f"config.data.pad_to={side}: {dataset.name} has {height}x{width} images, larger than "
+                         f"that; use 0 (as they are) or at least {max(height, width)}.")
+    top, left = (side - height) // 2, (side - width) // 2
+    widths = ((0, 0), (top, side - height - top), (left, side - width - left), (0, 0))
+    train, test = np.pad(dataset.train_images, widths), np.pad(dataset.test_images, widths)
+    mean, std = _channel_stats(train)
+    return dataclasses.replace(dataset, train_images=train, test_images=test, mean=mean, std=std)
+
+
 def synthetic(num_train: int, num_test: int, image_shape: tuple, *, num_classes: int = 10, seed: int = 0,
               mean: tuple = (0.5, 0.45, 0.4), std: tuple = (0.29, 0.28, 0.3)) -> Dataset:
     """Random uint8 images and labels: the fake data of tests and benchmarks (speed ignores pixel values)."""

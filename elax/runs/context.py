@@ -71,13 +71,18 @@ def setup(config: ml_collections.ConfigDict, log=None) -> RunContext:
 
 
 def _load_on_devices(d: ml_collections.ConfigDict, mesh) -> data_lib.DeviceSource:
-    return _device_data(d.name, d.dir or None, d.train_subset, mesh)
+    return _device_data(d.name, d.dir or None, d.train_subset, d.get("pad_to", 0), mesh)
 
 
 @functools.lru_cache(maxsize=1)
-def _device_data(name: str, data_dir: str | None, train_subset: int, mesh) -> data_lib.DeviceSource:
+def _device_data(name: str, data_dir: str | None, train_subset: int, pad_to: int, mesh) -> data_lib.DeviceSource:
     # The runs of an experiment read one dataset: read and put on the devices once per process.
-    return data_lib.put_on_devices(data_lib.train_subset(data_lib.load(name, data_dir), train_subset), mesh)
+    return data_lib.put_on_devices(_in_memory(name, data_dir, train_subset, pad_to), mesh)
+
+
+def _in_memory(name: str, data_dir: str | None, train_subset: int, pad_to: int) -> data_lib.Dataset:
+    """Dataset `name` read into host memory, padded, then cut to its training subset."""
+    return data_lib.train_subset(data_lib.pad_images(data_lib.load(name, data_dir), pad_to), train_subset)
 
 
 def _open_stream(d: ml_collections.ConfigDict) -> data_lib.StreamSource:
@@ -90,7 +95,7 @@ def _open_stream(d: ml_collections.ConfigDict) -> data_lib.StreamSource:
         return data_lib.StreamSource(s.train, s.test, s.num_classes, s.mean, s.std, options, workers, s.where)
     # Decoded images in memory: threads in this process (worker processes would each get a copy of the dataset
     # and have no decoding to do).
-    dataset = data_lib.train_subset(data_lib.load(d.name, d.dir or None), d.train_subset)
+    dataset = _in_memory(d.name, d.dir or None, d.train_subset, d.get("pad_to", 0))
     return data_lib.StreamSource(
         records.ArrayRecords(dataset.train_images, dataset.train_labels),
         records.ArrayRecords(dataset.test_images, dataset.test_labels), dataset.num_classes, dataset.mean,
