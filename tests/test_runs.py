@@ -97,6 +97,21 @@ def test_transfer_takes_the_source_recipe(runs, tmp_path):
     assert (saved["data"]["name"], saved["train"]["epochs"], saved["train"]["lr"]) == ("digits", 2, 0.05)
 
 
+def test_the_source_padding_is_inherited_and_an_older_source_leaves_it_as_given():
+    from elax.config import default_config
+    from elax.runs.sources import inherit_recipe
+    padded, plain = default_config().to_dict(), default_config().to_dict()
+    padded["data"]["pad_to"] = 32
+    del plain["data"]["pad_to"]  # a source run from before data.pad_to existed
+    lines = []
+    assert inherit_recipe(default_config(), padded, "source run", lines.append).data.pad_to == 32
+    assert lines == ["Recipe of the source run: data.pad_to=32"]
+    config = default_config()
+    config.data.pad_to = 36
+    assert inherit_recipe(config, plain, "source run", lines.append).data.pad_to == 36
+    assert len(lines) == 1
+
+
 @pytest.fixture(scope="module")
 def baseline_inputs(runs):
     _, _, target = runs

@@ -12,13 +12,13 @@ def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
 
 def inherit_recipe(config: ml_collections.ConfigDict, source_config: dict, what: str,
                    log=print) -> ml_collections.ConfigDict:
-    """`config` with the recipe (`workdir.RECIPE_KEYS`, and the streamed pipeline's settings) of the run it builds on: E-LTH trains a transferred or
-    baseline ticket exactly like an IMP level of that run, so the two never differ in recipe. A `data.dir` given
-    here wins (the data may have moved); the keys that change are logged."""
+    """`config` with the recipe (`workdir.RECIPE_KEYS`, the streamed pipeline's settings, the padding) of the run it
+    builds on: E-LTH trains a transferred or baseline ticket exactly like an IMP level of that run, so the two never
+    differ in recipe. A `data.dir` given here wins (the data may have moved); the keys that change are logged."""
     config = config.copy_and_resolve_references()
     source = wd.flatten(source_config)
     changed = []
-    for key in wd.RECIPE_KEYS + wd.STREAM_RECIPE_KEYS + (() if config.data.dir else ("data.dir",)):
+    for key in wd.RECIPE_KEYS + wd.STREAM_RECIPE_KEYS + wd.PAD_RECIPE_KEYS + (() if config.data.dir else ("data.dir",)):
         if key not in source:  # a key added to the schema after the source ran: its default
             continue
         section, name = key.split(".")
