@@ -73,17 +73,12 @@ def test_sigkill_and_restart_gives_identical_results(uninterrupted, tmp_path):
         assert [json.loads(line)["epoch"] for line in f] == [1, 2]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--config.model.name=cifar_resnet_21", "config.model.name: CIFAR ResNet depth must be 6n+2"),
-    ("--config.data.name=imagenet", "config.data.name: unknown dataset 'imagenet'"),
-    ("--config.lottery.levels=-1", "config.lottery.levels: must be >= 0"),
-    ("--config.lottery.prune_fraction=1.5", "config.lottery.prune_fraction: must be in (0, 1)"),
-])
-def test_bad_config_is_a_one_line_error(tmp_path, override, message):
-    code, out, err = finish(main_py([*TINY, override, f"--workdir={tmp_path / 'run'}"]))
+def test_bad_config_is_a_one_line_error(tmp_path):
+    # One case through main.py (flags, exit code); tests/test_probes.py checks the others in-process.
+    code, out, err = finish(main_py([*TINY, "--config.model.name=cifar_resnet_21", f"--workdir={tmp_path / 'run'}"]))
     assert code == 2
-    assert f"elax: error: {message}" in err
-    assert "Traceback" not in err
+    assert "elax: error: config.model.name: CIFAR ResNet depth must be 6n+2" in err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "run")
 
 
 def test_incomplete_multi_process_flags_are_one_line(tmp_path):

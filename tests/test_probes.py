@@ -30,6 +30,9 @@ def one_line_error(err: str) -> str:
 # -- bad input: refused before the workdir is claimed ---------------------------------------------------------------
 
 CONFIG_PROBES = [
+    ({"data.name": "imagenet"}, "config.data.name: unknown dataset 'imagenet'"),
+    ({"lottery.levels": -1}, "config.lottery.levels: must be >= 0"),
+    ({"lottery.prune_fraction": 1.5}, "config.lottery.prune_fraction: must be in (0, 1)"),
     ({"train.lr": float("nan")}, "config.train.lr: must be a finite number > 0, got nan"),
     ({"train.lr": float("inf")}, "config.train.lr: must be a finite number > 0"),
     ({"train.gamma": -1.0}, "config.train.gamma: must be in (0, 1]"),
