@@ -148,9 +148,9 @@ def _validate_data(d) -> None:
         _fail("data.train_subset", f"must be >= 0 (0 = the whole training split), got {d.train_subset}.")
     if d.train_subset and d.name in data.STREAMED_ONLY:
         _fail("data.train_subset", f"applies to datasets held in memory, not to {d.name}.", "Leave it 0.")
-    if d.get("pad_to", 0) < 0:
+    if d.pad_to < 0:
         _fail("data.pad_to", f"must be >= 0 (0 = images as they are), got {d.pad_to}.")
-    if d.get("pad_to", 0) and d.name in data.STREAMED_ONLY:
+    if d.pad_to and d.name in data.STREAMED_ONLY:
         _fail("data.pad_to", f"applies to datasets held in memory, not to {d.name} (its images are cropped to "
               "data.image_size).", "Leave it 0.")
     if not data.is_streamed(d):

@@ -71,7 +71,7 @@ def setup(config: ml_collections.ConfigDict, log=None) -> RunContext:
 
 
 def _load_on_devices(d: ml_collections.ConfigDict, mesh) -> data_lib.DeviceSource:
-    return _device_data(d.name, d.dir or None, d.train_subset, d.get("pad_to", 0), mesh)
+    return _device_data(d.name, d.dir or None, d.train_subset, d.pad_to, mesh)
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,7 +95,7 @@ def _open_stream(d: ml_collections.ConfigDict) -> data_lib.StreamSource:
         return data_lib.StreamSource(s.train, s.test, s.num_classes, s.mean, s.std, options, workers, s.where)
     # Decoded images in memory: threads in this process (worker processes would each get a copy of the dataset
     # and have no decoding to do).
-    dataset = _in_memory(d.name, d.dir or None, d.train_subset, d.get("pad_to", 0))
+    dataset = _in_memory(d.name, d.dir or None, d.train_subset, d.pad_to)
     return data_lib.StreamSource(
         records.ArrayRecords(dataset.train_images, dataset.train_labels),
         records.ArrayRecords(dataset.test_images, dataset.test_labels), dataset.num_classes, dataset.mean,
