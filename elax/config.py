@@ -249,12 +249,12 @@ def _validate_transfer_options(t) -> None:
             _fail(f"transfer.{key}", f"unknown option {t[key]!r}.", f"Valid: {', '.join(valid)}.")
 
 
-def _validate_plan(source: str, target: str, strategy: str) -> None:
+def _validate_plan(source: str, target: str, strategy: str, fix: str = "") -> None:
     from elax import transfer
     try:
         transfer.plan(source, target, strategy)
     except ValueError as e:
-        _fail("transfer.strategy", f"{strategy!r} cannot move {source} to {target}: {e}")
+        _fail("transfer.strategy", f"{strategy!r} cannot move {source} to {target}: {e}", fix)
 
 
 def _validate_baseline(method: str, key: str) -> None:
@@ -272,9 +272,12 @@ def _validate_experiment(c) -> None:
         _fail("experiment.target_models", f"must be one or more distinct models other than the source "
               f"{e.source_model!r}, got {targets}.", "E.g. --config.experiment.target_models=cifar_resnet_32,"
               "cifar_resnet_56; for IMP on one model alone use --config.mode=imp.")
+    # One strategy serves every target; deeper and shallower targets (the paper's ImageNet 26 -> 18, 34) need two.
+    split = ("One experiment stretches or squeezes: run the deeper and the shallower targets as two experiments "
+             "with the same --workdir (the second reuses the source's finished IMP runs)." if len(targets) > 1 else "")
     for target in targets:
         _validate_model("experiment.target_models", target)
-        _validate_plan(e.source_model, target, c.transfer.strategy)
+        _validate_plan(e.source_model, target, c.transfer.strategy, split)
     if len(set(e.baselines)) != len(e.baselines):
         _fail("experiment.baselines", f"names a baseline twice: {tuple(e.baselines)}.")
     for method in e.baselines:

@@ -65,6 +65,11 @@ CONFIG_PROBES = [
      "'cifar_resnet_14_8', got ()"),
     ({"mode": "experiment", "experiment.source_model": "cifar_resnet_20_8"},
      "other than the source 'cifar_resnet_20_8', got ('cifar_resnet_20_8',)"),
+    ({"mode": "experiment", "experiment.target_models": ("cifar_resnet_20_8", "cifar_resnet_8_8")},
+     "config.transfer.strategy: 'append' cannot move cifar_resnet_14_8 to cifar_resnet_8_8: Strategy 'append' "
+     "cannot squeeze stage 1 from 2 to 1 blocks; valid squeeze strategies: 'drop_last', 'interleave' (or an "
+     "official mapping string). One experiment stretches or squeezes: run the deeper and the shallower targets "
+     "as two experiments with the same --workdir (the second reuses the source's finished IMP runs)."),
     ({"mode": "experiment", "experiment.baselines": ("random", "random")},
      "config.experiment.baselines: names a baseline twice: ('random', 'random')"),
 ]
