@@ -59,6 +59,9 @@ def streams(source: str | None, name: str) -> bool:
 RESUMABLE_CHANGES = ("lottery.levels", "transfer.levels", "baseline.levels", "progress", "train.steps_per_call",
                      "train.eval_batch_size", "train.deterministic", "train.stack", "train.checkpoint_every_secs",
                      "report", "data.dir", "data.workers", "experiment")
+# Sections a run of a mode never reads: they may differ too, so that the IMP runs of one experiment serve a second
+# one with another transfer strategy or other baselines (the same workdir, deeper then shallower targets).
+UNREAD_SECTIONS = {"imp": ("transfer.", "baseline."), "transfer": ("baseline.",), "baseline": ("transfer.",)}
 
 
 # -- paths -------------------------------------------------------------------------------------------------------
@@ -185,9 +188,10 @@ def claim(workdir: str, config: dict) -> None:
     previous = read_json(path)
     if previous is not None:
         old, new = flatten(previous), flatten(config)
+        ignored = RESUMABLE_CHANGES + UNREAD_SECTIONS.get(config.get("mode"), ())
         # Keys only one side has were added to (or removed from) the schema since: they had their default.
         changed = [k for k in sorted(set(old) & set(new)) if k != "recipe_id"
-                   and old[k] != new[k] and not k.startswith(RESUMABLE_CHANGES)]
+                   and old[k] != new[k] and not k.startswith(ignored)]
         if changed:
             diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
             raise ValueError(

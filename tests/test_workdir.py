@@ -40,6 +40,20 @@ def test_claim_writes_the_recipe_id_and_refuses_another_config(tmp_path):
         wd.claim(workdir, config_dict(**{"train.lr": 0.2}))
 
 
+def test_claim_ignores_the_sections_a_run_of_its_mode_never_reads(tmp_path):
+    # An experiment's IMP runs serve a second experiment with another strategy and baselines (same workdir).
+    other_options = {"transfer.strategy": "drop_last", "baseline.method": "snip"}
+    for mode, ignored, read in (("imp", other_options, None), ("transfer", {"baseline.method": "snip"},
+                                                              "transfer.strategy"),
+                                ("baseline", {"transfer.strategy": "drop_last"}, "baseline.method")):
+        workdir = str(tmp_path / mode)
+        wd.claim(workdir, {**config_dict(), "mode": mode})
+        wd.claim(workdir, {**config_dict(**ignored), "mode": mode})
+        if read:
+            with pytest.raises(ValueError, match=rf"different config \({read}: "):
+                wd.claim(workdir, {**config_dict(**{read: other_options[read]}), "mode": mode})
+
+
 def test_records_are_replaced_by_level_and_found(tmp_path):
     workdir = str(tmp_path)
     wd.add_record(workdir, {"level": 2, "method": "imp"})
