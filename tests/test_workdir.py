@@ -43,9 +43,10 @@ def test_claim_writes_the_recipe_id_and_refuses_another_config(tmp_path):
 def test_claim_ignores_the_sections_a_run_of_its_mode_never_reads(tmp_path):
     # An experiment's IMP runs serve a second experiment with another strategy and baselines (same workdir).
     other_options = {"transfer.strategy": "drop_last", "baseline.method": "snip"}
-    for mode, ignored, read in (("imp", other_options, None), ("transfer", {"baseline.method": "snip"},
-                                                              "transfer.strategy"),
-                                ("baseline", {"transfer.strategy": "drop_last"}, "baseline.method")):
+    cases = (("imp", other_options, None),      # mode, changes it ignores, a key it reads
+             ("transfer", {"baseline.method": "snip"}, "transfer.strategy"),
+             ("baseline", {"transfer.strategy": "drop_last"}, "baseline.method"))
+    for mode, ignored, read in cases:
         workdir = str(tmp_path / mode)
         wd.claim(workdir, {**config_dict(), "mode": mode})
         wd.claim(workdir, {**config_dict(**ignored), "mode": mode})
