@@ -3,7 +3,7 @@ SGD lr 0.4, momentum 0.9, weight decay 1e-4, LR x0.1 at epochs 30, 60 and 80 aft
 0, rewind to epoch 5; RandomResizedCrop 224 (scale 0.1-1, ratio 0.8-1.25) + flip, eval resize 256 / centre 224.
 
     python main.py --config configs/imagenet_resnet.py --workdir runs/r18 --config.data.dir=/data/imagenet
-    python main.py --config configs/imagenet_resnet.py:26 --workdir runs/r26 ...    # 18, 26, 34, 50
+    python main.py --config configs/imagenet_resnet.py:26 --workdir runs/r26 ...    # 18, 26, 34, 50, 101, 152
 
 ImageNet is streamed from disk by Grain (data.source=auto picks it): data.dir is either an ImageFolder tree
 (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) or a tensorflow_datasets data dir where imagenet2012 was prepared in

@@ -100,6 +100,7 @@ def num_params(name, num_classes=10):
 
 @pytest.mark.parametrize("name, count", [
     ("imagenet_resnet_18", 11_689_512), ("imagenet_resnet_34", 21_797_672), ("imagenet_resnet_50", 25_557_032),
+    ("imagenet_resnet_101", 44_549_160), ("imagenet_resnet_152", 60_192_808),
 ])
 def test_imagenet_resnet_parameter_counts_equal_torchvisions(name, count):
     assert num_params(name, num_classes=1000) == count
@@ -155,6 +156,13 @@ FAMILY_PLANS = [
      {1: (0, 1), 2: (0, 1, 2), 3: (0, 1, 2, 4), 4: (0, 1, 2)}, "0:0;1:1|0:0;1:1;2:2|0:0;1:1;2:2;4:3|0:0;1:1;2:2"),
     ("imagenet_resnet_26", "imagenet_resnet_18", "drop_last",
      {1: (0, 1), 2: (0, 1), 3: (0, 1), 4: (0, 1)}, "0:0;1:1"),
+    # Bottleneck: block 0 of every stage changes the channels (x4 output), so it stays in place.
+    ("imagenet_resnet_50", "imagenet_resnet_101", "append",
+     {1: (0, 1, 2), 2: (0, 1, 2, 3), 3: (0, *(1, 2, 3, 4, 5) * 4, 1, 2), 4: (0, 1, 2)},
+     "0:0;1:1;2:2|0:0;1:1;2:2;3:3|0:0;1:1,6,11,16,21;2:2,7,12,17,22;3:3,8,13,18;4:4,9,14,19;5:5,10,15,20|0:0;1:1;2:2"),
+    ("imagenet_resnet_101", "imagenet_resnet_50", "drop_last",
+     {1: (0, 1, 2), 2: (0, 1, 2, 3), 3: (0, 1, 2, 3, 4, 5), 4: (0, 1, 2)},
+     "0:0;1:1;2:2|0:0;1:1;2:2;3:3|0:0;1:1;2:2;3:3;4:4;5:5|0:0;1:1;2:2"),
     ("cifar_vgg_13", "cifar_vgg_16", "append",
      {1: (0, 1), 2: (0, 1), 3: (0, 1, 1), 4: (0, 1, 1), 5: (0, 1, 0)},
      "0:0;1:1|0:0;1:1|0:0;1:1,2|0:0;1:1,2|0:0,2;1:1"),
@@ -175,6 +183,7 @@ def test_family_plans_and_official_strings(source, target, strategy, mapping, te
 
 
 @pytest.mark.parametrize("source, target", [("imagenet_resnet_18_8", "imagenet_resnet_26_8"),
+                                            ("imagenet_resnet_50_8", "imagenet_resnet_101_8"),
                                             ("cifar_vgg_16_8", "cifar_vgg_19_8")])
 def test_every_target_unit_equals_its_source_unit(source, target):
     model = models.get_model(source)

@@ -1,5 +1,6 @@
-"""ImageNet ResNet-18/26/34 (BasicBlock) and ResNet-50 (Bottleneck), in torchvision's shape (ResNet v1.5: the
-Bottleneck's stride on its 3x3 conv), as E-LTH's ImageNet experiments use them.
+"""ImageNet ResNet-18/26/34 (BasicBlock) and ResNet-50/101/152 (Bottleneck), in torchvision's shape (ResNet v1.5:
+the Bottleneck's stride on its 3x3 conv). E-LTH's ImageNet experiments use 18/26/34 and 50; 101 and 152 give
+ResNet-50 tickets deeper members of their own block type to move to.
 
 stem 7x7/2 conv (no bias) - BN - ReLU - 3x3/2 max-pool; four stages of blocks with W, 2W, 4W, 8W channels (x4 at
 the output of a Bottleneck); block 0 of a stage holds the downsampling 1x1 conv + BN when the stride or the channels
@@ -20,8 +21,9 @@ import jax.numpy as jnp
 import elax.models as registry
 from elax.models import common
 
-STAGES = {18: (2, 2, 2, 2), 26: (2, 3, 4, 3), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
-BOTTLENECK_DEPTHS = (50,)
+STAGES = {18: (2, 2, 2, 2), 26: (2, 3, 4, 3), 34: (3, 4, 6, 3),
+          50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+BOTTLENECK_DEPTHS = (50, 101, 152)
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
@@ -120,4 +122,4 @@ def _family(name: str, depths: str, examples: tuple) -> registry.Family:
 
 
 BASIC = _family("imagenet_resnet", "18,26,34", ("imagenet_resnet_18", "imagenet_resnet_34_16"))
-BOTTLENECK = _family("imagenet_resnet_bottleneck", "50", ("imagenet_resnet_50",))
+BOTTLENECK = _family("imagenet_resnet_bottleneck", "50,101,152", ("imagenet_resnet_50", "imagenet_resnet_101_32"))
