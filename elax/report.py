@@ -264,8 +264,9 @@ class Claim(NamedTuple):
 
 
 def claims(records, tolerance=DEFAULT_TOLERANCE):
-    """For every row and ETT series: ETT minus the target's own IMP series and minus each baseline series of the
-    same target model, paired by seed (see `Claim`). Rows ascend; within a row, IMP first, then baselines."""
+    """For every row and ETT series: ETT minus the target's own IMP series, minus each other ETT series of the same
+    target model (another strategy or source: each pair once, in table order) and minus each baseline series of
+    that model, paired by seed (see `Claim`). Rows ascend; within a row, IMP first, then ETT, then baselines."""
     placed = place(records, tolerance)
     by_cell, model_of, method_of = {}, {}, {}
     for name, row, record in placed:
@@ -275,8 +276,8 @@ def claims(records, tolerance=DEFAULT_TOLERANCE):
     for (ett, row), ett_accs in sorted(by_cell.items(), key=lambda item: (item[0][1], item[0][0])):
         if method_of[ett] != ETT:
             continue
-        others = sorted((name for name, r in by_cell if r == row and method_of[name] != ETT
-                         and model_of[name] == model_of[ett]), key=_series_key)
+        others = sorted((name for name, r in by_cell if r == row and model_of[name] == model_of[ett]
+                         and (method_of[name] != ETT or _series_key(name) > _series_key(ett))), key=_series_key)
         for other in others:
             seeds = sorted(set(ett_accs) & set(by_cell[(other, row)]))
             diffs = [ett_accs[s] - by_cell[(other, row)][s] for s in seeds]

@@ -397,6 +397,21 @@ def test_claims_pair_seeds_and_compare_to_the_spread():
     assert "| imp (cifar_resnet_32) | +0.00 ± 1.73 | 3 | 2 / 1 | no |" in text
 
 
+def test_claims_compare_the_ett_series_of_one_target_with_each_other_once():
+    # A second strategy, 0.02 below append in every seed: append - interpolate = +0.02 ± 0.
+    records = _claims_records() + [
+        {**_ett(0.21, acc - 0.02, seed, 1), "strategy": "interpolate"}
+        for seed, acc in enumerate((0.91, 0.90, 0.92))]
+    append, interpolate = ("ett cifar_resnet_20→cifar_resnet_32 (append)",
+                           "ett cifar_resnet_20→cifar_resnet_32 (interpolate)")
+    pairs = [(c.ett, c.other) for c in report.claims(records)]
+    assert pairs == [(append, IMP), (append, interpolate), (append, "random (cifar_resnet_32)"),
+                     (interpolate, IMP), (interpolate, "random (cifar_resnet_32)")]
+    between = report.claims(records)[1]
+    assert between.mean == pytest.approx(0.02) and between.std == pytest.approx(0.0, abs=1e-12)
+    assert (between.n, between.above, between.below, between.exceeds_spread) == (3, 3, 0, True)
+
+
 def test_claims_with_one_seed_say_there_is_no_spread(tmp_path):
     records = [r for r in _claims_records() if r["seed"] == 0]
     claim = report.claims(records)[1]
