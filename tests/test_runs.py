@@ -93,6 +93,9 @@ def test_transfer_takes_the_source_recipe(runs, tmp_path):
     assert record["dataset"] == "digits" and record["steps"] == 2 * 12 and record["rewind_step"] == 5
     assert lines[0] == ("Recipe of the source run: data.name='digits', train.epochs=2, train.lr=0.05, "
                         "train.milestones=(1,), lottery.rewind_steps=5")
+    plan = lines.index("Plan: cifar_resnet_14_4 -> cifar_resnet_20_4 (append)")
+    assert lines[plan + 1:plan + 5] == ["  stage 1: B0 B1 B1", "  stage 2: B0 B1 B1", "  stage 3: B0 B1 B1",
+                                        "  mapping string: 0:0;1:1,2"]
     saved = wd.read_json(os.path.join(str(tmp_path / "ett"), "config.json"))
     assert (saved["data"]["name"], saved["train"]["epochs"], saved["train"]["lr"]) == ("digits", 2, 0.05)
 

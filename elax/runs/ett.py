@@ -21,6 +21,9 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     levels = select_levels(t.levels, source_records)
     ctx = setup(config, log)
     source_model = source_config["model"]["name"]
+    plan = transfer.plan(source_model, ctx.model, t.strategy)
+    for line in f"Plan: {plan}\n  mapping string: {plan.to_string()}".splitlines():
+        log(line)
     with wd.claimed(workdir, config.to_dict()):
         train_levels(ctx, workdir, [
             Level(level, functools.partial(ett_ticket, ctx, level), f"ett {source_model}->{ctx.model_name} level "
