@@ -20,10 +20,31 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this
 flags.mark_flags_as_required(["config"])
 
 
+def config_path() -> str:
+    """The --config file's path, without its `:arg`."""
+    return config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
+
+
 def default_workdir() -> str:
-    path = config_flags.get_config_filename(flags.FLAGS["config"])
-    name = os.path.splitext(os.path.basename(path.split(":")[0]))[0]
-    return os.path.join("runs", name)
+    return os.path.join("runs", os.path.splitext(os.path.basename(config_path()))[0])
+
+
+def missing_config_message(path: str) -> str | None:
+    """One line naming a --config file that does not exist and the configs next to where it was looked for
+    (ml_collections would only fail at the config's first use, with its loader's error); None if it exists."""
+    if os.path.isfile(path):
+        return None
+    folder = os.path.dirname(path) or "."
+    known = [f for f in sorted(os.listdir(folder)) if f.endswith(".py") and _defines_get_config(
+        os.path.join(folder, f))] if os.path.isdir(folder) else []
+    where = (f"Config files in {folder}: {', '.join(known)}." if known else
+             f"Relative paths start at the current directory, {os.getcwd()}.")
+    return f"--config: no such file {path!r}. {where}"
+
+
+def _defines_get_config(path: str) -> bool:
+    with open(path, errors="replace") as file:
+        return any(line.startswith("def get_config(") for line in file)
 
 
 def parse_flags(argv):
@@ -56,6 +77,9 @@ def unknown_key_message(error: Exception, argv) -> str | None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if message := missing_config_message(config_path()):
+        print(f"elax: error: {message}", file=sys.stderr)
+        return 2
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
     from elax import cli, distributed  # after flag parsing, so `--help` stays fast
     if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value):

@@ -102,6 +102,15 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path, override, message):
     assert "Traceback" not in err and not os.path.exists(tmp_path / "run")
 
 
+def test_missing_config_file_is_one_line_listing_the_configs_beside_it(tmp_path):
+    missing = os.path.join(ROOT, "configs", "cifar_resnt.py")
+    code, out, err = finish(main_py(["--config", f"{missing}:3", f"--workdir={tmp_path / 'run'}"]), timeout=60)
+    assert code == 2 and out == ""
+    assert err.startswith(f"elax: error: --config: no such file {missing!r}. Config files in {ROOT}/configs: "
+                          "cifar_baseline.py, cifar_resnet.py, ")
+    assert err.count("\n") == 1 and not os.path.exists(tmp_path / "run")
+
+
 def test_missing_cifar_data_fails_fast_with_advice(tmp_path):
     start = time.monotonic()
     code, out, err = finish(main_py([
