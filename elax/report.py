@@ -21,6 +21,7 @@ import json
 import math
 import statistics
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -413,13 +414,18 @@ def plot(table, path, title=None):
         ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "Test accuracy vs. sparsity")
+    ax.set_title(plot_title(title))
     ax.grid(True, which="major", alpha=0.4)
     if table.series:
         ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def plot_title(title=None) -> str:
+    """The plot's title, wrapped at 80 characters: longer lines run off the 8-inch figure."""
+    return textwrap.fill(title or "Test accuracy vs. sparsity", 80)
 
 
 def write_report(paths, out_dir, title=None, tolerance=DEFAULT_TOLERANCE, mix_recipes=False):

@@ -275,6 +275,14 @@ def test_plot_writes_png(table, tmp_path):
     _assert_png(path)
 
 
+def test_plot_title_wraps_long_titles_only():
+    long = "E-LTH with ImageNet ResNets 18, 26, 34 on Fashion-MNIST JPEGs: every transfer between them (3 seeds)"
+    assert report.plot_title(long).split("\n") == [
+        "E-LTH with ImageNet ResNets 18, 26, 34 on Fashion-MNIST JPEGs: every transfer", "between them (3 seeds)"]
+    assert report.plot_title("resnet-32") == "resnet-32"
+    assert report.plot_title(None) == "Test accuracy vs. sparsity"
+
+
 def test_write_report(runs, tmp_path):
     out = tmp_path / "nested" / "out"
     markdown = report.write_report(runs, out, title="T")
