@@ -381,10 +381,20 @@ def _series_points(table, series):
 
 
 def plot(table, path, title=None):
-    """Writes a PNG of test accuracy (%) against percent of weights remaining.
+    """Writes a PNG of test accuracy (%) against percent of weights remaining (see `figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(table, title)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def figure(table, title=None):
+    """The matplotlib figure of test accuracy (%) against percent of weights remaining.
 
     The x axis is log scale and inverted (100% on the left), as in
-    lottery-ticket papers; error bars show std where n > 1.
+    lottery-ticket papers; error bars show std where n > 1. The legend sits
+    below the axes, where it cannot hide points; the figure grows to hold it.
     """
     import matplotlib
 
@@ -392,7 +402,7 @@ def plot(table, path, title=None):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120, layout="constrained")
     for series in table.series:
         remaining, acc, std, n = _series_points(table, series)
         (line,) = ax.plot(remaining, acc, marker="o", markersize=4, label=series)
@@ -417,10 +427,24 @@ def plot(table, path, title=None):
     ax.set_title(plot_title(title))
     ax.grid(True, which="major", alpha=0.4)
     if table.series:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+        _add_legend_below(fig)
+    return fig
+
+
+LEGEND_ROW_INCHES = 0.22  # one row of small-font legend text, with its spacing
+
+
+def _add_legend_below(fig, max_columns=3):
+    """The legend under the axes in as many columns (up to 3) as fit the figure's width; the figure grows to hold it."""
+    renderer = fig.canvas.get_renderer()
+    entries = len(fig.axes[0].get_legend_handles_labels()[1])
+    for columns in range(max_columns, 0, -1):
+        legend = fig.legend(loc="outside lower center", ncols=columns, fontsize="small")
+        if columns == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            break
+        legend.remove()
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + LEGEND_ROW_INCHES * -(-entries // columns))
 
 
 def plot_title(title=None) -> str:

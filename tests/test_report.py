@@ -275,6 +275,27 @@ def test_plot_writes_png(table, tmp_path):
     _assert_png(path)
 
 
+@pytest.mark.parametrize("name, columns", [("x", 3), ("x" * 20, 2), ("W" * 25, 1), ("x" * 60, 1)])
+def test_plot_legend_sits_below_the_axes(name, columns):
+    """However many series and however long their names, the legend hides no point and stays in the figure."""
+    import matplotlib.pyplot as plt
+
+    methods = [f"{chr(97 + i)}{name}" for i in range(9)]
+    table = report.summarize([_rec(m, s, 0.9 - 0.01 * i) for i, m in enumerate(methods) for s in (0.0, 0.2, 0.36)])
+    fig = report.figure(table, title="t")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legend = fig.legends[0].get_window_extent(renderer)
+        axes = fig.axes[0].get_tightbbox(renderer)  # with tick labels and axis title
+        assert legend.y1 <= axes.y0
+        assert 0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and legend.y0 >= 0
+        assert fig.legends[0]._ncols == columns
+        assert fig.get_size_inches()[1] == pytest.approx(5 + report.LEGEND_ROW_INCHES * -(-9 // columns))
+    finally:
+        plt.close(fig)
+
+
 def test_plot_title_wraps_long_titles_only():
     long = "E-LTH with ImageNet ResNets 18, 26, 34 on Fashion-MNIST JPEGs: every transfer between them (3 seeds)"
     assert report.plot_title(long).split("\n") == [
