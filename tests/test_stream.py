@@ -112,8 +112,9 @@ def test_image_folder_records_and_their_errors(jpeg_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"dataset 'imagenet2012' not found. Looked in:\n.*array_record"):
         records.open_splits("imagenet2012", str(tmp_path))
     (tmp_path / "val" / "dog").mkdir(parents=True)
-    (tmp_path / "train" / "cat").mkdir(parents=True)
-    (tmp_path / "train" / "cat" / "0.jpg").write_bytes(encoded)
+    for name in ("ant", "cat"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        (tmp_path / "train" / name / "0.jpg").write_bytes(encoded)
     with pytest.raises(ValueError, match=r"class folders the training split lacks: \['dog'\]"):
         records.open_splits("imagefolder", str(tmp_path))
     with pytest.raises(ValueError, match="config.data.source: imagenet2012 does not fit on a device"):
@@ -142,17 +143,58 @@ def test_a_pipeline_dropped_with_batches_in_flight_exits_without_a_leak_warning(
     assert "leaked shared_memory" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
 
 
-def test_a_damaged_image_is_named_with_the_way_out(tmp_path):
-    root = tmp_path / "folder"
-    for split in ("train", "val"):
-        (root / split / "cat").mkdir(parents=True)
-        (root / split / "cat" / "0.jpg").write_bytes(b"not an image")
-    splits = records.open_splits("imagefolder", str(root))
+def _image_tree(root, train, val=None):
+    """root/train/<class>/<file> and root/val/... from {class: {file: bytes}}; returns root as a str."""
+    for split, classes in (("train", train), ("val", val or train)):
+        for name, files in classes.items():
+            (root / split / name).mkdir(parents=True)
+            for file, content in files.items():
+                (root / split / name / file).write_bytes(content)
+    return str(root)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"not an image", "cannot decode {}: not a JPEG, PNG or BMP image, or damaged"),
+    (b"", "cannot decode {}: not a JPEG, PNG or BMP image, or damaged"),     # OpenCV raises on empty buffers
+    (None, "cannot read {}: No such file or directory")])                     # deleted after the scan
+def test_a_damaged_image_is_named_with_the_way_out(tmp_path, content, problem):
+    root = _image_tree(tmp_path / "folder", {c: {"0.jpg": content or b"x"} for c in ("ant", "cat")})
+    bad = tmp_path / "folder" / "train" / "ant" / "0.jpg"
+    splits = records.open_splits("imagefolder", root)
+    if content is None:
+        bad.unlink()
     example = stream._Example(splits.train, seed=0, train=True, augment=True, options=data.ImageOptions(32, 36))
     with pytest.raises(ValueError) as info:
         example(np.array([0, 0, 0]))
-    assert str(info.value) == (f"cannot decode {root / 'train' / 'cat' / '0.jpg'}: not a JPEG, PNG or BMP image, or "
-                               "damaged. Replace or delete it and run the same command; finished levels are kept.")
+    assert str(info.value) == (problem.format(bad) + ". Replace or delete it and run the same command; finished "
+                               "levels are kept.")
+
+
+def test_image_folder_scan_skips_hidden_entries_and_refuses_what_cannot_train(tmp_path):
+    jpeg = b"\xff\xd8 a scan reads names only"
+    root = _image_tree(tmp_path / "ok", {"ant": {"0.jpg": jpeg, "._0.jpg": b"", "notes.txt": b""},
+                                         ".ipynb_checkpoints": {"1.jpg": jpeg}, "bee": {"0.JPEG": jpeg}},
+                       val={"ant": {"0.jpg": jpeg}, "bee": {}})   # an empty val class: a smaller test set
+    splits = records.open_splits("imagefolder", root)
+    assert splits.train.classes == ("ant", "bee") and list(splits.train.files) == ["ant/0.jpg", "bee/0.JPEG"]
+    assert list(splits.test.files) == ["ant/0.jpg"] and list(splits.test.labels) == [0]
+
+    empty = _image_tree(tmp_path / "empty", {"ant": {"0.jpg": jpeg}, "bee": {"._0.jpg": b""}})
+    with pytest.raises(ValueError) as info:
+        records.open_splits("imagefolder", empty)
+    assert str(info.value) == (f"{tmp_path / 'empty' / 'train' / 'bee'} holds no images (.jpeg, .jpg, .png, .bmp): "
+                               "a class without training images would get a label the network never sees. Delete "
+                               "the folder or add its images.")
+    one = _image_tree(tmp_path / "one", {"ant": {"0.jpg": jpeg}})
+    with pytest.raises(ValueError) as info:
+        records.open_splits("imagefolder", one)
+    assert str(info.value) == (f"{tmp_path / 'one' / 'train'} has 1 class folder ['ant']: classification needs at "
+                               "least two (train/<class>/*.JPEG, one folder per class).")
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "ok" / "train" / "bee" / "1.jpg")
+    with pytest.raises(FileNotFoundError) as info:
+        records.open_splits("imagefolder", root)
+    link = tmp_path / "ok" / "train" / "bee" / "1.jpg"
+    assert str(info.value) == f"{link} is a broken symbolic link. Replace or delete it."
 
 
 def test_tfds_array_record_records_stay_encoded():

@@ -20,7 +20,10 @@ def decode(data: bytes) -> np.ndarray:
     if simplejpeg.is_jpeg(data):
         return simplejpeg.decode_jpeg(data, colorspace="RGB")
     import cv2
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # an empty buffer raises instead of returning None
+        image = None
     if image is None:
         raise ValueError("not a JPEG, PNG or BMP image, or damaged")
     return image[..., ::-1]  # OpenCV decodes to BGR

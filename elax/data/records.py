@@ -13,6 +13,19 @@ from elax.data.datasets import default_roots
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 
 
+def _images_in(folder: str) -> list:
+    """Sorted names of the image files in `folder`, hidden ones left out; a broken link is an error now, not
+    an hour into training."""
+    images = []
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") or not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            raise FileNotFoundError(f"{entry.path} is a broken symbolic link. Replace or delete it.")
+        images.append(entry.name)
+    return sorted(images)
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageFolder:
     """`root/<class>/<image>` (torchvision's ImageFolder layout): classes are the sorted sub-folder names."""
@@ -29,8 +42,10 @@ class ImageFolder:
         if not os.path.isdir(root):
             raise FileNotFoundError(f"{root} does not exist: an ImageFolder split is a folder of class folders "
                                     "(train/<class>/*.JPEG, val/<class>/*.JPEG).")
-        found = tuple(sorted(e.name for e in os.scandir(root) if e.is_dir()))
-        classes = found if classes is None else tuple(classes)
+        # Hidden entries (.ipynb_checkpoints, macOS's ._ files) are not data; a hidden folder would take label 0.
+        found = tuple(sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")))
+        training = classes is None
+        classes = found if training else tuple(classes)
         unknown = sorted(set(found) - set(classes))
         if unknown:
             raise ValueError(f"{root} has class folders the training split lacks: {unknown[:5]}. Both splits "
@@ -38,13 +53,18 @@ class ImageFolder:
         files, labels = [], []
         for label, name in enumerate(classes):
             folder = os.path.join(root, name)
-            if not os.path.isdir(folder):
-                continue
-            images = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+            images = _images_in(folder) if os.path.isdir(folder) else []
+            if training and not images:
+                raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}): a class without "
+                                 "training images would get a label the network never sees. Delete the folder or "
+                                 "add its images.")
             files += [f"{name}/{f}" for f in images]
             labels += [label] * len(images)
         if not files:
             raise FileNotFoundError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders.")
+        if training and len(classes) < 2:
+            raise ValueError(f"{root} has {len(classes)} class folder {list(classes)}: classification needs at "
+                             "least two (train/<class>/*.JPEG, one folder per class).")
         return cls(root, classes, np.asarray(files), np.asarray(labels, np.int32))
 
     def __len__(self) -> int:

@@ -49,7 +49,10 @@ class _Example:
 
     def __call__(self, item) -> tuple[np.ndarray, np.int32]:
         index, step, row = (int(v) for v in item)
-        image, label = self.records[index]
+        try:
+            image, label = self.records[index]
+        except OSError as error:  # removed, unreadable or a broken link since the scan
+            raise ValueError(self._bad_file("read", index, error.strerror)) from None
         rng = np.random.default_rng((self.seed, step, row)) if self.train and self.augment else None
         o = self.options
         if self.records.encoded:
@@ -64,8 +67,11 @@ class _Example:
         try:
             return image_ops.decode(data)
         except ValueError as error:  # one bad file among a million: name it
-            raise ValueError(f"cannot decode {self.records.where(index)}: {error}. Replace or delete it and run the "
-                             "same command; finished levels are kept.") from None
+            raise ValueError(self._bad_file("decode", index, error)) from None
+
+    def _bad_file(self, verb: str, index: int, error) -> str:
+        return (f"cannot {verb} {self.records.where(index)}: {error}. Replace or delete it and run the same "
+                "command; finished levels are kept.")
 
 
 class StreamSource:
