@@ -176,10 +176,21 @@ def run_config(workdir: str, what: str = "") -> dict:
     """The config.json of an elax run directory; a clear error naming `what` pointed at it if there is none."""
     config = read_json(os.path.join(workdir, CONFIG_FILE))
     if config is None:
+        inside = runs_inside(workdir)
+        advice = (f"It holds the runs {', '.join(inside[:4])}{', ...' if len(inside) > 4 else ''}: pass one of "
+                  "them." if inside else "Pass the --workdir of an IMP run (python main.py --config "
+                  "configs/cifar_resnet.py ...).")
         raise FileNotFoundError(f"{what + ' ' if what else ''}{workdir!r} is not an elax run directory (no "
-                                f"{CONFIG_FILE}). Pass the --workdir of an IMP run (python main.py --config "
-                                "configs/cifar_resnet.py ...).")
+                                f"{CONFIG_FILE}). {advice}")
     return config
+
+
+def runs_inside(folder: str) -> list[str]:
+    """Run directories one or two levels below `folder` (an experiment's seed_<s>/<run>), relative, sorted."""
+    import glob
+    found = glob.glob(os.path.join(glob.escape(folder), "*", CONFIG_FILE)) + glob.glob(
+        os.path.join(glob.escape(folder), "*", "*", CONFIG_FILE))
+    return sorted(os.path.relpath(os.path.dirname(path), folder) for path in found)
 
 
 def claim(workdir: str, config: dict) -> None:

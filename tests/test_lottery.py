@@ -89,6 +89,20 @@ def test_load_ticket_level_0_is_dense_rewind_state(imp_run):
     jax.tree.map(np.testing.assert_array_equal, ticket.params, rewind["params"])
     with pytest.raises(FileNotFoundError, match="no ticket for level 9"):
         runs.load_ticket(workdir, 9)
+    for level in ("1", 1.0, None, True):
+        with pytest.raises(TypeError) as info:
+            runs.load_ticket(workdir, level)
+        assert str(info.value) == f"level must be a whole number (0 = the dense network), not {level!r}."
+    assert runs.load_ticket(workdir, np.int64(0)).sparsity == 0.0
+
+
+def test_load_ticket_of_an_experiment_names_its_runs(tmp_path):
+    for run in ("seed_1/imp_b", "seed_0/imp_b", "seed_0/ett_a_to_b", "seed_0/report/x"):
+        wd.write_json(str(tmp_path / run / wd.CONFIG_FILE) if run.count("/") == 1 else str(tmp_path / run), {})
+    with pytest.raises(FileNotFoundError) as info:
+        runs.load_ticket(str(tmp_path), 1)
+    assert str(info.value) == (f"{str(tmp_path)!r} is not an elax run directory (no config.json). It holds the "
+                               "runs seed_0/ett_a_to_b, seed_0/imp_b, seed_1/imp_b: pass one of them.")
 
 
 def test_interrupted_run_resumes_to_identical_results(imp_run, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Elastic transfer runs and baseline runs on top of tiny IMP runs (digits, width-4 ResNets)."""
 
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -73,14 +74,67 @@ def test_ett_control_variants_are_labelled(runs):
     assert record["strategy"] == "append/permuted-replica-masks/reinit"
 
 
+def _copy_of_run(source, path, results, **config_changes):
+    """A run directory at `path` with `source`'s config.json (changed by `config_changes`) and `results`."""
+    os.makedirs(path)
+    wd.write_json(os.path.join(path, wd.CONFIG_FILE), {**wd.run_config(source), **config_changes})
+    if results is not None:
+        wd.write_json(os.path.join(path, wd.RESULTS_FILE), results)
+    return str(path)
+
+
 def test_transfer_errors(runs, tmp_path):
     root, source, _ = runs
     with pytest.raises(FileNotFoundError, match="not an elax run directory"):
         runs_lib.run_transfer(transfer_config(str(tmp_path / "nothing")), str(tmp_path / "a"))
-    with pytest.raises(ValueError, match=r"Levels \[7\] are not finished in the source run"):
+    for levels, problem in [((7,), "levels [7] are not finished"), ((0, 4, 5), "levels [4, 5] are not finished"),
+                            (("abc",), "'abc' is not a level number; give whole numbers, e.g. "
+                                       "transfer.levels='(1,2)'.")]:
+        with pytest.raises(ValueError) as info:
+            runs_lib.run_transfer(transfer_config(source, levels=levels), str(tmp_path / "b"))
+        assert str(info.value).startswith(f"transfer.levels: {problem}")
+    assert str(info.value).startswith("transfer.levels: ") and not os.path.exists(tmp_path / "b")
+    with pytest.raises(ValueError) as info:
         runs_lib.run_transfer(transfer_config(source, levels=(7,)), str(tmp_path / "b"))
-    with pytest.raises(ValueError, match="are not finished in the source run"):
-        runs_lib.run_transfer(transfer_config(source, levels=(0, 3, 4)), str(tmp_path / "c"))
+    assert str(info.value) == (f"transfer.levels: levels [7] are not finished in transfer.source {source}; "
+                               "finished levels: [0, 1, 2, 3].")
+    # A source killed in level 0, or another kind of run: refused before this run's workdir exists.
+    unfinished = _copy_of_run(source, tmp_path / "unfinished", None)
+    with pytest.raises(ValueError) as info:
+        runs_lib.run_transfer(transfer_config(unfinished, levels=()), str(tmp_path / "c"))
+    assert str(info.value) == (f"transfer.source {unfinished} has no finished IMP levels yet. Finish that run "
+                               "first (run its command again: it resumes), then start this one.")
+    ett = _copy_of_run(source, tmp_path / "ett", [], mode="transfer")
+    with pytest.raises(ValueError) as info:
+        runs_lib.run_transfer(transfer_config(ett, levels=()), str(tmp_path / "c"))
+    assert str(info.value) == (f"transfer.source {ett} is a transfer run; its tickets come from an IMP run. Pass "
+                               "the --workdir of an IMP run (of an experiment: WORKDIR/seed_<s>/imp_<model>).")
+    assert not os.path.exists(tmp_path / "c")
+
+
+def test_transfer_of_a_source_still_training_takes_its_finished_levels_and_says_so(runs, tmp_path):
+    _, source, _ = runs
+    partial = str(tmp_path / "partial")      # as if killed in level 1: level 0's record and ticket only
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns("level_0[1-9]"))
+    wd.write_json(os.path.join(partial, wd.RESULTS_FILE), wd.load_results(source)[:1])
+    lines = []
+    (record,) = runs_lib.run_transfer(transfer_config(partial, levels=()), str(tmp_path / "ett"),
+                                      log=lines.append)
+    assert record["level"] == 0
+    assert (f"transfer.source {partial} has finished level 0 of 0-3: taking it. Run this command again once it "
+            "has finished more, and the new levels are added.") in lines
+
+
+def test_baseline_levels_start_at_one_and_repeat_once(runs, tmp_path):
+    _, _, target = runs
+    c = imp_config(TARGET)
+    c.mode, c.baseline.method, c.baseline.reference, c.baseline.levels = "baseline", "random", target, (0,)
+    with pytest.raises(ValueError) as info:
+        runs_lib.run_baseline(c, str(tmp_path / "x"))
+    assert str(info.value) == ("baseline.levels: level 0 is the dense network, which baselines do not prune; "
+                               "levels start at 1.")
+    assert runs_lib.sources.select_levels((2, 1, 1), {}, wd.load_results(target), "r", "baseline.levels",
+                                          minimum=1) == [1, 2]
 
 
 def test_transfer_takes_the_source_recipe(runs, tmp_path):

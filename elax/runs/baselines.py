@@ -59,7 +59,8 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
                          f"{config.model.name}: baselines prune the same model as their reference IMP run. "
                          f"Set --config.model.name={reference_config['model']['name']} or use another reference.")
     config = inherit_recipe(config, reference_config, "reference run", log)
-    levels = select_levels(b.levels, reference_records, minimum=1)
+    levels = select_levels(b.levels, reference_config, reference_records, f"baseline.reference {b.reference}",
+                           "baseline.levels", minimum=1, log=log)
     ctx = setup(config, log)
     sparsities = {level: imp_record(reference_records, level)["sparsity"] for level in levels}
     reference = _Reference(b.reference)

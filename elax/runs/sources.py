@@ -6,8 +6,14 @@ from elax import workdir as wd
 
 
 def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
-    """(config, results) of a finished or running run that another run builds on; clear error if absent."""
-    return wd.run_config(workdir, what), wd.load_results(workdir)
+    """(config, results) of the IMP run (finished or running) that another run builds on; clear error if it is
+    absent or another kind of run."""
+    config = wd.run_config(workdir, what)
+    mode = config.get("mode", "imp")
+    if mode != "imp":
+        raise ValueError(f"{what} {workdir} is a {mode} run; its tickets come from an IMP run. Pass the --workdir "
+                         "of an IMP run (of an experiment: WORKDIR/seed_<s>/imp_<model>).")
+    return config, wd.load_results(workdir)
 
 
 def inherit_recipe(config: ml_collections.ConfigDict, source_config: dict, what: str,
@@ -31,14 +37,37 @@ def inherit_recipe(config: ml_collections.ConfigDict, source_config: dict, what:
     return config
 
 
-def select_levels(requested, records, minimum: int = 0) -> list[int]:
-    """The `requested` levels (all finished IMP levels >= minimum if empty); error naming unfinished ones."""
+def select_levels(requested, source_config: dict, records, what: str, key: str, minimum: int = 0,
+                  log=print) -> list[int]:
+    """The `requested` levels of the IMP run `what` (config key `key`), ascending and each once; all its finished
+    levels >= `minimum` if none are requested. Clear errors for levels it lacks, or if it has none."""
     finished = wd.imp_levels(records, minimum)
-    levels = list(requested) or finished
+    if not finished:
+        raise ValueError(f"{what} has no finished IMP levels{f' from {minimum} on' if minimum else ''} yet. Finish "
+                         "that run first (run its command again: it resumes), then start this one.")
+    if not requested:
+        planned = source_config.get("lottery", {}).get("levels", 0)
+        if finished[-1] < planned:
+            log(f"{what} has finished level{'s' if len(finished) > 1 else ''} {_span(finished)} of "
+                f"{_span([minimum, planned])}: taking {'those' if len(finished) > 1 else 'it'}. Run this command "
+                "again once it has finished more, and the new levels are added.")
+        return finished
+    bad = [level for level in requested if isinstance(level, bool) or not isinstance(level, int)]
+    if bad:
+        raise ValueError(f"{key}: {bad[0]!r} is not a level number; give whole numbers, e.g. {key}='(1,2)'.")
+    below = [level for level in requested if level < minimum]
+    if below:
+        raise ValueError(f"{key}: level {below[0]} is the dense network, which baselines do not prune; "
+                         f"levels start at {minimum}.")
+    levels = sorted(set(requested))
     missing = [level for level in levels if level not in finished]
     if missing:
-        raise ValueError(f"Levels {missing} are not finished in the source run; finished levels: {finished}.")
+        raise ValueError(f"{key}: levels {missing} are not finished in {what}; finished levels: {finished}.")
     return levels
+
+
+def _span(levels) -> str:
+    return str(levels[0]) if len(levels) == 1 else f"{levels[0]}-{levels[-1]}"
 
 
 def imp_record(records: list[dict], level: int) -> dict:
