@@ -121,7 +121,7 @@ def load_records(paths, mix_recipes=False):
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    records, seen, files_of_recipe = [], set(), {}
+    records, seen, files_of_recipe, file_of_result = [], set(), {}, {}
     for path in paths:
         for file in _find_results(path):
             if file.resolve() not in seen:
@@ -129,9 +129,24 @@ def load_records(paths, mix_recipes=False):
                 for record in _read_results(file):
                     records.append(record)
                     files_of_recipe.setdefault(record.get("recipe_id"), file)
+                    _check_not_twice(record, file, file_of_result, mix_recipes)
     if len(files_of_recipe) > 1 and not mix_recipes:
         raise ValueError(_mixed_recipes_message(files_of_recipe))
+    if not records:
+        raise ValueError(f"{', '.join(map(str, paths))}: no finished levels yet (every results.json found is "
+                         "empty). Report runs once they have finished a level.")
     return records
+
+
+def _check_not_twice(record, file, file_of_result, mix_recipes):
+    """Two records of one series, level and seed from two files are one run read twice (a copy, or two runs with
+    the same seed): averaged, they would pass for two replicates."""
+    key = (series_name(record, with_recipe=mix_recipes), record["level"], record.get("seed"))
+    other = file_of_result.setdefault(key, file)
+    if other != file:
+        raise ValueError(f"{other} and {file} both hold level {record['level']} of {key[0]} with seed {key[2]}: "
+                         "averaged they would pass for two replicates. Report one of them (runs of other seeds "
+                         "differ in --config.seed).")
 
 
 def _mixed_recipes_message(files_of_recipe):
@@ -491,14 +506,17 @@ def main(argv=None):
                              f"weights differ by at most this fraction (default {DEFAULT_TOLERANCE})")
     args = parser.parse_args(argv)
     try:
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise ValueError(f"--out {args.out} is a file; the report is a folder (report.md, results.csv, "
+                             f"{PLOT_FILE}). Pass a folder.")
         markdown = write_report(args.runs, args.out, title=args.title, mix_recipes=args.mix_recipes,
                                 tolerance=args.tolerance)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # e.g. --out names a file
-        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
-        return 1
+        print(f"elax: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. a read-only --out
+        print(f"elax: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 2
     print(markdown)
     for name in ("report.md", "results.csv", PLOT_FILE):
         print(f"wrote {Path(args.out) / name}")

@@ -442,7 +442,7 @@ def main(argv=None) -> int:
     try:
         block_plan = plan(args.source, args.target, args.strategy)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"elax: error: {error}", file=sys.stderr)
         return 2
     print(block_plan)
     print(f"mapping string: {block_plan.to_string()}")

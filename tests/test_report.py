@@ -340,8 +340,32 @@ def test_cli(runs, tmp_path):
 
 def test_cli_error_exit_code(tmp_path):
     proc = _run_cli(tmp_path / "nowhere", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "nowhere" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("elax: error: ") and "nowhere" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_refuses_an_out_file_and_runs_without_records(tmp_path, capsys):
+    run = _write(tmp_path / "run" / "results.json", [_rec("imp", 0.0, 0.9)]).parent
+    (tmp_path / "taken").write_text("")
+    assert report.main([str(run), "--out", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err == (f"elax: error: --out {tmp_path / 'taken'} is a file; the report is a folder "
+                                       "(report.md, results.csv, accuracy_vs_sparsity.png). Pass a folder.\n")
+    empty = _write(tmp_path / "empty" / "results.json", []).parent
+    assert report.main([str(empty), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"elax: error: {empty}: no finished levels yet (every results.json found is "
+                                       "empty). Report runs once they have finished a level.\n")
+
+
+def test_a_run_read_twice_is_not_averaged_as_two_seeds(tmp_path):
+    records = [_rec("imp", 0.0, 0.9), _rec("imp", 0.2, 0.91, level=1)]
+    first, copy = (_write(tmp_path / name / "results.json", records) for name in ("run", "copy"))
+    with pytest.raises(ValueError) as info:
+        report.load_records([first.parent, copy.parent])
+    assert str(info.value) == (f"{first} and {copy} both hold level 0 of {IMP} with seed 0: averaged they would "
+                               "pass for two replicates. Report one of them (runs of other seeds differ in "
+                               "--config.seed).")
+    _write(copy, [dict(r, seed=1) for r in records])
+    assert report.summarize(report.load_records([first.parent, copy.parent])).get(IMP, 0.2).n == 2
 
 
 def test_import_does_not_load_matplotlib():
@@ -396,7 +420,7 @@ def test_runs_of_different_recipes_are_never_averaged(tmp_path):
     table = report.summarize(report.load_records(tmp_path, mix_recipes=True))
     assert table.series == tuple(sorted(f"{IMP} [recipe {wd.recipe_id(c)}]" for c in configs))
     assert [table.get(s, 0.2).n for s in table.series] == [1, 1]
-    assert report.main([str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert report.main([str(tmp_path), "--out", str(tmp_path / "out"), "--mix-recipes"]) == 0
 
 

@@ -375,5 +375,5 @@ def test_command_line_prints_the_plan_its_string_and_the_training_command(capsys
 def test_command_line_refuses_a_bad_plan_in_one_line(capsys, args, message):
     assert transfer.main(args) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.startswith("error: ") and message in captured.err
+    assert captured.out == "" and captured.err.startswith("elax: error: ") and message in captured.err
     assert len(captured.err.splitlines()) == 1
