@@ -102,6 +102,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
         return
     _validate_data(c.data)
     _validate_model("model.name", c.model.name)
+    from elax import data
+    if c.data.name in data.STREAMED_ONLY:  # encoded images, decoded to data.image_size: known before any scan
+        _check_input_size(c, (c.data.image_size, c.data.image_size))
     _validate_train(c.train)
     _validate_lottery(c.lottery)
     if c.mode == "transfer":
@@ -118,13 +121,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
 def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_shape: tuple) -> None:
     """The checks that need the training set's size and image shape (known once the data is read, before any
     step)."""
-    from elax import models
-    family = models.family_of(c.model.name)
-    if min(image_shape[:2]) < family.min_input_size:
-        _fail("model.name", f"{c.model.name} needs images of at least {family.min_input_size}x"
-              f"{family.min_input_size} (its pools and strides would leave nothing of smaller ones); "
-              f"{c.data.name} has {image_shape[0]}x{image_shape[1]}.",
-              f"Pad them (--config.data.pad_to={family.min_input_size}) or use a dataset of larger images.")
+    _check_input_size(c, image_shape)
     t = c.train
     if t.batch_size > num_train:
         _fail("train.batch_size", f"{t.batch_size} is larger than the {num_train} training images.",
@@ -134,6 +131,21 @@ def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_sha
         _fail("lottery.rewind_steps", f"{c.lottery.rewind_steps} is not before the end of training "
               f"({t.epochs} epochs x {per_epoch} steps = {t.epochs * per_epoch}), so pruned levels "
               "would train nothing.", "Use a smaller rewind step or more epochs.")
+
+
+def _check_input_size(c: ml_collections.ConfigDict, image_shape: tuple) -> None:
+    from elax import data, models
+    size = models.family_of(c.model.name).min_input_size
+    if min(image_shape[:2]) >= size:
+        return
+    if c.data.name in data.STREAMED_ONLY:
+        has, fix = (f"--config.data.image_size={c.data.image_size} crops {image_shape[0]}x{image_shape[1]}.",
+                    f"Use --config.data.image_size={size} (and a --config.data.resize_size of at least that).")
+    else:
+        has, fix = (f"{c.data.name} has {image_shape[0]}x{image_shape[1]}.",
+                    f"Pad them (--config.data.pad_to={size}) or use a dataset of larger images.")
+    _fail("model.name", f"{c.model.name} needs images of at least {size}x{size} (its pools and strides would "
+          f"leave nothing of smaller ones); {has}", fix)
 
 
 def _validate_data(d) -> None:

@@ -258,6 +258,15 @@ def test_an_input_too_small_for_a_family_is_a_clear_error(tmp_path):
                                          r"digits has 8x8\. Pad them \(--config.data.pad_to=32\)"):
         runs.run_imp(tiny_config(**{"model.name": "cifar_vgg_11_8"}), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+    # Streamed JPEGs are cropped to data.image_size: that is the fix, found before the folder is even read.
+    config = tiny_config(**{"model.name": "imagenet_resnet_18_8", "data.name": "imagefolder",
+                            "data.dir": str(tmp_path / "nowhere"), "data.image_size": 8, "data.resize_size": 8})
+    with pytest.raises(ValueError) as info:
+        runs.run_imp(config, str(tmp_path / "run"))
+    assert str(info.value) == (
+        "config.model.name: imagenet_resnet_18_8 needs images of at least 32x32 (its pools and strides would leave "
+        "nothing of smaller ones); --config.data.image_size=8 crops 8x8. Use --config.data.image_size=32 (and a "
+        "--config.data.resize_size of at least that).")
 
 
 def test_padded_images_reach_the_model_and_name_the_recipe():

@@ -262,3 +262,18 @@ def test_runs_of_one_model_and_recipe_share_one_compilation(runs):
     assert runs_lib.setup(baseline).trainer is trainer
     step = trainer._run_steps if trainer.runs_fused else trainer._one_step
     assert step._cache_size() == 1 and trainer._evaluate._cache_size() == 1
+
+
+def test_a_ticket_on_data_with_other_classes_is_refused_with_the_cause():
+    from types import SimpleNamespace
+    from elax.runs.sources import check_same_classes
+    ticket = SimpleNamespace(model=SimpleNamespace(num_classes=10))
+    data = SimpleNamespace(name="imagefolder", dir="/data/eleven")
+    ctx = SimpleNamespace(num_classes=11, config=SimpleNamespace(data=data))
+    with pytest.raises(ValueError) as info:
+        check_same_classes(ticket, ctx, "transfer.source runs/r18")
+    assert str(info.value) == ("transfer.source runs/r18 was trained on 10 classes, this run's data (imagefolder in "
+                               "/data/eleven) has 11: a ticket keeps its classifier. Train on the source's data "
+                               "(--config.data.dir), with the same classes.")
+    ctx.num_classes = 10
+    check_same_classes(ticket, ctx, "transfer.source runs/r18")   # same classes: no error

@@ -19,7 +19,7 @@ import ml_collections
 from elax import masks, pruning, scores, workdir as wd
 from elax.runs.context import RunContext, setup
 from elax.runs.loop import Level, train_levels
-from elax.runs.sources import imp_record, inherit_recipe, select_levels, source_run
+from elax.runs.sources import check_same_classes, imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
 from elax.ticket import Ticket
 
@@ -64,6 +64,7 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     ctx = setup(config, log)
     sparsities = {level: imp_record(reference_records, level)["sparsity"] for level in levels}
     reference = _Reference(b.reference)
+    check_same_classes(reference.dense, ctx, f"baseline.reference {b.reference}")
     with wd.claimed(workdir, config.to_dict()):
         train_levels(ctx, workdir, [
             Level(level, functools.partial(baseline_ticket, ctx, reference, level, sparsity),

@@ -8,7 +8,7 @@ import ml_collections
 from elax import transfer, workdir as wd
 from elax.runs.context import RunContext, setup
 from elax.runs.loop import Level, train_levels
-from elax.runs.sources import imp_record, inherit_recipe, select_levels, source_run
+from elax.runs.sources import check_same_classes, imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
 from elax.ticket import Ticket
 
@@ -21,6 +21,7 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     levels = select_levels(t.levels, source_config, source_records, f"transfer.source {t.source}",
                            "transfer.levels", log=log)
     ctx = setup(config, log)
+    check_same_classes(load_ticket(t.source, levels[0]), ctx, f"transfer.source {t.source}")
     source_model = source_config["model"]["name"]
     plan = transfer.plan(source_model, ctx.model, t.strategy)
     for line in f"Plan: {plan}\n  mapping string: {plan.to_string()}".splitlines():

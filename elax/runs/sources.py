@@ -72,3 +72,14 @@ def _span(levels) -> str:
 
 def imp_record(records: list[dict], level: int) -> dict:
     return next(r for r in records if r["level"] == level and r["method"] == wd.IMP)
+
+
+def check_same_classes(ticket, ctx, what: str) -> None:
+    """A ticket keeps its classifier: the run built on it must see the classes its source was trained on."""
+    source_classes = ticket.model.num_classes
+    if source_classes != ctx.num_classes:
+        d = ctx.config.data
+        raise ValueError(f"{what} was trained on {source_classes} classes, this run's data ({d.name}"
+                         f"{f' in {d.dir}' if d.dir else ''}) has {ctx.num_classes}: a ticket keeps its classifier. "
+                         "Train on the source's data (--config.data.dir), with the same classes.")
+
