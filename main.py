@@ -48,15 +48,27 @@ def _defines_get_config(path: str) -> bool:
 
 
 def parse_flags(argv):
-    """absl's flag parsing, with an override of a key the config lacks as a one-line error, not a traceback."""
+    """absl's flag parsing, with every mistake in the command line as one `elax: error:` line and exit code 2."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as error:  # a value of the wrong type, an error inside the config file, ...
+        message = flag_error_message(str(error))
     except (AttributeError, KeyError) as error:  # ml_collections, for `--config.<unknown key>=...`
         message = unknown_key_message(error, argv)
         if message is None:  # not an override's key (e.g. a bug inside the config file): keep the traceback
             raise
-        print(f"elax: error: {message}", file=sys.stderr)
-        sys.exit(2)
+    print(f"elax: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def flag_error_message(message: str) -> str:
+    """absl's message in one line: a config file's traceback shrinks to its last line, e.g.
+    'flag --config=c.py:5: Error whilst parsing config file: TypeError: get_config() takes 0 positional ...'."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) == 1:
+        return lines[0]
+    return (f"{lines[0]} {lines[-1]} (`--config FILE:ARG` calls the file's get_config(ARG); see the file for the "
+            "arguments it takes)")
 
 
 def unknown_key_message(error: Exception, argv) -> str | None:
@@ -76,7 +88,9 @@ def unknown_key_message(error: Exception, argv) -> str | None:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        print(f"elax: error: unexpected arguments {argv[1:]}. Options are --config FILE, --workdir DIR and "
+              "--config.KEY=VALUE overrides, each as one argument (python main.py --help).", file=sys.stderr)
+        return 2
     if message := missing_config_message(config_path()):
         print(f"elax: error: {message}", file=sys.stderr)
         return 2

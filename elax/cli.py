@@ -51,6 +51,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     split_name_lists(config)
     workdir = os.path.expanduser(workdir)
     config_lib.validate(config)
+    if config.mode == "report":
+        from elax import report
+        runs, out = list(config.report.runs) or [workdir], config.report.out or os.path.join(workdir, "report")
+        print(f"elax report of {', '.join(runs)} into {os.path.abspath(out)}", flush=True)
+        print(report.write_report(runs, out))
+        return
     if config.train.deterministic:
         use_deterministic_gpu_kernels()
     import jax
@@ -59,11 +65,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         jax.process_count() > 1) else ""
     print(f"elax {config.mode} run in {os.path.abspath(workdir)} on {jax.device_count()} "
           f"{jax.devices()[0].platform} device(s){hosts}", flush=True)
-    if config.mode == "report":
-        from elax import report
-        out = config.report.out or os.path.join(workdir, "report")
-        print(report.write_report(list(config.report.runs) or [workdir], out))
-        return
     from elax import workdir as wd
     from elax.runs import RUNNERS
     log = _print_above_progress_bars if wd.is_primary() else (lambda line: None)

@@ -102,6 +102,23 @@ def test_unknown_config_key_is_a_one_line_error(tmp_path, override, message):
     assert "Traceback" not in err and not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--config.train.lr=abc"], "flag --config.train.lr=abc: could not convert string to float: 'abc'"),
+    (["--config.lottery.levels=1.5"], "flag --config.lottery.levels=1.5: invalid literal for int() with base 10: "
+                                      "'1.5'"),
+    (["extra"], "unexpected arguments ['extra']. Options are --config FILE, --workdir DIR and --config.KEY=VALUE "
+                "overrides, each as one argument (python main.py --help)."),
+    (["--config", os.path.join(ROOT, "configs", "quickstart.py:5")],
+     f"flag --config={ROOT}/configs/quickstart.py:5: Error whilst parsing config file: TypeError: get_config() "
+     "takes 0 positional arguments but 1 was given (`--config FILE:ARG` calls the file's get_config(ARG); see the "
+     "file for the arguments it takes)"),
+])
+def test_a_bad_command_line_is_one_line(tmp_path, args, message):
+    code, out, err = finish(main_py([*TINY, *args, f"--workdir={tmp_path / 'run'}"]), timeout=60)
+    assert (code, out, err) == (2, "", f"elax: error: {message}\n")
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_missing_config_file_is_one_line_listing_the_configs_beside_it(tmp_path):
     missing = os.path.join(ROOT, "configs", "cifar_resnt.py")
     code, out, err = finish(main_py(["--config", f"{missing}:3", f"--workdir={tmp_path / 'run'}"]), timeout=60)
@@ -135,6 +152,7 @@ def test_report_mode_reads_runs_and_writes_the_report(uninterrupted, tmp_path):
                                         "--config.mode=report", f"--config.report.runs=('{run_dir}',)",
                                         f"--config.report.out={out}", f"--workdir={tmp_path}"]), timeout=120)
     assert code == 0, err
+    assert stdout.startswith(f"elax report of {run_dir} into {out}\n")
     assert "| sparsity % | remaining % | imp (cifar_resnet_14_4) |" in stdout
     assert sorted(os.listdir(out)) == ["accuracy_vs_sparsity.png", "report.md", "results.csv"]
 
