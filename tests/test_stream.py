@@ -143,6 +143,61 @@ def test_a_pipeline_dropped_with_batches_in_flight_exits_without_a_leak_warning(
     assert "leaked shared_memory" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
 
 
+def _children(pid):
+    """PIDs of the processes whose parent is `pid` (Linux /proc)."""
+    children = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            children.append(int(entry))
+    return children
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_grain_workers_exit_when_their_run_is_killed():
+    import signal
+    import time
+    script = """if True:
+        import sys, time; sys.path.insert(0, "tests")
+        from conftest import synthetic_dataset
+        from elax import data, train
+        from elax.data import records
+        d = synthetic_dataset()
+        source = data.StreamSource(records.ArrayRecords(d.train_images, d.train_labels),
+                                   records.ArrayRecords(d.test_images, d.test_labels), 10, d.mean, d.std, workers=2)
+        batches = source.train_batches(data.BatchSpec(seed=0, batch_size=8, steps_per_epoch=10, augment=False),
+                                       0, 10, train.make_mesh())
+        next(batches)
+        print("reading", flush=True)
+        time.sleep(120)
+    """
+    run = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout.readline() == "reading\n"
+        workers = _children(run.pid)
+        assert len(workers) >= 2        # the two workers (and Python's resource tracker)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    deadline = time.monotonic() + 15
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [w for w in workers if _running(w)] == []
+
+
+def _running(pid):
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _image_tree(root, train, val=None):
     """root/train/<class>/<file> and root/val/... from {class: {file: bytes}}; returns root as a str."""
     for split, classes in (("train", train), ("val", val or train)):
