@@ -251,7 +251,7 @@ def _validate_transfer(c) -> None:
     _validate_transfer_options(t)
     source = workdir.read_json(os.path.join(os.path.expanduser(t.source), workdir.CONFIG_FILE))
     if source is not None:
-        _validate_plan(source["model"]["name"], c.model.name, t.strategy)
+        _validate_plan(source["model"]["name"], c.model.name, t.strategy, models_key="model.name")
 
 
 def _validate_transfer_options(t) -> None:
@@ -261,8 +261,12 @@ def _validate_transfer_options(t) -> None:
             _fail(f"transfer.{key}", f"unknown option {t[key]!r}.", f"Valid: {', '.join(valid)}.")
 
 
-def _validate_plan(source: str, target: str, strategy: str, fix: str = "") -> None:
+def _validate_plan(source: str, target: str, strategy: str, fix: str = "", *, models_key: str) -> None:
     from elax import transfer
+    try:
+        transfer.check_transferable(source, target)
+    except ValueError as e:
+        _fail(models_key, f"{target} cannot take tickets of {source}: {e}")
     try:
         transfer.plan(source, target, strategy)
     except ValueError as e:
@@ -289,7 +293,7 @@ def _validate_experiment(c) -> None:
              "with the same --workdir (the second reuses the source's finished IMP runs)." if len(targets) > 1 else "")
     for target in targets:
         _validate_model("experiment.target_models", target)
-        _validate_plan(e.source_model, target, c.transfer.strategy, split)
+        _validate_plan(e.source_model, target, c.transfer.strategy, split, models_key="experiment.target_models")
     if len(set(e.baselines)) != len(e.baselines):
         _fail("experiment.baselines", f"names a baseline twice: {tuple(e.baselines)}.")
     for method in e.baselines:

@@ -101,6 +101,15 @@ def plan(source_model, target_model, strategy: str = "append") -> Plan:
     return Plan(source_name, target_name, source_sizes, target_sizes, strategy, mapping, fixed)
 
 
+def check_transferable(source_model, target_model) -> None:
+    """Raise ValueError if no strategy can move tickets between these models (family, stages, widths, fixed
+    blocks): a problem of the models chosen, not of the strategy."""
+    source, target = _as_model(source_model), _as_model(target_model)
+    names = models.model_name(source), models.model_name(target)
+    _check_compatible(source, target, *names)
+    _fixed_prefixes(source, target, " -> ".join(names))
+
+
 def _as_model(model):
     return models.get_model(model) if isinstance(model, str) else model
 

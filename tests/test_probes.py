@@ -70,6 +70,9 @@ CONFIG_PROBES = [
      "cannot squeeze stage 1 from 2 to 1 blocks; valid squeeze strategies: 'drop_last', 'interleave' (or an "
      "official mapping string). One experiment stretches or squeezes: run the deeper and the shallower targets "
      "as two experiments with the same --workdir (the second reuses the source's finished IMP runs)."),
+    ({"mode": "experiment", "experiment.target_models": ("cifar_vgg_11_8",)},
+     "config.experiment.target_models: cifar_vgg_11_8 cannot take tickets of cifar_resnet_14_8: Cannot transfer "
+     "between model families (cifar_resnet_14_8 -> cifar_vgg_11_8: 'cifar_resnet' vs 'cifar_vgg')"),
     ({"mode": "experiment", "experiment.baselines": ("random", "random")},
      "config.experiment.baselines: names a baseline twice: ('random', 'random')"),
 ]
@@ -87,6 +90,8 @@ def test_bad_config_is_one_line_and_leaves_no_workdir(capsys, tmp_path, override
     ({"transfer.strategy": "nonsense"}, "config.transfer.strategy: 'nonsense' cannot move cifar_resnet_14_4 to "
                                         "cifar_resnet_20_4: Unknown strategy 'nonsense'"),
     ({"transfer.strategy": "0:0;1:1,9"}, "target block 9 does not exist"),
+    ({"model.name": "cifar_resnet_20_8"}, "config.model.name: cifar_resnet_20_8 cannot take tickets of "
+                                          "cifar_resnet_14_4: Cannot transfer between different widths"),
     ({"transfer.replica_masks": "shuffle"}, "config.transfer.replica_masks: unknown option 'shuffle'"),
     ({"transfer.weights": "random"}, "config.transfer.weights: unknown option 'random'"),
 ])
@@ -230,14 +235,6 @@ def test_damaged_rewind_state_is_replayed_by_the_imp_run(imp_copy):
     assert runs.run_imp(tiny_config(), workdir, log=lines.append) == records
     assert any("Rebuilding it: replaying level 0 to step 5." in line for line in lines)
     jax.tree.map(np.testing.assert_array_equal, checkpoint.load_tree(wd.rewind_dir(workdir)), original)
-
-
-def test_report_out_naming_a_file_is_one_line(imp_run, tmp_path, capsys):
-    from elax import report
-    (tmp_path / "out").write_text("a file")
-    assert report.main([imp_run[0], "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: File exists") and str(tmp_path / "out") in err and "Traceback" not in err
 
 
 def test_damaged_gzip_idx_is_named(tmp_path):
