@@ -111,6 +111,13 @@ def test_image_folder_records_and_their_errors(jpeg_dir, tmp_path):
     assert label == 1 and image_ops.decode(encoded).ndim == 3
     with pytest.raises(FileNotFoundError, match=r"dataset 'imagenet2012' not found. Looked in:\n.*array_record"):
         records.open_splits("imagenet2012", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as info:
+        records.open_splits("imagefolder", str(tmp_path / "nowhere"))
+    assert str(info.value) == f"data dir {str(tmp_path / 'nowhere')!r} does not exist (or is not a directory)"
+    with pytest.raises(FileNotFoundError) as info:
+        records.open_splits("imagefolder", os.path.join(jpeg_dir, "train"))
+    assert str(info.value).endswith("To provide it: data.dir names a split of an ImageFolder tree; pass the tree, "
+                                    f"--config.data.dir={jpeg_dir}.")
     (tmp_path / "val" / "dog").mkdir(parents=True)
     for name in ("ant", "cat"):
         (tmp_path / "train" / name).mkdir(parents=True)

@@ -156,6 +156,8 @@ class Splits:
 def open_splits(name: str, data_dir: str) -> Splits:
     """`imagefolder` (DIR/train/<class>/*, DIR/val/<class>/*) or `imagenet2012` (a TFDS array_record data dir, or
     an ImageFolder tree): never downloads; a missing dataset names every place looked and how to provide it."""
+    if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
+        raise FileNotFoundError(f"data dir {data_dir!r} does not exist (or is not a directory)")
     roots = [data_dir] if data_dir else default_roots()
     looked = []
     for root in roots:
@@ -174,8 +176,20 @@ def open_splits(name: str, data_dir: str) -> Splits:
     if name != "imagefolder":
         advice += (f", or DIR a tensorflow_datasets data dir where `{name}` was prepared in array_record format "
                    "(needs TensorFlow once: see the README)")
+    if tree := _tree_of_split(data_dir):
+        advice = f"data.dir names a split of an ImageFolder tree; pass the tree, --config.data.dir={tree}"
     places = "\n".join(f"  - {p}" for p in looked)
     raise FileNotFoundError(f"dataset {name!r} not found. Looked in:\n{places}\nTo provide it: {advice}.")
+
+
+def _tree_of_split(data_dir: str) -> str | None:
+    """The ImageFolder tree whose train/ or val/ folder `data_dir` is, if it is one."""
+    if not data_dir:
+        return None
+    folder = os.path.abspath(os.path.expanduser(data_dir))
+    tree = os.path.dirname(folder)
+    split = os.path.basename(folder)
+    return tree if split in ("train", *_EVAL_SPLITS) and os.path.isdir(os.path.join(tree, "train")) else None
 
 
 def _tfds_dir(root: str, name: str) -> str | None:

@@ -118,6 +118,8 @@ def train_levels(ctx: RunContext, workdir: str, levels: list[Level], *, log=prin
     `stack_size` at a time in one program; a stack of one is `train_and_record`."""
     pending = [lv for lv in levels if not wd.finished(workdir, lv.level)]
     size = stack_size(ctx)
+    if size < ctx.config.train.stack and len(pending) > 1:
+        log(f"train.stack={ctx.config.train.stack} does not apply to streamed data: one level at a time")
     for start in range(0, len(pending), size):
         group = pending[start:start + size]
         if len(group) == 1:
