@@ -128,23 +128,28 @@ def test_image_folder_records_and_their_errors(jpeg_dir, tmp_path):
         runs.run_imp(tiny_config(**{"data.name": "imagenet2012", "data.source": "device"}), str(tmp_path / "r"))
 
 
+# A process that reads one batch through 2 Grain worker processes, then runs what is appended.
+READ_ONE_BATCH_WITH_WORKERS = """if True:
+    import sys, time; sys.path.insert(0, "tests")
+    from conftest import synthetic_dataset
+    from elax import data, train
+    from elax.data import records
+    d = synthetic_dataset()
+    source = data.StreamSource(records.ArrayRecords(d.train_images, d.train_labels),
+                               records.ArrayRecords(d.test_images, d.test_labels), 10, d.mean, d.std, workers=2)
+    batches = source.train_batches(data.BatchSpec(seed=0, batch_size=8, steps_per_epoch=10, augment=False),
+                                   0, 10, train.make_mesh())
+    next(batches)
+"""
+
+
 def test_a_pipeline_dropped_with_batches_in_flight_exits_without_a_leak_warning():
     # Worker processes hand batches over in shared memory; Python's resource tracker unlinks those still in
     # flight at exit and warned of "leaked shared_memory objects" after every streamed run with workers.
-    script = """if True:
-        import sys; sys.path.insert(0, "tests")
-        from conftest import synthetic_dataset
-        from elax import data, train
-        from elax.data import records
-        d = synthetic_dataset()
-        source = data.StreamSource(records.ArrayRecords(d.train_images, d.train_labels),
-                                   records.ArrayRecords(d.test_images, d.test_labels), 10, d.mean, d.std, workers=2)
-        batches = source.train_batches(data.BatchSpec(seed=0, batch_size=8, steps_per_epoch=10, augment=False),
-                                       0, 10, train.make_mesh())
-        next(batches)
-        batches.close()   # as a run does when its level ends: 9 batches were still on their way
-        print("one batch read")
-    """
+    script = READ_ONE_BATCH_WITH_WORKERS + """
+    batches.close()   # as a run does when its level ends: 9 batches were still on their way
+    print("one batch read")
+"""
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "one batch read\n", done.stderr
     assert "leaked shared_memory" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
@@ -168,20 +173,10 @@ def _children(pid):
 def test_grain_workers_exit_when_their_run_is_killed():
     import signal
     import time
-    script = """if True:
-        import sys, time; sys.path.insert(0, "tests")
-        from conftest import synthetic_dataset
-        from elax import data, train
-        from elax.data import records
-        d = synthetic_dataset()
-        source = data.StreamSource(records.ArrayRecords(d.train_images, d.train_labels),
-                                   records.ArrayRecords(d.test_images, d.test_labels), 10, d.mean, d.std, workers=2)
-        batches = source.train_batches(data.BatchSpec(seed=0, batch_size=8, steps_per_epoch=10, augment=False),
-                                       0, 10, train.make_mesh())
-        next(batches)
-        print("reading", flush=True)
-        time.sleep(120)
-    """
+    script = READ_ONE_BATCH_WITH_WORKERS + """
+    print("reading", flush=True)
+    time.sleep(120)
+"""
     run = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert run.stdout.readline() == "reading\n"
