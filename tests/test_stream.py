@@ -235,6 +235,7 @@ def test_image_folder_scan_skips_hidden_entries_and_refuses_what_cannot_train(tm
     splits = records.open_splits("imagefolder", root)
     assert splits.train.classes == ("ant", "bee") and list(splits.train.files) == ["ant/0.jpg", "bee/0.JPEG"]
     assert list(splits.test.files) == ["ant/0.jpg"] and list(splits.test.labels) == [0]
+    assert splits.where == f"ImageFolder {tmp_path / 'ok'} (its val/ has no images of 1 class: bee)"
 
     empty = _image_tree(tmp_path / "empty", {"ant": {"0.jpg": jpeg}, "bee": {"._0.jpg": b""}})
     with pytest.raises(ValueError) as info:

@@ -205,7 +205,11 @@ def _folder_splits(folder: str) -> Splits:
         raise FileNotFoundError(f"{folder} has train/ but no evaluation split ({', '.join(_EVAL_SPLITS)}/ with the "
                                 "same class folders).")
     test = ImageFolder.scan(os.path.join(folder, split), train.classes)
-    return Splits(train, test, len(train.classes), IMAGENET_MEAN, IMAGENET_STD, f"ImageFolder {folder}")
+    absent = [name for label, name in enumerate(train.classes) if label not in set(test.labels.tolist())]
+    classes = f"{len(absent)} class{'es' if len(absent) > 1 else ''}: {', '.join(absent[:3])}" + (
+        ", ..." if len(absent) > 3 else "")
+    note = f" (its {split}/ has no images of {classes})" if absent else ""
+    return Splits(train, test, len(train.classes), IMAGENET_MEAN, IMAGENET_STD, f"ImageFolder {folder}{note}")
 
 
 def _tfds_splits(name: str, root: str) -> Splits:
