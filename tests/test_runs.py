@@ -277,3 +277,12 @@ def test_a_ticket_on_data_with_other_classes_is_refused_with_the_cause():
                                "(--config.data.dir), with the same classes.")
     ctx.num_classes = 10
     check_same_classes(ticket, ctx, "transfer.source runs/r18")   # same classes: no error
+
+
+def test_a_finished_transfer_needs_nothing_of_its_source(runs, tmp_path):
+    _, source, _ = runs
+    copy = str(tmp_path / "source")
+    shutil.copytree(source, copy)
+    records = runs_lib.run_transfer(transfer_config(copy, levels=(0,)), str(tmp_path / "ett"), log=quiet)
+    shutil.rmtree(os.path.join(copy, "rewind"))    # the source's rewind state, lost after the transfer finished
+    assert runs_lib.run_transfer(transfer_config(copy, levels=(0,)), str(tmp_path / "ett"), log=quiet) == records

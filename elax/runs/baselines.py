@@ -64,7 +64,8 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     ctx = setup(config, log)
     sparsities = {level: imp_record(reference_records, level)["sparsity"] for level in levels}
     reference = _Reference(b.reference)
-    check_same_classes(reference.dense, ctx, f"baseline.reference {b.reference}")
+    if any(not wd.finished(workdir, level) for level in levels):  # else nothing of the reference is needed
+        check_same_classes(reference.dense, ctx, f"baseline.reference {b.reference}")
     with wd.claimed(workdir, config.to_dict()):
         train_levels(ctx, workdir, [
             Level(level, functools.partial(baseline_ticket, ctx, reference, level, sparsity),

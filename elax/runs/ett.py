@@ -21,7 +21,9 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     levels = select_levels(t.levels, source_config, source_records, f"transfer.source {t.source}",
                            "transfer.levels", log=log)
     ctx = setup(config, log)
-    check_same_classes(load_ticket(t.source, levels[0]), ctx, f"transfer.source {t.source}")
+    pending = [level for level in levels if not wd.finished(workdir, level)]
+    if pending:  # a finished run needs nothing of its source (whose rewind state may be gone by now)
+        check_same_classes(load_ticket(t.source, pending[0]), ctx, f"transfer.source {t.source}")
     source_model = source_config["model"]["name"]
     plan = transfer.plan(source_model, ctx.model, t.strategy)
     for line in f"Plan: {plan}\n  mapping string: {plan.to_string()}".splitlines():
