@@ -50,6 +50,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     expand_paths(config)
     split_name_lists(config)
     workdir = os.path.expanduser(workdir)
+    if "[" in workdir or "]" in workdir:  # Orbax reads them as a glob pattern: nothing saved there would restore
+        raise ValueError(f"--workdir {workdir!r}: brackets in the path break checkpoint restores (Orbax takes "
+                         "them for a pattern). Use a path without [ and ].")
     config_lib.validate(config)
     if config.mode == "report":
         from elax import report

@@ -86,6 +86,15 @@ def test_bad_config_is_one_line_and_leaves_no_workdir(capsys, tmp_path, override
     assert not (tmp_path / "run").exists()
 
 
+def test_brackets_in_the_workdir_are_refused_before_it_is_made(capsys, tmp_path):
+    workdir = tmp_path / "run[1]"
+    code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 2 and one_line_error(err) == (
+        f"elax: error: --workdir {str(workdir)!r}: brackets in the path break checkpoint restores (Orbax takes them "
+        "for a pattern). Use a path without [ and ].")
+    assert not workdir.exists()
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"transfer.strategy": "nonsense"}, "config.transfer.strategy: 'nonsense' cannot move cifar_resnet_14_4 to "
                                         "cifar_resnet_20_4: Unknown strategy 'nonsense'"),

@@ -286,3 +286,14 @@ def test_a_finished_transfer_needs_nothing_of_its_source(runs, tmp_path):
     records = runs_lib.run_transfer(transfer_config(copy, levels=(0,)), str(tmp_path / "ett"), log=quiet)
     shutil.rmtree(os.path.join(copy, "rewind"))    # the source's rewind state, lost after the transfer finished
     assert runs_lib.run_transfer(transfer_config(copy, levels=(0,)), str(tmp_path / "ett"), log=quiet) == records
+
+
+def test_a_ticket_of_another_model_does_not_train(runs, tmp_path):
+    _, source, _ = runs
+    ctx = runs_lib.setup(imp_config(TARGET))
+    ticket = runs_lib.load_ticket(source, 1)      # of cifar_resnet_14_4; the context trains cifar_resnet_20_4
+    with pytest.raises(ValueError) as info:
+        runs_lib.train_ticket(ctx, str(tmp_path / "w"), 1, lambda: ticket, "foreign", log=quiet)
+    assert str(info.value) == (f"The ticket is of {SOURCE}, but this run trains {TARGET}: their parameters differ. "
+                               f"Transfer it first (elax.transfer.transfer_ticket(ticket, '{TARGET}')), or set up "
+                               f"the run for {SOURCE}.")

@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from elax import checkpoint, data as data_lib, masks, train, workdir as wd
+from elax import checkpoint, data as data_lib, masks, models, train, workdir as wd
 from elax.runs.context import RunContext
 from elax.ticket import Ticket
 
@@ -53,6 +53,7 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     """
     if STOP.is_set():
         raise _stopped(desc)
+    workdir = os.path.expanduser(workdir)
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
     on_step = dict(on_step or {})
     if checkpoint.latest_step(ckpt_dir) is not None:
@@ -72,11 +73,23 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
 def _start_from_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketMaker) -> train.TrainState:
     """The fresh state of a level's ticket (made now), the ticket saved in the level directory."""
     ticket = make_ticket()
+    _check_ticket_fits(ctx, ticket)
     masks.validate(ticket.mask, ticket.params)
     state = ctx.fresh_state(ticket.params, ticket.batch_stats, ticket.mask, ticket.rewind_step)
     checkpoint.save_tree(wd.ticket_dir(workdir, level), {
         "params": state.params, "batch_stats": ticket.batch_stats, "mask": ticket.mask, "step": ticket.rewind_step})
     return state
+
+
+def _check_ticket_fits(ctx: RunContext, ticket) -> None:
+    """A ticket of another model must not train: Flax would ignore parameters the context's model lacks."""
+    def shapes(tree):
+        return jax.tree.map(lambda leaf: tuple(leaf.shape), tree)
+    expected = models.variable_shapes(ctx.model, ctx.data.image_shape)["params"]
+    if shapes(ticket.params) != shapes(expected):
+        raise ValueError(f"The ticket is of {ticket.model_name}, but this run trains {ctx.model_name}: their "
+                         "parameters differ. Transfer it first (elax.transfer.transfer_ticket(ticket, "
+                         f"{ctx.model_name!r})), or set up the run for {ticket.model_name}.")
 
 
 def train_and_record(ctx: RunContext, workdir: str, level: int, make_ticket: TicketMaker, desc: str,

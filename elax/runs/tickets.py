@@ -16,6 +16,7 @@ def load_ticket(workdir: str, level: int) -> Ticket:
     """
     if isinstance(level, bool) or not isinstance(level, numbers.Integral):
         raise TypeError(f"level must be a whole number (0 = the dense network), not {level!r}.")
+    workdir = os.path.expanduser(workdir)
     config = wd.run_config(workdir)
     ticket_dir = wd.ticket_dir(workdir, level)
     if not os.path.isdir(ticket_dir):
