@@ -49,7 +49,7 @@ def _error(message, code: int) -> int:
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     expand_paths(config)
     split_name_lists(config)
-    workdir = os.path.expanduser(workdir)
+    workdir = os.path.abspath(os.path.expanduser(workdir))  # sub-runs record the runs they build on by this path
     if "[" in workdir or "]" in workdir:  # Orbax reads them as a glob pattern: nothing saved there would restore
         raise ValueError(f"--workdir {workdir!r}: brackets in the path break checkpoint restores (Orbax takes "
                          "them for a pattern). Use a path without [ and ].")

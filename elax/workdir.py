@@ -193,6 +193,19 @@ def runs_inside(folder: str) -> list[str]:
     return sorted(os.path.relpath(os.path.dirname(path), folder) for path in found)
 
 
+RUN_PATH_KEYS = ("transfer.source", "baseline.reference")
+
+
+def _same_value(key: str, old, new) -> bool:
+    """Config values alike; the run a run builds on is the same however its path is spelt (relative or absolute,
+    through links), so an experiment resumes under another spelling of its --workdir."""
+    if old == new:
+        return True
+    if key not in RUN_PATH_KEYS or not (isinstance(old, str) and isinstance(new, str) and old and new):
+        return False
+    return os.path.realpath(os.path.expanduser(old)) == os.path.realpath(os.path.expanduser(new))
+
+
 def claim(workdir: str, config: dict) -> None:
     """Create `workdir` for a run of `config` (a plain dict), or check that the run in it has a compatible one."""
     path = os.path.join(workdir, CONFIG_FILE)
@@ -202,7 +215,7 @@ def claim(workdir: str, config: dict) -> None:
         ignored = RESUMABLE_CHANGES + UNREAD_SECTIONS.get(config.get("mode"), ())
         # Keys only one side has were added to (or removed from) the schema since: they had their default.
         changed = [k for k in sorted(set(old) & set(new)) if k != "recipe_id"
-                   and old[k] != new[k] and not k.startswith(ignored)]
+                   and not _same_value(k, old[k], new[k]) and not k.startswith(ignored)]
         if changed:
             diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
             raise ValueError(

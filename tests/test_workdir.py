@@ -40,6 +40,19 @@ def test_claim_writes_the_recipe_id_and_refuses_another_config(tmp_path):
         wd.claim(workdir, config_dict(**{"train.lr": 0.2}))
 
 
+def test_claim_takes_the_source_run_by_where_it_is_not_how_its_path_is_spelt(tmp_path, monkeypatch):
+    (tmp_path / "exp" / "imp_a").mkdir(parents=True)
+    os.symlink(tmp_path / "exp", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    workdir = str(tmp_path / "exp" / "ett")
+    wd.claim(workdir, {**config_dict(**{"transfer.source": "exp/imp_a"}), "mode": "transfer"})
+    for spelling in (str(tmp_path / "exp" / "imp_a"), "exp/./imp_a", str(tmp_path / "link" / "imp_a")):
+        wd.claim(workdir, {**config_dict(**{"transfer.source": spelling}), "mode": "transfer"})
+    # The config keeps the last spelling it was claimed with.
+    with pytest.raises(ValueError, match=r"different config \(transfer.source: '.*/link/imp_a' -> 'exp/imp_b'\)"):
+        wd.claim(workdir, {**config_dict(**{"transfer.source": "exp/imp_b"}), "mode": "transfer"})
+
+
 def test_claim_ignores_the_sections_a_run_of_its_mode_never_reads(tmp_path):
     # An experiment's IMP runs serve a second experiment with another strategy and baselines (same workdir).
     other_options = {"transfer.strategy": "drop_last", "baseline.method": "snip"}
