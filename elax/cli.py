@@ -54,21 +54,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         raise ValueError(f"--workdir {workdir!r}: brackets in the path break checkpoint restores (Orbax takes "
                          "them for a pattern). Use a path without [ and ].")
     config_lib.validate(config)
+    from elax import workdir as wd
     if config.mode == "report":
         from elax import report
         runs, out = list(config.report.runs) or [workdir], config.report.out or os.path.join(workdir, "report")
         print(f"elax report of {', '.join(runs)} into {os.path.abspath(out)}", flush=True)
         print(report.write_report(runs, out))
         return
+    wd.check_placement(workdir, config.mode)
     if config.train.deterministic:
         use_deterministic_gpu_kernels()
     import jax
     enable_compilation_cache()
     hosts = f" in {jax.process_count()} processes (this is process {jax.process_index()})" if (
         jax.process_count() > 1) else ""
-    print(f"elax {config.mode} run in {os.path.abspath(workdir)} on {jax.device_count()} "
+    print(f"elax {config.mode} run in {workdir} on {jax.device_count()} "
           f"{jax.devices()[0].platform} device(s){hosts}", flush=True)
-    from elax import workdir as wd
     from elax.runs import RUNNERS
     log = _print_above_progress_bars if wd.is_primary() else (lambda line: None)
     records = RUNNERS[config.mode](config, workdir, log=log)

@@ -185,6 +185,24 @@ def run_config(workdir: str, what: str = "") -> dict:
     return config
 
 
+def check_placement(workdir: str, mode: str) -> None:
+    """Refuse a workdir inside another run, an experiment in a run's folder, and a single run in an experiment's
+    folder: their files would mix (and a report of the folder would count runs twice)."""
+    parent = os.path.dirname(os.path.abspath(workdir))
+    while parent != os.path.dirname(parent):
+        if os.path.isfile(os.path.join(parent, CONFIG_FILE)):
+            raise ValueError(f"--workdir {workdir} is inside the run {parent}. Pass a folder outside it.")
+        parent = os.path.dirname(parent)
+    own = read_json(os.path.join(workdir, CONFIG_FILE))
+    if mode == "experiment" and own is not None:
+        raise ValueError(f"--workdir {workdir} holds a run (mode {own.get('mode')}), not an experiment. Pass a new "
+                         "folder (an experiment reuses finished runs only in its own folder).")
+    inside = runs_inside(workdir)
+    if mode != "experiment" and own is None and inside:
+        raise ValueError(f"--workdir {workdir} holds an experiment's runs ({', '.join(inside[:2])}, ...); a "
+                         f"run of mode {mode} needs a folder of its own. Pass one of those runs or a new folder.")
+
+
 def runs_inside(folder: str) -> list[str]:
     """Run directories one or two levels below `folder` (an experiment's seed_<s>/<run>), relative, sorted."""
     import glob
