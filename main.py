@@ -96,7 +96,7 @@ def main(argv):
         return 2
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
     from elax import cli, distributed  # after flag parsing, so `--help` stays fast
-    if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value):
+    if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
         try:
             distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         except ValueError as error:

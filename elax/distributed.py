@@ -8,10 +8,17 @@ under SLURM with more than one task (JAX reads the cluster from SLURM's environm
 import os
 
 
-def requested(coordinator: str | None = None, num_processes: int | None = None) -> bool:
+def requested(coordinator: str | None = None, num_processes: int | None = None,
+              process_id: int | None = None) -> bool:
     """Whether this process was started as one of several."""
-    return bool(coordinator or (num_processes or 1) > 1 or os.environ.get("JAX_COORDINATOR_ADDRESS")
-                or int(os.environ.get("SLURM_NTASKS", "1")) > 1)
+    return bool(coordinator or (num_processes or 1) > 1 or process_id is not None
+                or os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("SLURM_NTASKS", "1")) > 1)
+
+
+def _check_address(coordinator: str | None) -> None:
+    host, _, port = (coordinator or "").rpartition(":")
+    if coordinator and not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"--coordinator={coordinator!r} is not HOST:PORT with a port in 1-65535.")
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
@@ -23,8 +30,12 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     # TPUs ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
+        _check_address(coordinator)
+        if coordinator:  # JAX waits silently for every process to join: say so
+            print(f"Joining {coordinator} as process {process_id} of {num_processes}: waiting for all of them "
+                  "to start (JAX gives up after 5 minutes).", flush=True)
         jax.distributed.initialize(coordinator, num_processes, process_id)
-    except ValueError as error:  # JAX's checks of the three settings
+    except ValueError as error:  # ours and JAX's checks of the three settings
         raise ValueError(f"cannot start a multi-process run: {error} Pass --coordinator=HOST:PORT "
                          "--num_processes=N --process_id=I (0 <= I < N) on every host, or start under SLURM "
                          "(the README's multi-host section).") from None
