@@ -103,6 +103,9 @@ def sparsity(mask, prunable: Predicate = default_prunable) -> float:
 def format_report(mask, prunable: Predicate = default_prunable) -> str:
     """A readable per-layer density table."""
     layers = layer_report(mask, prunable)
+    if not layers:
+        raise ValueError(f"format_report takes a mask tree with prunable layers (e.g. ticket.mask), got "
+                         f"{type(mask).__name__} {mask!r:.60}.")
     width = max(len(l.name) for l in layers)
     lines = [f"{'layer':<{width}}  {'kept':>9}  {'total':>9}  density"]
     lines += [f"{l.name:<{width}}  {l.kept:>9}  {l.total:>9}  {l.density:7.2%}" for l in layers]

@@ -290,6 +290,9 @@ def apply(plan: Plan, tree):
     (stem, head) pass through. Containers are new dicts (FrozenDicts come back as dicts); leaves are shared,
     not copied, since jax arrays are immutable. Raises ValueError if `tree` is not a tree of the source model.
     """
+    if not isinstance(plan, Plan):
+        raise TypeError(f"apply takes a Plan (elax.transfer.plan(source, target, strategy)), got "
+                        f"{type(plan).__name__} {plan!r:.60}.")
     if not isinstance(tree, Mapping):
         raise ValueError(f"apply expects a dict tree (params, batch_stats, mask), got {type(tree).__name__}.")
     _check_source_blocks(plan, tree)
@@ -375,6 +378,9 @@ def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", *, r
     weights: "source" (the ticket's rewound weights and BN statistics) or "reinit" (the target's own fresh init
     from `jax.random.key(seed)`, with the transferred mask). Params always come back masked.
     """
+    if not isinstance(ticket, Ticket):
+        raise TypeError(f"transfer_ticket moves a Ticket (e.g. elax.runs.load_ticket(run_dir, level)), got "
+                        f"{type(ticket).__name__}; for bare trees use plan(...).apply(tree).")
     _check_option("replica_masks", replica_masks, REPLICA_MASKS)
     _check_option("weights", weights, WEIGHTS)
     target = _target_module(ticket.model, target_model)

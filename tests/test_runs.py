@@ -292,6 +292,8 @@ def test_a_ticket_of_another_model_does_not_train(runs, tmp_path):
     _, source, _ = runs
     ctx = runs_lib.setup(imp_config(TARGET))
     ticket = runs_lib.load_ticket(source, 1)      # of cifar_resnet_14_4; the context trains cifar_resnet_20_4
+    with pytest.raises(TypeError, match=r"level must be a whole number \(0 = the dense network\), not '1'\."):
+        runs_lib.train_ticket(ctx, str(tmp_path / "w"), "1", lambda: ticket, "foreign", log=quiet)
     with pytest.raises(ValueError) as info:
         runs_lib.train_ticket(ctx, str(tmp_path / "w"), 1, lambda: ticket, "foreign", log=quiet)
     assert str(info.value) == (f"The ticket is of {SOURCE}, but this run trains {TARGET}: their parameters differ. "

@@ -358,6 +358,21 @@ def test_transfer_ticket_refuses_bad_options(sources):
         transfer.transfer_ticket(ticket, get_model("cifar_resnet_32_4", num_classes=100))
 
 
+def test_the_notebook_api_names_what_it_takes(sources):
+    ticket = sources["cifar_resnet_20_4"]
+    with pytest.raises(TypeError) as info:
+        transfer.transfer_ticket(dict(ticket.params), "cifar_resnet_32_4")
+    assert str(info.value) == ("transfer_ticket moves a Ticket (e.g. elax.runs.load_ticket(run_dir, level)), got "
+                               "dict; for bare trees use plan(...).apply(tree).")
+    with pytest.raises(TypeError) as info:
+        transfer.apply("0:0;1:1,2", ticket.mask)
+    assert str(info.value) == "apply takes a Plan (elax.transfer.plan(source, target, strategy)), got str '0:0;1:1,2'."
+    with pytest.raises(ValueError) as info:
+        masks.format_report({})
+    assert str(info.value) == ("format_report takes a mask tree with prunable layers (e.g. ticket.mask), got "
+                               "dict {}.")
+
+
 def test_command_line_prints_the_plan_its_string_and_the_training_command(capsys):
     assert transfer.main(["imagenet_resnet_18", "imagenet_resnet_26"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -7,6 +7,7 @@ its latest checkpoint; since data order and augmentation derive from (seed, step
 
 import dataclasses
 import json
+import numbers
 import os
 import sys
 import threading
@@ -53,6 +54,8 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     """
     if STOP.is_set():
         raise _stopped(desc)
+    if isinstance(level, bool) or not isinstance(level, numbers.Integral):
+        raise TypeError(f"level must be a whole number (0 = the dense network), not {level!r}.")
     workdir = os.path.expanduser(workdir)
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
     on_step = dict(on_step or {})
