@@ -301,6 +301,10 @@ def _validate_experiment(c) -> None:
     if len(set(e.seeds)) != len(e.seeds) or any(not isinstance(s, int) or s < 0 for s in e.seeds):
         _fail("experiment.seeds", f"must be distinct integers >= 0, got {tuple(e.seeds)}.",
               "E.g. --config.experiment.seeds='(0,1,2)'.")
+    if e.seeds and c.seed not in (0, *e.seeds):   # 0: the default, not a choice
+        seeds = ",".join(map(str, (*e.seeds, c.seed)))
+        _fail("seed", f"{c.seed} is not used: experiment.seeds={tuple(e.seeds)} picks the seeds.",
+              f"Add it there (--config.experiment.seeds='({seeds})'), or drop experiment.seeds.")
     if not isinstance(e.concurrent_runs, int) or e.concurrent_runs < 0:
         _fail("experiment.concurrent_runs", f"must be an integer >= 0, got {e.concurrent_runs!r}.",
               "0 picks by backend (3 on CPU, 1 on accelerators or for streamed data); 1 runs one at a time.")

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import time
 
 import jax
@@ -94,6 +95,16 @@ def test_load_ticket_level_0_is_dense_rewind_state(imp_run):
             runs.load_ticket(workdir, level)
         assert str(info.value) == f"level must be a whole number (0 = the dense network), not {level!r}."
     assert runs.load_ticket(workdir, np.int64(0)).sparsity == 0.0
+
+
+def test_fewer_levels_keep_the_finished_ones_and_say_so(imp_run, tmp_path):
+    workdir, reference = imp_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    lines = []
+    assert runs.run_imp(tiny_config(**{"lottery.levels": 1}), copy, log=lines.append) == reference
+    assert lines[-1] == ("lottery.levels=1: levels 2-3, finished before, are kept (results and reports include "
+                         "them; delete their level_* folders to drop them)")
 
 
 def test_load_ticket_of_an_experiment_names_its_runs(tmp_path):

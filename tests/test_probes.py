@@ -73,6 +73,9 @@ CONFIG_PROBES = [
     ({"mode": "experiment", "experiment.target_models": ("cifar_vgg_11_8",)},
      "config.experiment.target_models: cifar_vgg_11_8 cannot take tickets of cifar_resnet_14_8: Cannot transfer "
      "between model families (cifar_resnet_14_8 -> cifar_vgg_11_8: 'cifar_resnet' vs 'cifar_vgg')"),
+    ({"mode": "experiment", "experiment.seeds": (0, 1), "seed": 7},
+     "config.seed: 7 is not used: experiment.seeds=(0, 1) picks the seeds. Add it there "
+     "(--config.experiment.seeds='(0,1,7)'), or drop experiment.seeds."),
     ({"mode": "experiment", "experiment.baselines": ("random", "random")},
      "config.experiment.baselines: names a baseline twice: ('random', 'random')"),
 ]
