@@ -5,6 +5,7 @@ key. Running the same command again resumes the run in --workdir.
 """
 
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -86,6 +87,10 @@ def unknown_key_message(error: Exception, argv) -> str | None:
     return f"{flag}: the config has no key {key}. {advice}"
 
 
+def _stop_as_on_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv):
     if len(argv) > 1:
         print(f"elax: error: unexpected arguments {argv[1:]}. Options are --config FILE, --workdir DIR and "
@@ -95,6 +100,7 @@ def main(argv):
         print(f"elax: error: {message}", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
+    signal.signal(signal.SIGTERM, _stop_as_on_ctrl_c)  # schedulers stop jobs so; multi-process runs: JAX's own
     from elax import cli, distributed  # after flag parsing, so `--help` stays fast
     if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
         try:

@@ -1,6 +1,6 @@
 """What `main.py` runs: the runner of the config's mode (`elax.runs.RUNNERS`), resumable in its workdir, with
 every failure a researcher can fix reported as one line and an exit code (2: bad input, 3: training diverged,
-4: workdir busy, 130: Ctrl-C)."""
+4: workdir busy, 130: Ctrl-C or SIGTERM)."""
 
 import os
 import sys

@@ -126,6 +126,16 @@ def test_a_bad_command_line_is_one_line(tmp_path, args, message):
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
+    run = main_py([*TINY, f"--workdir={tmp_path / 'run'}"])
+    while "data:" not in run.stdout.readline():   # training is about to start
+        pass
+    run.send_signal(signal.SIGTERM)
+    code, _, err = finish(run, timeout=120)
+    assert (code, err) == (130, "elax: error: interrupted. The same command resumes the run from its last "
+                                "checkpoint; finished levels are kept.\n")
+
+
 def test_missing_config_file_is_one_line_listing_the_configs_beside_it(tmp_path):
     missing = os.path.join(ROOT, "configs", "cifar_resnt.py")
     code, out, err = finish(main_py(["--config", f"{missing}:3", f"--workdir={tmp_path / 'run'}"]), timeout=60)
