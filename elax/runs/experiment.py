@@ -44,8 +44,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
             _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
         single = [run for run in wd.runs_inside(workdir) if os.sep not in run]
         if seeds and single:
-            log(f"Not used: {', '.join(single)} (runs made without experiment.seeds). With seeds, each seed's runs live "
-                f"in seed_<s>/; `python -m elax.report {workdir}/seed_*` reports them without those.")
+            log(f"Not used: {', '.join(single)} (runs made without experiment.seeds). With seeds, each seed's runs "
+                f"live in seed_<s>/; `python -m elax.report {workdir}/seed_*` reports them without those.")
         if workers > 1:
             log(f"{len(all_jobs)} runs, up to {workers} at once (experiment.concurrent_runs)")
         jobs.run_jobs(all_jobs, workers, log)
