@@ -26,11 +26,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     """Join the run (call before any JAX computation); processes other than 0 stop writing workdir files."""
     import jax
     from elax import workdir
-    # CPU hosts exchange collectives through gloo (the default CPU backend has none across processes); GPUs and
-    # TPUs ignore this setting.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         _check_address(coordinator)
+        # CPU hosts exchange collectives through gloo (the default CPU backend has none across processes); GPUs
+        # and TPUs ignore this setting.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         if coordinator:  # JAX waits silently for every process to join: say so
             print(f"Joining {coordinator} as process {process_id} of {num_processes}: waiting for all of them "
                   "to start (JAX gives up after 5 minutes).", flush=True)

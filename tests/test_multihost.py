@@ -72,3 +72,15 @@ def test_two_processes_train_as_one_and_resume_after_both_are_killed(tmp_path):
         assert a["test_loss"] == pytest.approx(b["test_loss"], abs=1e-5)
     with open(metrics) as f:   # process 0 alone wrote it, each epoch once
         assert [json.loads(line)["epoch"] for line in f] == [1, 2]
+
+
+def test_multi_process_flags_are_checked_before_jax_waits_for_peers():
+    from elax import distributed
+    assert distributed.requested(process_id=1)      # a lone --process_id is a multi-process start, not ignored
+    assert not distributed.requested()
+    for coordinator in ("notahost", "127.0.0.1:99999", "127.0.0.1:", ":1234"):
+        with pytest.raises(ValueError) as info:
+            distributed.initialize(coordinator, 2, 0)
+        assert str(info.value).startswith(f"cannot start a multi-process run: --coordinator={coordinator!r} is not "
+                                          "HOST:PORT with a port in 1-65535. Pass --coordinator=HOST:PORT")
+
