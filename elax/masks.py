@@ -21,6 +21,23 @@ def path_str(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
+def shape_mismatch(tree, expected) -> str | None:
+    """A description of the first leaf whose presence or shape in `tree` differs from `expected` (trees of arrays
+    or ShapeDtypeStructs), else None."""
+    shapes, expected = _leaf_shapes(tree), _leaf_shapes(expected)
+    for path, shape in expected.items():
+        if path not in shapes:
+            return f"it lacks the leaf {path!r}"
+        if shapes[path] != shape:
+            return f"leaf {path!r} has shape {shapes[path]}, the target expects {shape}"
+    extra = [path for path in shapes if path not in expected]
+    return f"its leaf {extra[0]!r} has no place in the target" if extra else None
+
+
+def _leaf_shapes(tree) -> dict:
+    return {path_str(path): np.shape(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def prunable_kernels(exclude: Iterable[str] = ()) -> Predicate:
     """Conv and dense kernels (ndim >= 2), except those under a path in `exclude` ("head", "stage1_block0/conv1").
 

@@ -345,24 +345,9 @@ def _check_block_shapes(plan: Plan, tree) -> None:
 
 
 def _check_same_shapes(block, reference, source_name: str, target_name: str) -> None:
-    problem = _shape_mismatch(_leaf_shapes(block), _leaf_shapes(reference))
+    problem = masks_lib.shape_mismatch(block, reference)
     if problem:
         raise ValueError(f"Source {source_name} does not fit target {target_name}: {problem}.")
-
-
-def _shape_mismatch(shapes: dict, expected: dict):
-    """A description of the first leaf whose presence or shape differs from `expected`, else None."""
-    for path, shape in expected.items():
-        if path not in shapes:
-            return f"it lacks the leaf {path!r}"
-        if shapes[path] != shape:
-            return f"leaf {path!r} has shape {shapes[path]}, the target expects {shape}"
-    extra = [path for path in shapes if path not in expected]
-    return f"its leaf {extra[0]!r} has no place in the target" if extra else None
-
-
-def _leaf_shapes(tree) -> dict:
-    return {masks_lib.path_str(path): np.shape(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 # ------------------------------------------------------------------------------------------------ transfer_ticket
@@ -422,7 +407,7 @@ def _check_fits_model(target, target_name: str, input_shape: tuple, **trees) -> 
     # eval_shape traces the init without compiling or running it: cheap next to a real init.
     expected = models.variable_shapes(target, input_shape)
     for collection, tree in trees.items():
-        problem = _shape_mismatch(_leaf_shapes(tree), _leaf_shapes(expected.get(collection, {})))
+        problem = masks_lib.shape_mismatch(tree, expected.get(collection, {}))
         if problem:
             raise ValueError(f"The transferred {collection} do not fit {target_name}: {problem}.")
 

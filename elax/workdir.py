@@ -15,6 +15,7 @@ Standard library only, so that `elax.report` can read runs without JAX. Every fi
 import contextlib
 import hashlib
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -65,6 +66,12 @@ UNREAD_SECTIONS = {"imp": ("transfer.", "baseline."), "transfer": ("baseline.",)
 
 
 # -- paths -------------------------------------------------------------------------------------------------------
+
+def check_level(level) -> None:
+    """Levels are whole numbers (0 = the dense network): a string or float would fail later, inside a path."""
+    if isinstance(level, bool) or not isinstance(level, numbers.Integral):
+        raise TypeError(f"level must be a whole number (0 = the dense network), not {level!r}.")
+
 
 def level_dir(workdir: str, level: int) -> str:
     return os.path.join(workdir, f"level_{level:02d}")

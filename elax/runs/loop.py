@@ -7,7 +7,6 @@ its latest checkpoint; since data order and augmentation derive from (seed, step
 
 import dataclasses
 import json
-import numbers
 import os
 import sys
 import threading
@@ -54,8 +53,7 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     """
     if STOP.is_set():
         raise _stopped(desc)
-    if isinstance(level, bool) or not isinstance(level, numbers.Integral):
-        raise TypeError(f"level must be a whole number (0 = the dense network), not {level!r}.")
+    wd.check_level(level)
     workdir = os.path.expanduser(workdir)
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
     on_step = dict(on_step or {})
@@ -86,10 +84,8 @@ def _start_from_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: T
 
 def _check_ticket_fits(ctx: RunContext, ticket) -> None:
     """A ticket of another model must not train: Flax would ignore parameters the context's model lacks."""
-    def shapes(tree):
-        return jax.tree.map(lambda leaf: tuple(leaf.shape), tree)
     expected = models.variable_shapes(ctx.model, ctx.data.image_shape)["params"]
-    if shapes(ticket.params) != shapes(expected):
+    if masks.shape_mismatch(ticket.params, expected):
         raise ValueError(f"The ticket is of {ticket.model_name}, but this run trains {ctx.model_name}: their "
                          "parameters differ. Transfer it first (elax.transfer.transfer_ticket(ticket, "
                          f"{ctx.model_name!r})), or set up the run for {ticket.model_name}.")

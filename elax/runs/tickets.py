@@ -1,6 +1,5 @@
 """Tickets read back from runs: the hand-off between a run and the runs built on it (ETT, baselines)."""
 
-import numbers
 import os
 
 from elax import checkpoint, masks, workdir as wd
@@ -14,8 +13,7 @@ def load_ticket(workdir: str, level: int) -> Ticket:
     Level 0 of an IMP run is the dense network at the rewind point. A damaged ticket of an IMP run is rebuilt
     from what it is made of (the level's mask, kept in its checkpoints, and the rewind state).
     """
-    if isinstance(level, bool) or not isinstance(level, numbers.Integral):
-        raise TypeError(f"level must be a whole number (0 = the dense network), not {level!r}.")
+    wd.check_level(level)
     workdir = os.path.expanduser(workdir)
     config = wd.run_config(workdir)
     ticket_dir = wd.ticket_dir(workdir, level)
