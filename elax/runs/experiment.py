@@ -42,8 +42,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
         seeds = tuple(config.experiment.seeds)
         all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(
             _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
-        single = [run for run in wd.runs_inside(workdir) if os.sep not in run]
-        if seeds and single:
+        single = [run for run in wd.runs_inside(workdir) if os.sep not in run] if seeds else []
+        if single:
             log(f"Not used: {', '.join(single)} (runs made without experiment.seeds). With seeds, each seed's runs "
                 f"live in seed_<s>/; `python -m elax.report {workdir}/seed_*` reports them without those.")
         if workers > 1:

@@ -21,11 +21,12 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[
         for level in range(config.lottery.levels + 1):
             if not wd.finished(workdir, level):
                 _train_level(ctx, workdir, level, log)
-    beyond = [level for level in wd.imp_levels(wd.load_results(workdir)) if level > config.lottery.levels]
+    records = wd.load_results(workdir)
+    beyond = [level for level in wd.imp_levels(records) if level > config.lottery.levels]
     if beyond:
         log(f"lottery.levels={config.lottery.levels}: levels {beyond[0]}-{beyond[-1]}, finished before, are kept "
             "(results and reports include them; delete their level_* folders to drop them)")
-    return wd.load_results(workdir)
+    return records
 
 
 def _train_level(ctx: RunContext, workdir: str, level: int, log) -> None:
