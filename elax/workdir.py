@@ -1,7 +1,7 @@
 """The on-disk layout of an elax run and the schema of its records: the one module that knows file names.
 
     WORKDIR/
-      config.json       the run's config (plus its `recipe_id`); a resumed run must match it
+      config.json       the run's config (plus its `recipe_id` and `workdir`); a resumed run must match it
       results.json      one record per finished level (a JSON list, sorted by level)
       rewind/           IMP runs: Orbax tree {params, batch_stats, step} of level 0 at the rewind step r
       level_XX/
@@ -221,14 +221,21 @@ def runs_inside(folder: str) -> list[str]:
 RUN_PATH_KEYS = ("transfer.source", "baseline.reference")
 
 
-def _same_value(key: str, old, new) -> bool:
+def _same_value(key: str, old, new, old_workdir: str | None, workdir: str) -> bool:
     """Config values alike; the run a run builds on is the same however its path is spelt (relative or absolute,
-    through links), so an experiment resumes under another spelling of its --workdir."""
+    through links), and when it sits where it sat relative to the workdir (`old_workdir` then, `workdir` now), so
+    that an experiment resumes under another spelling of its --workdir and in a folder moved or copied elsewhere."""
     if old == new:
         return True
     if key not in RUN_PATH_KEYS or not (isinstance(old, str) and isinstance(new, str) and old and new):
         return False
-    return os.path.realpath(os.path.expanduser(old)) == os.path.realpath(os.path.expanduser(new))
+    old, new = os.path.realpath(os.path.expanduser(old)), os.path.realpath(os.path.expanduser(new))
+    return old == new or bool(old_workdir) and (
+        os.path.relpath(old, old_workdir) == os.path.relpath(new, os.path.realpath(workdir)))
+
+
+# Keys `claim` adds to the config it writes: the recipe's id, and where the run was (to recognise a moved run).
+CLAIM_KEYS = ("recipe_id", "workdir")
 
 
 def claim(workdir: str, config: dict) -> None:
@@ -239,14 +246,14 @@ def claim(workdir: str, config: dict) -> None:
         old, new = flatten(previous), flatten(config)
         ignored = RESUMABLE_CHANGES + UNREAD_SECTIONS.get(config.get("mode"), ())
         # Keys only one side has were added to (or removed from) the schema since: they had their default.
-        changed = [k for k in sorted(set(old) & set(new)) if k != "recipe_id"
-                   and not _same_value(k, old[k], new[k]) and not k.startswith(ignored)]
+        changed = [k for k in sorted(set(old) & set(new)) if k not in CLAIM_KEYS and not k.startswith(ignored)
+                   and not _same_value(k, old[k], new[k], previous.get("workdir"), workdir)]
         if changed:
             diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
             raise ValueError(
                 f"{workdir} holds a run with a different config ({diffs}). Finished work there is kept: "
                 "resume it with its original settings, or pass a new --workdir for the new settings.")
-    write_json(path, {**config, "recipe_id": recipe_id(config)})
+    write_json(path, {**config, "recipe_id": recipe_id(config), "workdir": os.path.realpath(workdir)})
 
 
 class WorkdirBusy(RuntimeError):

@@ -1,6 +1,7 @@
 """elax.workdir: atomic strict JSON, damaged files named, the recipe identity, claiming a workdir."""
 
 import os
+import shutil
 
 import pytest
 
@@ -52,6 +53,21 @@ def test_claim_takes_the_source_run_by_where_it_is_not_how_its_path_is_spelt(tmp
     with pytest.raises(ValueError, match=r"different config \(transfer.source: '.*/link/imp_a' -> 'exp/imp_b'\)"):
         wd.claim(workdir, {**config_dict(**{"transfer.source": "exp/imp_b"}), "mode": "transfer"})
 
+
+
+def test_claim_takes_the_source_run_that_moved_with_the_folder(tmp_path):
+    def claim(exp, source):
+        wd.claim(str(tmp_path / exp / "seed_0" / "ett"),
+                 {**config_dict(**{"transfer.source": str(tmp_path / source)}), "mode": "transfer"})
+
+    claim("exp", "exp/seed_0/imp_a")
+    os.rename(tmp_path / "exp", tmp_path / "moved")
+    claim("moved", "moved/seed_0/imp_a")    # the experiment moved as a whole: the same run where it now is
+    shutil.copytree(tmp_path / "moved", tmp_path / "copy")
+    claim("copy", "copy/seed_0/imp_a")      # and in a copy
+    for other in ("moved/seed_0/imp_b", "elsewhere/seed_0/imp_a", "moved/imp_a"):
+        with pytest.raises(ValueError, match=r"different config \(transfer.source: '.*/moved/seed_0/imp_a' -> "):
+            claim("moved", other)
 
 def test_claim_ignores_the_sections_a_run_of_its_mode_never_reads(tmp_path):
     # An experiment's IMP runs serve a second experiment with another strategy and baselines (same workdir).
