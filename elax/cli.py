@@ -53,8 +53,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     if "[" in workdir or "]" in workdir:  # Orbax reads them as a glob pattern: nothing saved there would restore
         raise ValueError(f"--workdir {workdir!r}: brackets in the path break checkpoint restores (Orbax takes "
                          "them for a pattern). Use a path without [ and ].")
+    if config.train.deterministic is True:  # before the first JAX computation (the next line's, in several processes)
+        use_deterministic_gpu_kernels()
+    from elax import distributed, workdir as wd
+    distributed.check_same_run(config.to_dict(), workdir)
     config_lib.validate(config)
-    from elax import workdir as wd
     if config.mode == "report":
         from elax import report
         runs, out = list(config.report.runs) or [workdir], config.report.out or os.path.join(workdir, "report")
@@ -62,8 +65,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         print(report.write_report(runs, out))
         return
     wd.check_placement(workdir, config.mode)
-    if config.train.deterministic:
-        use_deterministic_gpu_kernels()
     import jax
     enable_compilation_cache()
     hosts = f" in {jax.process_count()} processes (this is process {jax.process_index()})" if (

@@ -5,7 +5,12 @@ Started by flags (`--coordinator=HOST:PORT --num_processes=N --process_id=I`), b
 under SLURM with more than one task (JAX reads the cluster from SLURM's environment).
 """
 
+import errno
+import json
 import os
+import socket
+
+_joined = False  # whether this process joined a multi-process run
 
 
 def requested(coordinator: str | None = None, num_processes: int | None = None,
@@ -21,6 +26,23 @@ def _check_address(coordinator: str | None) -> None:
         raise ValueError(f"--coordinator={coordinator!r} is not HOST:PORT with a port in 1-65535.")
 
 
+def _check_port_free(coordinator: str | None, process_id: int | None) -> None:
+    """Process 0 serves the coordinator's port; JAX crashes (a segfault) when that port is taken."""
+    if not coordinator or process_id != 0:
+        return
+    port = int(coordinator.rpartition(":")[2])
+    family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET  # JAX listens on [::]:PORT
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as JAX does: a port a finished run left is free
+        try:
+            probe.bind(("", port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise ValueError(f"port {port} of --coordinator={coordinator} is in use on this host (another run's "
+                             "coordinator?). Pick a free port, the same on every host.") from None
+
+
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None) -> None:
     """Join the run (call before any JAX computation); processes other than 0 stop writing workdir files."""
@@ -28,6 +50,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     from elax import workdir
     try:
         _check_address(coordinator)
+        _check_port_free(coordinator, process_id)
         # CPU hosts exchange collectives through gloo (the default CPU backend has none across processes); GPUs
         # and TPUs ignore this setting.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -39,4 +62,43 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise ValueError(f"cannot start a multi-process run: {error} Pass --coordinator=HOST:PORT "
                          "--num_processes=N --process_id=I (0 <= I < N) on every host, or start under SLURM "
                          "(the README's multi-host section).") from None
+    global _joined
+    _joined = True
     workdir.set_primary(jax.process_index() == 0)
+
+
+def check_same_run(config: dict, workdir: str) -> None:
+    """Refuse processes started with different configs or workdirs, which would wait for each other forever at
+    the first collective they disagree on. `data.dir` may differ: each host may read its own copy of the data."""
+    if not _joined:
+        return
+    from elax import workdir as wd
+    mine = {**config, "data": {**config["data"], "dir": None}, "workdir": workdir}
+    theirs = [json.loads(text) for text in _gather_texts(json.dumps(mine, sort_keys=True, default=str))]
+    first = wd.flatten(theirs[0])
+    for index, other in enumerate(map(wd.flatten, theirs)):
+        differences = [f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in sorted(set(first) | set(other))
+                       if first.get(k) != other.get(k)]
+        if differences:
+            raise ValueError(f"process {index} was started with another config than process 0 "
+                             f"({'; '.join(differences[:5])}). Start every process with the same --config, "
+                             "--config.* overrides and --workdir (data.dir may differ between hosts).")
+
+
+def _gather_texts(text: str) -> list[str]:
+    """`text` of every process, in process order."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+    data = np.frombuffer(text.encode(), np.uint8)
+    lengths = multihost_utils.process_allgather(np.int32(len(data)))
+    padded = np.zeros(int(max(lengths)), np.uint8)
+    padded[:len(data)] = data
+    rows = multihost_utils.process_allgather(padded)
+    return [bytes(row[:length]).decode() for row, length in zip(np.asarray(rows), lengths)]
+
+
+def barrier(name: str) -> None:
+    """Wait until every process gets here (after process 0 changed files that the others read next)."""
+    if _joined:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)

@@ -253,6 +253,17 @@ def test_experiment_trains_its_runs_side_by_side_to_the_results_of_separate_runs
     assert "4 runs, up to 3 at once (experiment.concurrent_runs)" in lines
     assert os.path.isfile(tmp_path / "report" / "report.md")
 
+    # Seeds added later: the runs above become their seed's, moved (the same files), not trained again.
+    made = wd.runs_inside(str(tmp_path))
+    metrics = {run: os.stat(tmp_path / run / "level_01" / "metrics.jsonl").st_ino for run in made}
+    c.experiment.seeds, lines = (c.seed,), []
+    assert runs_lib.run_experiment(c, str(tmp_path), log=lines.append) == records
+    destination = tmp_path / f"seed_{c.seed}"
+    assert wd.runs_inside(str(tmp_path)) == [f"seed_{c.seed}/{run}" for run in made]
+    assert {run: os.stat(destination / run / "level_01" / "metrics.jsonl").st_ino for run in made} == metrics
+    assert (f"Moved {', '.join(made)} (runs made without experiment.seeds, seed {c.seed}) into {destination}: they "
+            "are that seed's runs.") in lines
+
 
 def test_runs_of_one_model_and_recipe_share_one_compilation(runs):
     """The target's IMP levels and the baseline runs on it (this module's) train with one Trainer, compiled once."""

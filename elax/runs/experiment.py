@@ -14,7 +14,7 @@ import os
 
 import ml_collections
 
-from elax import report, workdir as wd
+from elax import distributed, report, workdir as wd
 from elax.runs import jobs
 from elax.runs.baselines import run_baseline
 from elax.runs.ett import run_transfer
@@ -42,10 +42,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
         seeds = tuple(config.experiment.seeds)
         all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(
             _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
-        single = [run for run in wd.runs_inside(workdir) if os.sep not in run] if seeds else []
-        if single:
-            log(f"Not used: {', '.join(single)} (runs made without experiment.seeds). With seeds, each seed's runs "
-                f"live in seed_<s>/; `python -m elax.report {workdir}/seed_*` reports them without those.")
+        if seeds:
+            _adopt_single_seed_runs(workdir, seeds, log)
         if workers > 1:
             log(f"{len(all_jobs)} runs, up to {workers} at once (experiment.concurrent_runs)")
         jobs.run_jobs(all_jobs, workers, log)
@@ -55,6 +53,29 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
         log(report.write_report(run_dirs, out, title=f"E-LTH on {config.data.name}"))
         log(f"Report, CSV and plot in {out}")
         return report.load_records(run_dirs)
+
+
+def _adopt_single_seed_runs(workdir: str, seeds: tuple, log) -> None:
+    """Runs made before `experiment.seeds` was given (WORKDIR/<run>, all of one seed) move to WORKDIR/seed_<s>/
+    when s is one of `seeds` and that folder holds no runs yet, so that adding seeds does not train that seed
+    again. They move together, so each finds the runs it builds on where it found them (`workdir.claim`)."""
+    single = [run for run in wd.runs_inside(workdir) if os.sep not in run]
+    if not single:
+        return
+    configs = [wd.read_json(os.path.join(workdir, run, wd.CONFIG_FILE)) for run in single]
+    seed, destination = configs[0].get("seed"), os.path.join(workdir, f"seed_{configs[0].get('seed')}")
+    if not (seed in seeds and all(c.get("seed") == seed and "workdir" in c for c in configs)
+            and not wd.runs_inside(destination)):
+        log(f"Not used: {', '.join(single)} (runs made without experiment.seeds). With seeds, each seed's runs "
+            f"live in seed_<s>/; `python -m elax.report {workdir}/seed_*` reports them without those.")
+        return
+    if wd.is_primary():
+        os.makedirs(destination, exist_ok=True)
+        for run in single:
+            os.rename(os.path.join(workdir, run), os.path.join(destination, run))
+    distributed.barrier("single-seed runs moved")
+    log(f"Moved {', '.join(single)} (runs made without experiment.seeds, seed {seed}) into {destination}: "
+        "they are that seed's runs.")
 
 
 def _seed_jobs(config: ml_collections.ConfigDict, workdir: str, prefix: str) -> list[jobs.Job]:
