@@ -1,5 +1,6 @@
 """Elastic transfer runs and baseline runs on top of tiny IMP runs (digits, width-4 ResNets)."""
 
+import hashlib
 import os
 import shutil
 
@@ -7,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from elax import checkpoint, masks, runs as runs_lib, transfer, workdir as wd
+from elax import checkpoint, config as config_lib, masks, runs as runs_lib, transfer, workdir as wd
 from elax.runs import BASELINES
 from elax.runs.baselines import Matched
 from conftest import tiny_config
@@ -303,3 +304,18 @@ def test_a_ticket_of_another_model_does_not_train(runs, tmp_path):
     assert str(info.value) == (f"The ticket is of {SOURCE}, but this run trains {TARGET}: their parameters differ. "
                                f"Transfer it first (elax.transfer.transfer_ticket(ticket, '{TARGET}')), or set up "
                                f"the run for {SOURCE}.")
+
+
+def test_another_transfer_setting_gets_a_folder_of_its_own(tmp_path):
+    from elax.runs.experiment import ett_run_name
+    transfer = config_lib.default_config().transfer
+    assert ett_run_name(str(tmp_path), "a", "b", transfer) == "ett_a_to_b"       # nothing there yet
+    wd.write_json(str(tmp_path / "ett_a_to_b" / wd.CONFIG_FILE), {"transfer": transfer.to_dict()})
+    assert ett_run_name(str(tmp_path), "a", "b", transfer) == "ett_a_to_b"       # the same setting resumes there
+    transfer.strategy = "interpolate"
+    assert ett_run_name(str(tmp_path), "a", "b", transfer) == "ett_a_to_b_interpolate"
+    transfer.strategy, transfer.weights = "append", "reinit"
+    assert ett_run_name(str(tmp_path), "a", "b", transfer) == "ett_a_to_b_append-reinit"
+    transfer.strategy, transfer.weights = "0:0;1:1,2", "source"
+    assert ett_run_name(str(tmp_path), "a", "b", transfer) == "ett_a_to_b_mapping-" + hashlib.sha1(
+        b"0:0;1:1,2").hexdigest()[:8]

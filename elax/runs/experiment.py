@@ -2,7 +2,7 @@
 baselines on each target at the same sparsities, then the comparison report. Every part is a resumable run in
 its own sub-directory of the workdir:
 
-    WORKDIR/imp_<source>/  imp_<target>/  ett_<source>_to_<target>/  <baseline>_<target>/  report/
+    WORKDIR/imp_<source>/  imp_<target>/  ett_<source>_to_<target>[_<setting>]/  <baseline>_<target>/  report/
 
 With several seeds (`experiment.seeds`), each seed's runs are in WORKDIR/seed_<s>/ and the report (mean ± std
 over seeds, error bars, claims) covers them all. Runs whose inputs are ready train side by side
@@ -10,6 +10,7 @@ over seeds, error bars, claims) covers them all. Runs whose inputs are ready tra
 their target's.
 """
 
+import hashlib
 import os
 
 import ml_collections
@@ -17,7 +18,7 @@ import ml_collections
 from elax import distributed, report, workdir as wd
 from elax.runs import jobs
 from elax.runs.baselines import run_baseline
-from elax.runs.ett import run_transfer
+from elax.runs.ett import run_transfer, strategy_label
 from elax.runs.imp import run_imp
 
 
@@ -78,6 +79,21 @@ def _adopt_single_seed_runs(workdir: str, seeds: tuple, log) -> None:
         "they are that seed's runs.")
 
 
+def ett_run_name(folder: str, source: str, target: str, transfer) -> str:
+    """ett_<source>_to_<target> for the first transfer setting run in `folder`; another setting (strategy,
+    `weights=reinit`, `replica_masks=permute`) gets ett_<source>_to_<target>_<setting>, so that settings are
+    compared in one workdir, on its IMP runs."""
+    plain = f"ett_{source}_to_{target}"
+    existing = wd.read_json(os.path.join(folder, plain, wd.CONFIG_FILE))
+    label = strategy_label(transfer)
+    if existing is None or strategy_label(ml_collections.ConfigDict(existing["transfer"])) == label:
+        return plain
+    strategy = transfer.strategy.strip()
+    if ":" in strategy:  # an official mapping string: not a file name
+        label = "mapping-" + hashlib.sha1(strategy.encode()).hexdigest()[:8] + label[len(transfer.strategy):]
+    return f"{plain}_{label.replace('/', '-')}"
+
+
 def _seed_jobs(config: ml_collections.ConfigDict, workdir: str, prefix: str) -> list[jobs.Job]:
     """The runs of one seed in WORKDIR/`prefix`: IMP on the source and the targets, ETT source -> each target,
     the baselines on each target."""
@@ -96,7 +112,8 @@ def _seed_jobs(config: ml_collections.ConfigDict, workdir: str, prefix: str) -> 
         reference = f"imp_{target}"
         out.append(job(run_imp, "imp", target, reference,
                        f"IMP on the target {target} (the reference E-LTH tickets are compared with)"))
-        out.append(job(run_transfer, "transfer", target, f"ett_{e.source_model}_to_{target}",
+        out.append(job(run_transfer, "transfer", target,
+                       ett_run_name(os.path.join(workdir, prefix), e.source_model, target, config.transfer),
                        f"Elastic transfer {e.source_model} -> {target}", after=(source,),
                        transfer={"source": os.path.join(workdir, prefix, source)}))
         for method in e.baselines:
