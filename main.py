@@ -51,7 +51,7 @@ def _defines_get_config(path: str) -> bool:
 def parse_flags(argv):
     """absl's flag parsing, with every mistake in the command line as one `elax: error:` line and exit code 2."""
     try:
-        return flags.FLAGS(argv)
+        return flags.FLAGS(last_overrides_win(argv))
     except flags.Error as error:  # a value of the wrong type, an error inside the config file, ...
         message = flag_error_message(str(error))
     except (AttributeError, KeyError) as error:  # ml_collections, for `--config.<unknown key>=...`
@@ -60,6 +60,16 @@ def parse_flags(argv):
             raise
     print(f"elax: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def last_overrides_win(argv: list[str]) -> list[str]:
+    """`argv` without the earlier ones of repeated `--config.KEY=VALUE` overrides: ml_collections joins repeated
+    tuples (seeds (0, 1) then (2,) gave (0, 1, 2)) where the last wins for numbers and in any shell tool."""
+    def key(arg: str) -> str | None:
+        return arg.split("=", 1)[0] if arg.startswith("--config.") and "=" in arg else None
+
+    last = {key(arg): i for i, arg in enumerate(argv) if key(arg)}
+    return [arg for i, arg in enumerate(argv) if key(arg) is None or last[key(arg)] == i]
 
 
 def flag_error_message(message: str) -> str:

@@ -230,3 +230,14 @@ def test_lists_of_names_from_the_shell_are_split(given, names):
     config = tiny_config(**{"experiment.target_models": given, "experiment.baselines": given})
     cli.split_name_lists(config)
     assert config.experiment.target_models == names and config.experiment.baselines == names
+
+
+def test_a_repeated_override_takes_its_last_value(monkeypatch):
+    import main   # ml_collections joined repeated tuples: seeds (0, 1) then (2,) were (0, 1, 2)
+    argv = ["main.py", "--config", os.path.join(ROOT, "configs", "quickstart.py"), "--config.experiment.seeds=(0,1)",
+            "--config.train.lr=0.1", "--config.experiment.seeds=(2,)", "--config.train.lr=0.2", "--workdir=w"]
+    assert main.last_overrides_win(argv) == [*argv[:3], "--config.experiment.seeds=(2,)", "--config.train.lr=0.2",
+                                             "--workdir=w"]
+    monkeypatch.setattr(sys, "argv", argv)    # where ml_collections finds the overrides' keys, as in main.py
+    main.parse_flags(argv)
+    assert (main._CONFIG.value.experiment.seeds, main._CONFIG.value.train.lr) == ((2,), 0.2)
