@@ -319,3 +319,14 @@ def test_another_transfer_setting_gets_a_folder_of_its_own(tmp_path):
     transfer.strategy, transfer.weights = "0:0;1:1,2", "source"
     assert ett_run_name(str(tmp_path), "a", "b", transfer) == "ett_a_to_b_mapping-" + hashlib.sha1(
         b"0:0;1:1,2").hexdigest()[:8]
+
+
+def test_single_seed_runs_of_another_recipe_stay_where_they_are(tmp_path):
+    from elax.runs.experiment import _adopt_single_seed_runs
+    config = {**imp_config(TARGET).to_dict(), "workdir": str(tmp_path / "imp_a")}
+    wd.write_json(str(tmp_path / "imp_a" / wd.CONFIG_FILE), {**config, "recipe_id": "other"})
+    lines = []
+    _adopt_single_seed_runs(str(tmp_path), (config["seed"],), wd.recipe_id(config), lines.append)
+    assert wd.runs_inside(str(tmp_path)) == ["imp_a"]
+    assert lines == [f"Not used: imp_a (runs made without experiment.seeds). With seeds, each seed's runs live in "
+                     f"seed_<s>/; `python -m elax.report {tmp_path}/seed_*` reports them without those."]

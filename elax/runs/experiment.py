@@ -44,7 +44,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
         all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(
             _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
         if seeds:
-            _adopt_single_seed_runs(workdir, seeds, log)
+            _adopt_single_seed_runs(workdir, seeds, wd.recipe_id(config.to_dict()), log)
         if workers > 1:
             log(f"{len(all_jobs)} runs, up to {workers} at once (experiment.concurrent_runs)")
         jobs.run_jobs(all_jobs, workers, log)
@@ -56,16 +56,18 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
         return report.load_records(run_dirs)
 
 
-def _adopt_single_seed_runs(workdir: str, seeds: tuple, log) -> None:
-    """Runs made before `experiment.seeds` was given (WORKDIR/<run>, all of one seed) move to WORKDIR/seed_<s>/
-    when s is one of `seeds` and that folder holds no runs yet, so that adding seeds does not train that seed
-    again. They move together, so each finds the runs it builds on where it found them (`workdir.claim`)."""
+def _adopt_single_seed_runs(workdir: str, seeds: tuple, recipe_id: str, log) -> None:
+    """Runs made before `experiment.seeds` was given (WORKDIR/<run>, all of one seed and of this `recipe_id`)
+    move to WORKDIR/seed_<s>/ when s is one of `seeds` and that folder holds no runs yet, so that adding seeds
+    does not train that seed again. They move together, so each finds the runs it builds on where it found them
+    (`workdir.claim`)."""
     single = [run for run in wd.runs_inside(workdir) if os.sep not in run]
     if not single:
         return
     configs = [wd.read_json(os.path.join(workdir, run, wd.CONFIG_FILE)) for run in single]
     seed, destination = configs[0].get("seed"), os.path.join(workdir, f"seed_{configs[0].get('seed')}")
-    if not (seed in seeds and all(c.get("seed") == seed and "workdir" in c for c in configs)
+    if not (seed in seeds and all(c.get("seed") == seed and "workdir" in c and c.get("recipe_id") == recipe_id
+                                  for c in configs)
             and not wd.runs_inside(destination)):
         log(f"Not used: {', '.join(single)} (runs made without experiment.seeds). With seeds, each seed's runs "
             f"live in seed_<s>/; `python -m elax.report {workdir}/seed_*` reports them without those.")
