@@ -97,6 +97,17 @@ def _gather_texts(text: str) -> list[str]:
     return [bytes(row[:length]).decode() for row, length in zip(np.asarray(rows), lengths)]
 
 
+def any_process(*flags: bool) -> tuple[bool, ...]:
+    """Each flag, true when it is true in any process: decisions that every process must take together (a
+    checkpoint save is collective) but that rest on what differs between processes (clocks, signals)."""
+    if not _joined:
+        return flags
+    import numpy as np
+    from jax.experimental import multihost_utils
+    gathered = np.asarray(multihost_utils.process_allgather(np.array(flags, np.int32)))
+    return tuple(bool(flag) for flag in gathered.reshape(-1, len(flags)).any(axis=0))
+
+
 def barrier(name: str) -> None:
     """Wait until every process gets here (after process 0 changed files that the others read next)."""
     if _joined:

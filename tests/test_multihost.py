@@ -6,12 +6,14 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from test_cli import finish, main_py, results
-from conftest import tiny_cli_args
+from conftest import ROOT, tiny_cli_args
 
 pytestmark = pytest.mark.multiprocess
 
@@ -114,3 +116,18 @@ def test_a_coordinator_port_in_use_is_refused_before_jax_starts():
                                "in use on this host (another run's coordinator?). Pick a free port, the same on every "
                                "host. Pass --coordinator=HOST:PORT --num_processes=N --process_id=I (0 <= I < N) on "
                                "every host, or start under SLURM (the README's multi-host section).")
+
+
+def test_decisions_that_differ_between_processes_are_taken_together(tmp_path):
+    # A checkpoint save is collective: a process whose clock said "due" while the other's did not waited forever.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = ("import sys; from elax import distributed; "
+              "distributed.initialize(sys.argv[1], 2, int(sys.argv[2])); "
+              "print(distributed.any_process(int(sys.argv[2]) == 1, False, True))")
+    procs = [subprocess.Popen([sys.executable, "-c", script, f"127.0.0.1:{port}", str(i)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    for code, out, err in map(finish, procs):
+        assert code == 0, err[-2000:]
+        assert out.splitlines()[-1] == "(True, False, True)"

@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from elax import checkpoint, data as data_lib, masks, models, train, workdir as wd
+from elax import checkpoint, data as data_lib, distributed, masks, models, train, workdir as wd
 from elax.runs.context import RunContext
 from elax.ticket import Ticket
 
@@ -271,8 +271,10 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
                 tests = [{"loss": e["test_loss"], "accuracy": e["test_accuracy"]} for e in entries]
             # Saves stall training, so they come at most every `checkpoint_every_secs` (and at the end): a kill
             # loses at most that much work, and the resumed run recomputes it identically.
-            stopping = STOP.is_set()   # read once: no stop may fall between "no save due" and the raise
-            if step == end or stopping or time.time() - last_save >= cfg.checkpoint_every_secs:
+            # Read once: no stop may fall between "no save due" and the raise. Every process saves or none does.
+            stopping, save_due = distributed.any_process(
+                STOP.is_set(), time.time() - last_save >= cfg.checkpoint_every_secs)
+            if step == end or stopping or save_due:
                 for run_files, run in zip(files, runs):
                     checkpoint.save_state(run_files.checkpoints, run)
                 last_save = time.time()
