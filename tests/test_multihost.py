@@ -124,7 +124,7 @@ def test_decisions_that_differ_between_processes_are_taken_together(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = ("import sys; from elax import distributed; "
-              "distributed.initialize(sys.argv[1], 2, int(sys.argv[2])); "
+              "distributed.initialize(sys.argv[1], 2, int(sys.argv[2])); distributed.barrier('test'); "
               "print(distributed.any_process(int(sys.argv[2]) == 1, False, True))")
     procs = [subprocess.Popen([sys.executable, "-c", script, f"127.0.0.1:{port}", str(i)], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]

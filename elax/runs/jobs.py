@@ -15,6 +15,7 @@ from typing import Callable
 
 import jax
 
+from elax import distributed
 from elax.runs import loop
 
 
@@ -48,6 +49,8 @@ def run_jobs(jobs: list[Job], workers: int, log=print) -> None:
         for job in jobs:
             log(f"== {job.title}")
             job.run(log)
+            # Process 0 writes a run's records; the next runs read them (a baseline, its reference's levels).
+            distributed.barrier(f"elax run {job.name} done")
         return
     try:
         with cf.ThreadPoolExecutor(workers, thread_name_prefix="elax-run") as pool:
