@@ -41,10 +41,10 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
                                    streamed=wd.streams(config.data.get("source"), config.data.name))
     with wd.held(workdir, trained=wd.files_below):
         seeds = tuple(config.experiment.seeds)
+        if seeds:  # before the jobs are named: their names depend on the runs present
+            _adopt_single_seed_runs(workdir, seeds, wd.recipe_id(config.to_dict()), log)
         all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(
             _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
-        if seeds:
-            _adopt_single_seed_runs(workdir, seeds, wd.recipe_id(config.to_dict()), log)
         if workers > 1:
             log(f"{len(all_jobs)} runs, up to {workers} at once (experiment.concurrent_runs)")
         jobs.run_jobs(all_jobs, workers, log)
@@ -72,6 +72,7 @@ def _adopt_single_seed_runs(workdir: str, seeds: tuple, recipe_id: str, log) -> 
         log(f"Not used: {', '.join(single)} (runs made without experiment.seeds). With seeds, each seed's runs "
             f"live in seed_<s>/; `python -m elax.report {workdir}/seed_*` reports them without those.")
         return
+    distributed.barrier("single-seed runs read")  # every process has decided before any run moves
     if wd.is_primary():
         os.makedirs(destination, exist_ok=True)
         for run in single:
