@@ -232,6 +232,7 @@ def test_lists_of_names_from_the_shell_are_split(given, names):
     assert config.experiment.target_models == names and config.experiment.baselines == names
 
 
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")   # ml_collections' loader of --config
 def test_a_repeated_override_takes_its_last_value(monkeypatch):
     import main   # ml_collections joined repeated tuples: seeds (0, 1) then (2,) were (0, 1, 2)
     argv = ["main.py", "--config", os.path.join(ROOT, "configs", "quickstart.py"), "--config.experiment.seeds=(0,1)",
