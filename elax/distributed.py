@@ -68,12 +68,15 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 
 def check_same_run(config: dict, workdir: str) -> None:
-    """Refuse processes started with different configs or workdirs, which would wait for each other forever at
-    the first collective they disagree on. `data.dir` may differ: each host may read its own copy of the data."""
+    """Refuse processes started with different configs, workdirs, elax code or JAX versions, which would wait for
+    each other forever at the first collective they disagree on. `data.dir` may differ: each host may read its
+    own copy of the data."""
     if not _joined:
         return
+    import jax
     from elax import workdir as wd
-    mine = {**config, "data": {**config["data"], "dir": None}, "workdir": workdir}
+    mine = {**config, "data": {**config["data"], "dir": None}, "workdir": workdir,
+            "software": {"jax": jax.__version__, "elax_code_sha256": _code_digest()}}
     theirs = [json.loads(text) for text in _gather_texts(json.dumps(mine, sort_keys=True, default=str))]
     first = wd.flatten(theirs[0])
     for index, other in enumerate(map(wd.flatten, theirs)):
@@ -82,7 +85,18 @@ def check_same_run(config: dict, workdir: str) -> None:
         if differences:
             raise ValueError(f"process {index} was started with another config than process 0 "
                              f"({'; '.join(differences[:5])}). Start every process with the same --config, "
-                             "--config.* overrides and --workdir (data.dir may differ between hosts).")
+                             "--config.* overrides and --workdir (data.dir may differ between hosts), from the "
+                             "same elax checkout and JAX version.")
+
+
+def _code_digest() -> str:
+    """A digest of elax's Python files: hosts running other code would issue other collectives."""
+    import hashlib
+    import pathlib
+    digest = hashlib.sha256()
+    for path in sorted(pathlib.Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _gather_texts(text: str) -> list[str]:

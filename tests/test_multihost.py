@@ -100,7 +100,8 @@ def test_processes_started_with_different_configs_stop_at_once_naming_the_differ
         assert code == 2
         assert err.strip().endswith("elax: error: process 1 was started with another config than process 0 "
                                     "(train.lr: 0.01 vs 0.2). Start every process with the same --config, --config.* "
-                                    "overrides and --workdir (data.dir may differ between hosts).")
+                                    "overrides and --workdir (data.dir may differ between hosts), from the same elax "
+                                    "checkout and JAX version.")
     assert not os.path.exists(tmp_path / "run")
 
 
