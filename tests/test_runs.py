@@ -306,6 +306,21 @@ def test_a_ticket_of_another_model_does_not_train(runs, tmp_path):
                                f"the run for {SOURCE}.")
 
 
+def test_a_ticket_that_starts_where_the_schedule_ends_does_not_train(runs, tmp_path):
+    import dataclasses
+    _, _, target = runs
+    ctx = runs_lib.setup(imp_config(TARGET))
+    ticket = dataclasses.replace(runs_lib.load_ticket(target, 1), rewind_step=ctx.total_steps)
+    with pytest.raises(ValueError) as info:   # it recorded the untrained ticket's accuracy as a trained level's
+        runs_lib.train_ticket(ctx, str(tmp_path / "w"), 1, lambda: ticket, "late", log=quiet)
+    assert str(info.value) == (
+        f"The ticket starts at step {ctx.total_steps} (its rewind step), but this run's schedule ends at step "
+        f"{ctx.total_steps} ({ctx.config.train.epochs} epochs of {ctx.trainer.steps_per_epoch} steps): it would "
+        "train nothing. Set up the run with more epochs (config.train.epochs), or give the ticket an earlier rewind "
+        "step.")
+    assert not os.path.exists(tmp_path / "w" / "level_01" / "ticket")
+
+
 def test_another_transfer_setting_gets_a_folder_of_its_own(tmp_path):
     from elax.runs.experiment import ett_run_name
     transfer = config_lib.default_config().transfer
