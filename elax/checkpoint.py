@@ -132,6 +132,18 @@ def _remove_steps(directory: str, steps) -> None:
             shutil.rmtree(os.path.join(os.path.abspath(directory), str(step)), ignore_errors=True)
 
 
+def remove_unfinished(*directories: str) -> list[str]:
+    """Delete the unfinished saves (Orbax's `*.orbax-checkpoint-tmp*`) that a kill during a save left in these
+    directories, which Orbax would otherwise warn about when it saves there again; returns their names."""
+    import glob
+    found = sorted(path for directory in directories
+                   for path in glob.glob(os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")))
+    if jax.process_index() == 0:
+        for path in found:
+            shutil.rmtree(path, ignore_errors=True)
+    return [os.path.basename(path) for path in found]
+
+
 def check_space(directory: str, tree) -> None:
     """OSError (no space left) before writing `tree` into `directory` if its disk cannot hold it: Orbax would
     fail half-way, from its writer threads, with hundreds of lines of tracebacks."""

@@ -126,3 +126,24 @@ def test_reads_of_what_was_just_written_come_from_memory_until_the_files_change(
     with pytest.raises(checkpoint.DamagedCheckpoint):
         checkpoint.load_tree(path)
     assert len(disk_reads) == 1
+
+
+def test_unfinished_saves_that_a_kill_left_are_removed(tmp_path, states, caplog):
+    saved, _ = states
+    later = saved.replace(step=jnp.asarray(12, jnp.int32))
+    for name, remove in (("kept", False), ("removed", True)):
+        level = tmp_path / name / "level_01"
+        directory = level / "checkpoints"
+        checkpoint.save_state(str(directory), saved)
+        for unfinished in (directory / "12.orbax-checkpoint-tmp", level / "ticket.orbax-checkpoint-tmp-1764"):
+            unfinished.mkdir()
+            (unfinished / "partial").write_bytes(b"\0")
+        if remove:
+            assert checkpoint.remove_unfinished(str(level), str(directory)) == [
+                "12.orbax-checkpoint-tmp", "ticket.orbax-checkpoint-tmp-1764"]
+            assert sorted(os.listdir(level)) == ["checkpoints"] and step_dirs(directory) == ["7"]
+        caplog.clear()
+        checkpoint.save_state(str(directory), later)
+        assert step_dirs(directory) == ["12", "7"]
+        # Orbax's warning on the resumed run's output, left without the removal.
+        assert ("Removing existing directory since it is not finalized" in caplog.text) is not remove

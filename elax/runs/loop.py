@@ -57,9 +57,13 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     workdir = os.path.expanduser(workdir)
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
     on_step = dict(on_step or {})
+    checkpoint.remove_unfinished(workdir, wd.level_dir(workdir, level), ckpt_dir)  # a kill during a save left them
     if checkpoint.latest_step(ckpt_dir) is not None:
         state = checkpoint.restore_state(ckpt_dir, ctx.template_state, log=log)
         _truncate_metrics(metrics_path, int(state.step))
+        # A level resumes the ticket it started from: `make_ticket` is not called (say so, for a notebook's).
+        log(f"{desc}: resuming at step {int(state.step)} of {ctx.total_steps} from {ckpt_dir} (the ticket this level "
+            "started from; to train another ticket, pass another workdir)")
     else:
         _forget_metrics(metrics_path)  # lines of a start whose checkpoints are gone
         state = _start_from_ticket(ctx, workdir, level, make_ticket)
