@@ -316,7 +316,8 @@ def claims_markdown(claim_list):
              "|---:|---|---|---:|---:|---:|---|"]
     for c in claim_list:
         verdict = "yes" if c.exceeds_spread else "one seed" if c.n == 1 else "no"
-        lines.append(_md_row([f"{100 * c.row:.2f}", c.ett, c.other, f"{100 * c.mean:+.2f} ± {100 * c.std:.2f}",
+        spread = f" ± {100 * c.std:.2f}" if c.n > 1 else ""   # one seed has no spread, not a spread of 0
+        lines.append(_md_row([f"{100 * c.row:.2f}", c.ett, c.other, f"{100 * c.mean:+.2f}{spread}",
                               c.n, f"{c.above} / {c.below}", verdict]))
     return "\n".join(lines) + "\n"
 

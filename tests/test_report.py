@@ -469,7 +469,7 @@ def test_claims_with_one_seed_say_there_is_no_spread(tmp_path):
     records = [r for r in _claims_records() if r["seed"] == 0]
     claim = report.claims(records)[1]
     assert (claim.n, claim.std, claim.exceeds_spread) == (1, 0.0, False)
-    assert "| 1 | 1 / 0 | one seed |" in report.claims_markdown([claim])
+    assert f"| {100 * claim.mean:+.2f} | 1 | 1 / 0 | one seed |" in report.claims_markdown([claim])  # no "± 0.00"
     _write(tmp_path / "r" / "results.json", _claims_records())
     report.write_report([tmp_path / "r"], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
