@@ -134,7 +134,8 @@ def _remove_steps(directory: str, steps) -> None:
 
 def remove_unfinished(*directories: str) -> list[str]:
     """Delete the unfinished saves (Orbax's `*.orbax-checkpoint-tmp*`) that a kill during a save left in these
-    directories, which Orbax would otherwise warn about when it saves there again; returns their names."""
+    directories, which Orbax would otherwise warn about when it saves there again; returns their names. Every
+    save here calls it first: saves run one at a time, so any such folder is a dead one."""
     import glob
     found = sorted(path for directory in directories
                    for path in glob.glob(os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")))
@@ -161,6 +162,7 @@ def check_space(directory: str, tree) -> None:
 @_one_at_a_time
 def save_state(directory: str, state) -> None:
     """Save a TrainState (or any flax struct) under its own step; the oldest beyond two is removed."""
+    remove_unfinished(directory)
     with _manager(directory) as manager:
         # Host arrays, as in save_tree: Orbax would otherwise slice every replicated leaf per device (one small
         # compilation per leaf shape and device).
@@ -217,6 +219,7 @@ def save_tree(path: str, tree) -> None:
     """
     tree = jax.device_get(tree)
     check_space(path, tree)
+    remove_unfinished(os.path.dirname(os.path.abspath(path)))
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.abspath(path), tree, force=True)
     checkpointer.wait_until_finished()

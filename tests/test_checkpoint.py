@@ -129,21 +129,35 @@ def test_reads_of_what_was_just_written_come_from_memory_until_the_files_change(
 
 
 def test_unfinished_saves_that_a_kill_left_are_removed(tmp_path, states, caplog):
+    import orbax.checkpoint as ocp
     saved, _ = states
-    later = saved.replace(step=jnp.asarray(12, jnp.int32))
-    for name, remove in (("kept", False), ("removed", True)):
-        level = tmp_path / name / "level_01"
+    warning = "Removing existing directory since it is not finalized"   # Orbax's, on a resumed run's output
+
+    def leave_unfinished(level):
         directory = level / "checkpoints"
         checkpoint.save_state(str(directory), saved)
         for unfinished in (directory / "12.orbax-checkpoint-tmp", level / "ticket.orbax-checkpoint-tmp-1764"):
             unfinished.mkdir()
             (unfinished / "partial").write_bytes(b"\0")
-        if remove:
-            assert checkpoint.remove_unfinished(str(level), str(directory)) == [
-                "12.orbax-checkpoint-tmp", "ticket.orbax-checkpoint-tmp-1764"]
-            assert sorted(os.listdir(level)) == ["checkpoints"] and step_dirs(directory) == ["7"]
-        caplog.clear()
-        checkpoint.save_state(str(directory), later)
-        assert step_dirs(directory) == ["12", "7"]
-        # Orbax's warning on the resumed run's output, left without the removal.
-        assert ("Removing existing directory since it is not finalized" in caplog.text) is not remove
+        return directory
+
+    level = tmp_path / "direct" / "level_01"
+    directory = leave_unfinished(level)
+    assert checkpoint.remove_unfinished(str(level), str(directory)) == [
+        "12.orbax-checkpoint-tmp", "ticket.orbax-checkpoint-tmp-1764"]
+    assert sorted(os.listdir(level)) == ["checkpoints"] and step_dirs(directory) == ["7"]
+
+    # Every save removes them first: a train state's (stacked runs' too) and a ticket's.
+    level = tmp_path / "saves" / "level_01"
+    directory = leave_unfinished(level)
+    caplog.clear()
+    checkpoint.save_state(str(directory), saved.replace(step=jnp.asarray(12, jnp.int32)))
+    checkpoint.save_tree(str(level / "ticket"), {"w": np.zeros(3, np.float32)})
+    assert sorted(os.listdir(level)) == ["checkpoints", "ticket"] and step_dirs(directory) == ["12", "7"]
+    assert not [name for name in os.listdir(directory) if "tmp" in name] and warning not in caplog.text
+    # Orbax on its own warns.
+    (directory / "15.orbax-checkpoint-tmp").mkdir()
+    with checkpoint._manager(str(directory)) as manager:
+        manager.save(15, args=ocp.args.StandardSave({"w": np.zeros(3, np.float32)}), force=True)
+        manager.wait_until_finished()
+    assert warning in caplog.text

@@ -57,7 +57,6 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     workdir = os.path.expanduser(workdir)
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
     on_step = dict(on_step or {})
-    checkpoint.remove_unfinished(workdir, wd.level_dir(workdir, level), ckpt_dir)  # a kill during a save left them
     if checkpoint.latest_step(ckpt_dir) is not None:
         state = checkpoint.restore_state(ckpt_dir, ctx.template_state, log=log)
         _truncate_metrics(metrics_path, int(state.step))
