@@ -65,7 +65,8 @@ def _adopt_single_seed_runs(workdir: str, seeds: tuple, recipe_id: str, log) -> 
     if not single:
         return
     configs = [wd.read_json(os.path.join(workdir, run, wd.CONFIG_FILE)) for run in single]
-    seed, destination = configs[0].get("seed"), os.path.join(workdir, f"seed_{configs[0].get('seed')}")
+    seed = configs[0].get("seed")
+    destination = os.path.join(workdir, f"seed_{seed}")
     if not (seed in seeds and all(c.get("seed") == seed and "workdir" in c and c.get("recipe_id") == recipe_id
                                   for c in configs)
             and not wd.runs_inside(destination)):

@@ -82,4 +82,3 @@ def check_same_classes(ticket, ctx, what: str) -> None:
         raise ValueError(f"{what} was trained on {source_classes} classes, this run's data ({d.name}"
                          f"{f' in {d.dir}' if d.dir else ''}) has {ctx.num_classes}: a ticket keeps its classifier. "
                          "Train on the source's data (--config.data.dir), with the same classes.")
-
