@@ -106,10 +106,12 @@ def test_a_workdir_inside_a_run_or_an_experiment_is_refused(capsys, tmp_path, im
     for config, workdir, message in [
         (tiny_config(), os.path.join(source, "sub"), f"--workdir {source}/sub is inside the run {source}. Pass a "
                                                       "folder outside it."),
-        (tiny_config(mode="experiment"), source, f"--workdir {source} holds a run (mode imp), not an experiment. Pass a new "
-                                                 "folder (an experiment reuses finished runs only in its own folder)."),
+        (tiny_config(mode="experiment"), source, f"--workdir {source} holds a run (mode imp), not an experiment. "
+                                                 "Pass a new folder (an experiment reuses finished runs only in its "
+                                                 "own folder)."),
         (tiny_config(), str(experiment), f"--workdir {experiment} holds an experiment's runs (seed_0/imp_a, ...); a "
-                                         "run of mode imp needs a folder of its own. Pass one of those runs or a new folder.")]:
+                                         "run of mode imp needs a folder of its own. Pass one of those runs or a "
+                                         "new folder.")]:
         code, _, err = run_cli(capsys, config, workdir)
         assert code == 2 and one_line_error(err) == f"elax: error: {message}"
     assert not os.path.exists(os.path.join(source, "sub"))
