@@ -118,7 +118,10 @@ def main(argv):
         except ValueError as error:
             print(f"elax: error: {error}", file=sys.stderr)
             return 2
-    return cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
+    code = cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
+    if code == cli.PEER_LOST:
+        distributed.exit_at_once(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What `main.py` runs: the runner of the config's mode (`elax.runs.RUNNERS`), resumable in its workdir, with
 every failure a researcher can fix reported as one line and an exit code (2: bad input, 3: training diverged,
-4: workdir busy, 130: Ctrl-C or SIGTERM)."""
+4: workdir busy, 5: another process of a multi-process run stopped, 130: Ctrl-C or SIGTERM)."""
 
 import os
 import sys
@@ -15,8 +15,8 @@ NAME_LIST_KEYS = ("experiment.target_models", "experiment.baselines")
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Run `config` in `workdir`; returns the exit code (0 done, 2 bad input or files, 3 diverged, 4 busy,
-    130 interrupted)."""
-    from elax import checkpoint, workdir as wd
+    5 lost a peer process, 130 interrupted)."""
+    from elax import checkpoint, distributed, workdir as wd
     from elax.runs.loop import TrainingDiverged
     try:
         run(config, workdir)
@@ -38,7 +38,20 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> int:
         where = f" ({error.filename})" if error.filename else ""
         return _error(f"{error.strerror or error}{where}. Check the path, its permissions and free space; "
                       "finished levels are kept.", 2)
+    except Exception as error:  # noqa: BLE001  (anything else propagates with its traceback)
+        if not distributed.lost_a_peer(error):
+            raise
+        return _error(f"another process of this run stopped ({_first_line(error)}), and this one cannot go on "
+                      "alone. Finished levels and the last checkpoint are kept: start every process again with the "
+                      "same command to resume.", PEER_LOST)
     return 0
+
+
+PEER_LOST = 5
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
 
 
 def _error(message, code: int) -> int:

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import socket
+import sys
 
 _joined = False  # whether this process joined a multi-process run
 
@@ -120,6 +121,25 @@ def any_process(*flags: bool) -> tuple[bool, ...]:
     from jax.experimental import multihost_utils
     gathered = np.asarray(multihost_utils.process_allgather(np.array(flags, np.int32)))
     return tuple(bool(flag) for flag in gathered.reshape(-1, len(flags)).any(axis=0))
+
+
+# What a collective's error says when another process of the run stopped: gloo's socket errors on CPU hosts, the
+# coordination service's once a heartbeat is missed.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "heartbeat timeout")
+
+
+def lost_a_peer(error: BaseException) -> bool:
+    """Whether `error` is a collective of a multi-process run that failed because another process stopped."""
+    import jax
+    return _joined and isinstance(error, jax.errors.JaxRuntimeError) and any(s in str(error) for s in _PEER_GONE)
+
+
+def exit_at_once(code: int) -> None:
+    """End this process now, without JAX's exit handler: it waits at a shutdown barrier for the process that
+    stopped until its heartbeat times out (~90 s), then aborts with a C++ stack trace."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def barrier(name: str) -> None:

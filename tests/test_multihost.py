@@ -80,6 +80,28 @@ def test_two_processes_train_as_one_and_resume_after_both_are_killed(tmp_path):
         assert [json.loads(line)["epoch"] for line in f] == [1, 2]
 
 
+def test_a_process_that_dies_stops_the_others_at_once_in_one_line(tmp_path):
+    # Before: the survivor printed a traceback of gloo's error, then waited in JAX's exit handler (a shutdown
+    # barrier) until the dead process's heartbeat timed out (~90 s), and aborted with a C++ stack trace (exit -6).
+    workdir = tmp_path / "run"
+    procs = launch(str(workdir), processes=2, devices=2)   # the shapes of the test above: compiled programs reused
+    metrics = workdir / "level_00" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.stat().st_size > 0):   # training: level 0 saved its first epoch
+        assert all(p.poll() is None for p in procs), "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.killpg(procs[1].pid, signal.SIGKILL)
+    procs[1].communicate()
+    start = time.time()
+    code, _, err = finish(procs[0], timeout=60)
+    assert (code, err.splitlines()[-1].split(" (")[0]) == (5, "elax: error: another process of this run stopped")
+    assert err.splitlines()[-1].endswith("), and this one cannot go on alone. Finished levels and the last "
+                                         "checkpoint are kept: start every process again with the same command to "
+                                         "resume.")
+    assert "Traceback" not in err and time.time() - start < 30
+
+
 def test_multi_process_flags_are_checked_before_jax_waits_for_peers():
     from elax import distributed
     assert distributed.requested(process_id=1)      # a lone --process_id is a multi-process start, not ignored
