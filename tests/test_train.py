@@ -471,10 +471,17 @@ LOGITS_AND_GRADS = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     from elax import train
-    from elax.models import get_model, init_variables
+    from elax.models import get_model, variable_shapes
     model = get_model("cifar_resnet_8")   # full width, the smallest depth: compiling is the cost here
-    variables = init_variables(model, jax.random.key(0), (32, 32, 3))
     rng = np.random.default_rng(0)
+
+    def init(path, leaf):   # as the model's init draws (He-normal kernels, BN at 1 and 0), but by numpy: compiling
+        name = path[-1].key  # the model's init cost each process ~5 s
+        if name == "kernel":
+            return rng.normal(0, np.sqrt(2 / np.prod(leaf.shape[:-1])), leaf.shape).astype(leaf.dtype)
+        return np.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, leaf.dtype)
+
+    variables = jax.tree_util.tree_map_with_path(init, variable_shapes(model, (32, 32, 3)))
     images = jnp.asarray(rng.standard_normal((16, 32, 32, 3)), jnp.float32)
     labels = jnp.asarray(np.arange(16) % 10)
 
