@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models, data and IMP runs. Compilation dominates on CPU, so the suite shares one
 persistent JAX compilation cache (also with the CLI subprocesses it starts) and runs each IMP run once."""
 
+import fcntl
 import importlib.util
 import os
 
@@ -24,6 +25,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from elax import runs  # noqa: E402
+from elax import workdir as wd  # noqa: E402
 from elax import data  # noqa: E402
 from elax.data import Dataset  # noqa: E402
 from elax.models import get_model, init_variables  # noqa: E402
@@ -66,9 +68,19 @@ def tiny_cli_args(**overrides):
 
 @pytest.fixture(scope="session")
 def imp_run(tmp_path_factory):
-    """(workdir, records) of the tiny IMP run on cifar_resnet_14_4: 3 levels, rewind to step 5 (mid-epoch)."""
-    workdir = str(tmp_path_factory.mktemp("imp"))
-    return workdir, runs.run_imp(tiny_config(), workdir, log=lambda _: None)
+    """(workdir, records) of the tiny IMP run on cifar_resnet_14_4: 3 levels, rewind to step 5 (mid-epoch).
+    Trained once per suite: the first xdist worker to ask trains it in their shared temporary folder while the
+    others wait, then read its records (each worker had trained its own, often several at once). Read-only."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        workdir = str(tmp_path_factory.mktemp("imp"))
+        return workdir, runs.run_imp(tiny_config(), workdir, log=lambda _: None)
+    workdir = str(tmp_path_factory.getbasetemp().parent / "imp")   # basetemp: this worker's folder in the shared one
+    with open(f"{workdir}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(f"{workdir}.done"):   # not run_imp again: it would claim a folder that tests read
+            runs.run_imp(tiny_config(), workdir, log=lambda _: None)
+            open(f"{workdir}.done", "w").close()
+    return workdir, wd.load_results(workdir)
 
 TINY_SHAPE = (8, 8, 3)
 
