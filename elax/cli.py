@@ -11,6 +11,7 @@ from elax import config as config_lib
 
 PATH_KEYS = ("data.dir", "transfer.source", "baseline.reference", "report.out")
 NAME_LIST_KEYS = ("experiment.target_models", "experiment.baselines")
+PEER_LOST = 5  # the exit code of a process whose multi-process run lost another process
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> int:
@@ -38,16 +39,13 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> int:
         where = f" ({error.filename})" if error.filename else ""
         return _error(f"{error.strerror or error}{where}. Check the path, its permissions and free space; "
                       "finished levels are kept.", 2)
-    except Exception as error:  # noqa: BLE001  (anything else propagates with its traceback)
+    except Exception as error:  # a collective that lost its peers; anything else keeps its traceback
         if not distributed.lost_a_peer(error):
             raise
         return _error(f"another process of this run stopped ({_first_line(error)}), and this one cannot go on "
                       "alone. Finished levels and the last checkpoint are kept: start every process again with the "
                       "same command to resume.", PEER_LOST)
     return 0
-
-
-PEER_LOST = 5
 
 
 def _first_line(error: Exception) -> str:
