@@ -7,6 +7,7 @@ key. Running the same command again resumes the run in --workdir.
 import os
 import signal
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -118,9 +119,17 @@ def main(argv):
         except ValueError as error:
             print(f"elax: error: {error}", file=sys.stderr)
             return 2
-    code = cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
+    try:
+        code = cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
+    except Exception:  # a bug or a crash: its traceback, then end as a multi-process run must
+        if not distributed.joined():
+            raise
+        traceback.print_exc()
+        code = 1
     if code == cli.PEER_LOST:
         distributed.exit_at_once(code)
+    elif code:
+        distributed.end_after_error(code)
     return code
 
 

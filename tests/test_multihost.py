@@ -102,6 +102,21 @@ def test_a_process_that_dies_stops_the_others_at_once_in_one_line(tmp_path):
     assert "Traceback" not in err and time.time() - start < 30
 
 
+def test_a_process_that_fails_alone_ends_every_process_in_one_line(tmp_path):
+    # Process 0 alone writes metrics, and a folder stands where its level's file goes; process 1 waits for it in a
+    # collective. Before: JAX's shutdown held both for 5 minutes, then aborted both with C++ stack traces.
+    workdir = tmp_path / "run"
+    (workdir / "level_00" / "metrics.jsonl").mkdir(parents=True)
+    start = time.time()
+    (code0, _, err0), (code1, _, err1) = (finish(p, timeout=120) for p in launch(str(workdir), 2, devices=2))
+    assert (code0, err0.strip().splitlines()) == (2, [
+        f"elax: error: Is a directory ({workdir}/level_00/metrics.jsonl). Check the path, its permissions and free "
+        "space; finished levels are kept."])
+    assert code1 == 5 and "Traceback" not in err1
+    assert err1.strip().splitlines()[-1].startswith("elax: error: another process of this run stopped (")
+    assert time.time() - start < 60   # distributed.end_after_error waits 10 s for the others to fail too
+
+
 def test_multi_process_flags_are_checked_before_jax_waits_for_peers():
     from elax import distributed
     assert distributed.requested(process_id=1)      # a lone --process_id is a multi-process start, not ignored
