@@ -114,7 +114,8 @@ def test_a_process_that_fails_alone_ends_every_process_in_one_line(tmp_path):
         "space; finished levels are kept."])
     assert code1 == 5 and "Traceback" not in err1
     assert err1.strip().splitlines()[-1].startswith("elax: error: another process of this run stopped (")
-    assert time.time() - start < 60   # distributed.end_after_error waits 10 s for the others to fail too
+    # Start-up, then distributed.end_after_error's 10 s wait for the others (14 s here; before: 305 s).
+    assert time.time() - start < 120
 
 
 def test_multi_process_flags_are_checked_before_jax_waits_for_peers():
