@@ -112,13 +112,14 @@ def main(argv):
         return 2
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
     signal.signal(signal.SIGTERM, _stop_as_on_ctrl_c)  # schedulers stop jobs so; multi-process runs: JAX's own
-    from elax import cli, distributed  # after flag parsing, so `--help` stays fast
+    from elax import cli, distributed, watchdog  # after flag parsing, so `--help` stays fast
     if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
         try:
             distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         except ValueError as error:
             print(f"elax: error: {error}", file=sys.stderr)
             return 2
+        distributed.watch_peers()
     try:
         code = cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
     except Exception:  # a bug or a crash: its traceback, then end as a multi-process run must
@@ -126,6 +127,7 @@ def main(argv):
             raise
         traceback.print_exc()
         code = 1
+    watchdog.ending(finished=code == 0)
     if code == cli.PEER_LOST:
         distributed.exit_at_once(code)
     elif code:

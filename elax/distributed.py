@@ -117,6 +117,17 @@ def _gather_texts(text: str) -> list[str]:
     return [bytes(row[:length]).decode() for row, length in zip(np.asarray(rows), lengths)]
 
 
+def watch_peers() -> None:
+    """End this process at once, in one line, when another process of the run dies (`elax.watchdog`)."""
+    if not _joined:
+        return
+    import jax
+    from jax._src import distributed as jax_distributed
+    from elax import watchdog
+    host = jax_distributed.global_state.coordinator_address.rpartition(":")[0].strip("[]")
+    watchdog.start(jax.process_index(), jax.process_count(), host)
+
+
 def any_process(*flags: bool) -> tuple[bool, ...]:
     """Each flag, true when it is true in any process: decisions that every process must take together (a
     checkpoint save is collective) but that rest on what differs between processes (clocks, signals)."""

@@ -1,0 +1,67 @@
+"""Notice at once when another process of a multi-process run dies.
+
+JAX notices a dead process by its missing heartbeats (~100 s), and until then the others wait inside a train
+step's all-reduce or an Orbax barrier. So every process also holds a plain TCP connection with process 0 (whose
+port goes through JAX's key-value store): the kernel closes it when its process ends, however it ends, and a
+thread that reads it ends this process with one line. A process that finishes its run says so first ("."), and
+one that is ending itself stops listening, so planned ends raise no alarm.
+"""
+
+import socket
+import sys
+import threading
+
+_PORT_KEY = "elax_watchdog_port"
+_ending = False          # this process is ending: a peer's end is expected now
+_sockets: list[socket.socket] = []
+
+
+def start(process_id: int, num_processes: int, coordinator_host: str, timeout_s: int = 120) -> None:
+    """Connect this process with process 0 (process 0: with every other) and watch the connections."""
+    from jax._src import distributed as jax_distributed   # JAX's key-value store, as Orbax uses it
+    client = jax_distributed.global_state.client
+    try:
+        if process_id == 0:
+            server = socket.create_server(("", 0))
+            client.key_value_set(_PORT_KEY, str(server.getsockname()[1]))
+            server.settimeout(timeout_s)
+            peers = [server.accept()[0] for _ in range(num_processes - 1)]
+            server.close()
+        else:
+            port = int(client.blocking_key_value_get(_PORT_KEY, timeout_s * 1000))
+            peers = [socket.create_connection((coordinator_host, port), timeout=timeout_s)]
+    except OSError as error:   # a firewall, say: run on without the watchdog
+        print(f"note: no watchdog connection with process 0 ({error}); if a process dies, the others wait for "
+              "JAX's heartbeat (~100 s) to notice.", file=sys.stderr, flush=True)
+        return
+    for peer in peers:
+        peer.settimeout(None)
+        _sockets.append(peer)
+        threading.Thread(target=_watch, args=(peer,), daemon=True, name="elax-watchdog").start()
+
+
+def _watch(peer: socket.socket) -> None:
+    try:
+        said = peer.recv(1)
+    except OSError:
+        said = b""
+    if said == b"." or _ending:   # the peer finished its run, or this process is ending anyway
+        return
+    from elax import cli, distributed
+    print("elax: error: another process of this run stopped (its watchdog connection closed: killed, crashed or "
+          "lost its host), and this one cannot go on alone. Finished levels and the last checkpoint are kept: start "
+          "every process again with the same command to resume.", file=sys.stderr)
+    distributed.exit_at_once(cli.PEER_LOST)
+
+
+def ending(finished: bool) -> None:
+    """This process ends: stop listening, and tell the others when its run finished (an error's end stays an
+    alarm for processes still at work, which would otherwise wait for it)."""
+    global _ending
+    _ending = True
+    for peer in _sockets:
+        if finished:
+            try:
+                peer.sendall(b".")
+            except OSError:
+                pass
