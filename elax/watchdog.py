@@ -22,22 +22,25 @@ def start(process_id: int, num_processes: int, coordinator_host: str, timeout_s:
     client = jax_distributed.global_state.client
     try:
         if process_id == 0:
-            server = socket.create_server(("", 0))
-            client.key_value_set(_PORT_KEY, str(server.getsockname()[1]))
-            server.settimeout(timeout_s)
-            peers = [server.accept()[0] for _ in range(num_processes - 1)]
-            server.close()
+            dual = socket.has_dualstack_ipv6()   # peers may reach the coordinator's host by IPv4 or IPv6
+            with socket.create_server(("", 0), family=socket.AF_INET6 if dual else socket.AF_INET,
+                                      dualstack_ipv6=dual) as server:
+                client.key_value_set(_PORT_KEY, str(server.getsockname()[1]))
+                server.settimeout(timeout_s)
+                for _ in range(num_processes - 1):
+                    _watch_in_thread(server.accept()[0])
         else:
             port = int(client.blocking_key_value_get(_PORT_KEY, timeout_s * 1000))
-            peers = [socket.create_connection((coordinator_host, port), timeout=timeout_s)]
-    except OSError as error:   # a firewall, say: run on without the watchdog
+            _watch_in_thread(socket.create_connection((coordinator_host, port), timeout=timeout_s))
+    except Exception as error:  # a firewall, say: run on without the watchdog (or part of it)
         print(f"note: no watchdog connection with process 0 ({error}); if a process dies, the others wait for "
               "JAX's heartbeat (~100 s) to notice.", file=sys.stderr, flush=True)
-        return
-    for peer in peers:
-        peer.settimeout(None)
-        _sockets.append(peer)
-        threading.Thread(target=_watch, args=(peer,), daemon=True, name="elax-watchdog").start()
+
+
+def _watch_in_thread(peer: socket.socket) -> None:
+    peer.settimeout(None)
+    _sockets.append(peer)
+    threading.Thread(target=_watch, args=(peer,), daemon=True, name="elax-watchdog").start()
 
 
 def _watch(peer: socket.socket) -> None:
