@@ -162,8 +162,8 @@ def end_after_error(code: int, wait_seconds: int = 10) -> None:
     """After an error in a multi-process run. When every process failed (a config error, a divergence or a stop:
     they fail together), they meet here and JAX shuts down as usual. When this one failed alone (its disk, its
     data), the others train on or wait in a collective for it, and JAX's shutdown waited 5 minutes for them and
-    then aborted them all; so after `wait_seconds` this one leaves at once, and they stop at their next collective,
-    each with one line (exit 5)."""
+    then aborted them all; so after `wait_seconds` this one leaves at once, and they stop with one line each (exit
+    5), told by `elax.watchdog` or by their next collective's error."""
     if not _joined:
         return
     from jax._src import distributed as jax_distributed  # the coordination service's barrier, as Orbax uses it
