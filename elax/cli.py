@@ -42,14 +42,16 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> int:
     except Exception as error:  # a collective that lost its peers; anything else keeps its traceback
         if not distributed.lost_a_peer(error):
             raise
-        return _error(f"another process of this run stopped ({_first_line(error)}), and this one cannot go on "
-                      "alone. Finished levels and the last checkpoint are kept: start every process again with the "
-                      "same command to resume.", PEER_LOST)
+        return report_lost_peer(str(error).strip().splitlines()[0])
     return 0
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0]
+def report_lost_peer(why: str) -> int:
+    """The one line of a process whose multi-process run lost another process (`why`: how it learnt of it);
+    returns PEER_LOST."""
+    return _error(f"another process of this run stopped ({why}), and this one cannot go on alone. Finished levels "
+                  "and the last checkpoint are kept: start every process again with the same command to resume.",
+                  PEER_LOST)
 
 
 def _error(message, code: int) -> int:

@@ -122,10 +122,16 @@ def watch_peers() -> None:
     if not _joined:
         return
     import jax
-    from jax._src import distributed as jax_distributed
     from elax import watchdog
-    host = jax_distributed.global_state.coordinator_address.rpartition(":")[0].strip("[]")
-    watchdog.start(jax.process_index(), jax.process_count(), host)
+    state = _jax_state()
+    host = state.coordinator_address.rpartition(":")[0].strip("[]")
+    watchdog.start(state.client, jax.process_index(), jax.process_count(), host)
+
+
+def _jax_state():
+    """JAX's multi-process state (coordination client, coordinator address): private, as Orbax uses it too."""
+    from jax._src import distributed as jax_distributed
+    return jax_distributed.global_state
 
 
 def any_process(*flags: bool) -> tuple[bool, ...]:
@@ -166,9 +172,8 @@ def end_after_error(code: int, wait_seconds: int = 10) -> None:
     5), told by `elax.watchdog` or by their next collective's error."""
     if not _joined:
         return
-    from jax._src import distributed as jax_distributed  # the coordination service's barrier, as Orbax uses it
     try:
-        jax_distributed.global_state.client.wait_at_barrier("elax_failed", wait_seconds * 1000)
+        _jax_state().client.wait_at_barrier("elax_failed", wait_seconds * 1000)
     except Exception:  # the barrier timed out: another process is still working
         exit_at_once(code)
 

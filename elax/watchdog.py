@@ -16,10 +16,9 @@ _ending = False          # this process is ending: a peer's end is expected now
 _sockets: list[socket.socket] = []
 
 
-def start(process_id: int, num_processes: int, coordinator_host: str, timeout_s: int = 120) -> None:
-    """Connect this process with process 0 (process 0: with every other) and watch the connections."""
-    from jax._src import distributed as jax_distributed   # JAX's key-value store, as Orbax uses it
-    client = jax_distributed.global_state.client
+def start(client, process_id: int, num_processes: int, coordinator_host: str, timeout_s: int = 120) -> None:
+    """Connect this process with process 0 (process 0: with every other) and watch the connections; `client`:
+    JAX's coordination client, whose key-value store carries process 0's port."""
     try:
         if process_id == 0:
             dual = socket.has_dualstack_ipv6()   # peers may reach the coordinator's host by IPv4 or IPv6
@@ -51,10 +50,7 @@ def _watch(peer: socket.socket) -> None:
     if said == b"." or _ending:   # the peer finished its run, or this process is ending anyway
         return
     from elax import cli, distributed
-    print("elax: error: another process of this run stopped (its watchdog connection closed: killed, crashed or "
-          "lost its host), and this one cannot go on alone. Finished levels and the last checkpoint are kept: start "
-          "every process again with the same command to resume.", file=sys.stderr)
-    distributed.exit_at_once(cli.PEER_LOST)
+    distributed.exit_at_once(cli.report_lost_peer("its watchdog connection closed: killed, crashed or lost its host"))
 
 
 def ending(finished: bool) -> None:
@@ -62,9 +58,8 @@ def ending(finished: bool) -> None:
     alarm for processes still at work, which would otherwise wait for it)."""
     global _ending
     _ending = True
-    for peer in _sockets:
-        if finished:
-            try:
-                peer.sendall(b".")
-            except OSError:
-                pass
+    for peer in _sockets if finished else ():
+        try:
+            peer.sendall(b".")
+        except OSError:
+            pass
