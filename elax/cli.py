@@ -4,6 +4,7 @@ every failure a researcher can fix reported as one line and an exit code (2: bad
 
 import os
 import sys
+import threading
 
 import ml_collections
 
@@ -48,10 +49,14 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> int:
 
 def report_lost_peer(why: str) -> int:
     """The one line of a process whose multi-process run lost another process (`why`: how it learnt of it);
-    returns PEER_LOST."""
-    return _error(f"another process of this run stopped ({why}), and this one cannot go on alone. Finished levels "
-                  "and the last checkpoint are kept: start every process again with the same command to resume.",
-                  PEER_LOST)
+    returns PEER_LOST. Printed once: a collective's error and the watchdog's thread may both learn of it."""
+    if _lost_peer_reported.acquire(blocking=False):   # never released
+        _error(f"another process of this run stopped ({why}), and this one cannot go on alone. Finished levels and "
+               "the last checkpoint are kept: start every process again with the same command to resume.", PEER_LOST)
+    return PEER_LOST
+
+
+_lost_peer_reported = threading.Lock()
 
 
 def _error(message, code: int) -> int:
