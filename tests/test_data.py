@@ -157,6 +157,59 @@ def test_corrupt_cifar_binary(tmp_path):
         data.load("cifar10", str(tmp_path))
 
 
+def test_cifar_files_that_cannot_be_this_dataset_are_named(tmp_path):
+    folder, _, _ = _write_cifar10_bin(tmp_path)
+    (folder / "data_batch_3.bin").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError) as info:
+        data.load("cifar10", str(tmp_path))
+    assert str(info.value) == (f"{folder / 'data_batch_3.bin'}: corrupt CIFAR binary file (100 bytes, not a multiple "
+                               "of 3073); replace it with a good copy.")
+    _write_bin(folder / "data_batch_3.bin", 3, 0)
+    record = bytearray((folder / "data_batch_2.bin").read_bytes())
+    record[3073] = 12   # the second record's label byte
+    (folder / "data_batch_2.bin").write_bytes(bytes(record))
+    with pytest.raises(ValueError) as info:
+        data.load("cifar10", str(tmp_path))
+    assert str(info.value) == (f"{folder / 'data_batch_2.bin'}: labels outside [0, 10) (max 12): not an official "
+                               "CIFAR file, or damaged. Replace it with a good copy.")
+    _write_bin(folder / "data_batch_2.bin", 3, 0)
+    (folder / "data_batch_4.bin").unlink()
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.load("cifar10", str(tmp_path))
+    assert str(info.value) == (f"{folder} lacks data_batch_4.bin of the 6 CIFAR binary batch files: an incomplete "
+                               "copy. Copy or extract the missing files again.")
+    _write_bin(folder / "data_batch_4.bin", 3, 0)
+    (folder / "test_batch.bin").write_bytes(b"")   # 0 bytes is a whole number of records
+    with pytest.raises(ValueError) as info:
+        data.load("cifar10", str(tmp_path))
+    assert str(info.value) == (f"cifar10 test from {folder}: the split holds no images (empty files?). Replace them "
+                               "with good copies.")
+
+
+def test_a_channel_without_variation_is_a_data_error_not_a_divergence(tmp_path):
+    folder, _, _ = _write_cifar10_bin(tmp_path)
+    for path in folder.iterdir():
+        rows = np.frombuffer(path.read_bytes(), np.uint8).reshape(-1, 3073).copy()
+        rows[:, 1:1025] = 0   # the red plane of every image
+        path.write_bytes(rows.tobytes())
+    with pytest.raises(ValueError) as info:
+        data.load("cifar10", str(tmp_path))
+    assert str(info.value) == (f"cifar10 train from {folder}: colour channel 0 has the same value in every image, so "
+                               "it cannot be normalised: the files are damaged or not this dataset.")
+
+
+def test_cifar_python_batch_of_the_wrong_shape_is_named(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": np.zeros((2, 500), np.uint8), b"labels": [0, 1]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError) as info:
+        data.load("cifar10", str(tmp_path))
+    assert str(info.value) == (f"{folder / 'data_batch_1'}: not an official CIFAR python batch (data uint8 (2, 500), "
+                               "2 labels; expected uint8 [N, 3072] and N labels). Replace it with the official file.")
+
+
 # --- TFDS -------------------------------------------------------------------
 
 

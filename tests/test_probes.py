@@ -166,6 +166,34 @@ def test_divergence_stops_the_level_keeps_its_checkpoint_and_records_nothing(cap
     assert os.path.isdir(wd.ticket_dir(str(tmp_path / "run"), 0))    # the start, from which a resume begins
 
 
+def _metrics(workdir) -> list[dict]:
+    with open(wd.metrics_path(str(workdir), 0)) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_a_failing_evaluation_keeps_the_epoch_it_followed(capsys, tmp_path, monkeypatch):
+    """A damaged test image is met only when the first epoch is evaluated: the epoch's training is kept (with no
+    save due, the checkpoint comes from the failure), and the resumed run ends as an uninterrupted one."""
+    from elax import train
+    config = tiny_config(**{"lottery.levels": 0, "train.checkpoint_every_secs": 1e9})
+    evaluate = train.Trainer.evaluate
+
+    def damaged_image(*args, **kwargs):
+        raise ValueError("cannot decode val/ant/0.jpg: damaged. Replace or delete it")
+    monkeypatch.setattr(train.Trainer, "evaluate", damaged_image)
+    code, _, err = run_cli(capsys, config, tmp_path / "run")
+    assert code == 2 and one_line_error(err) == "elax: error: cannot decode val/ant/0.jpg: damaged. Replace or delete it"
+    epoch = _metrics(tmp_path / "run")
+    assert [line["step"] for line in epoch] == [12] and "test_accuracy" not in epoch[0]
+    assert checkpoint.latest_step(wd.checkpoints_dir(str(tmp_path / "run"), 0)) == 12
+    monkeypatch.setattr(train.Trainer, "evaluate", evaluate)
+    assert run_cli(capsys, config, tmp_path / "run")[0] == 0
+    assert run_cli(capsys, config, tmp_path / "whole")[0] == 0
+    assert wd.load_results(str(tmp_path / "run")) == wd.load_results(str(tmp_path / "whole"))
+    resumed, whole = (_metrics(tmp_path / name) for name in ("run", "whole"))
+    assert [line["step"] for line in resumed] == [12, 24] and resumed[1]["train_loss"] == whole[1]["train_loss"]
+
+
 def test_a_second_process_on_the_workdir_is_refused_with_the_holders_pid(capsys, tmp_path):
     workdir = tmp_path / "run"
     with wd.lock(str(workdir)):

@@ -2,7 +2,9 @@
 augmentation, and resumable training of a tiny ImageNet ResNet on a JPEG folder written here."""
 
 import math
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 
@@ -66,7 +68,15 @@ def test_worker_processes_give_the_batches_of_threads():
     mesh = train.make_mesh()
     spec = data.BatchSpec(seed=0, batch_size=16, steps_per_epoch=5, augment=True)
     threads = list(_stream_of(dataset).train_batches(spec, 2, 3, mesh))
-    workers = list(_stream_of(dataset, workers=2).train_batches(spec, 2, 3, mesh))
+    batches = _stream_of(dataset, workers=2).train_batches(spec, 2, 3, mesh)
+    workers = [next(batches)]
+    # Ctrl-C signals the terminal's whole process group: the workers must leave it to this process, which stops
+    # them (each used to print a traceback). They inherit SIGINT blocked.
+    sigint = 1 << (signal.SIGINT - 1)
+    children = multiprocessing.active_children()
+    assert len(children) == 2 and all(_blocked_signals(child.pid) & sigint for child in children)
+    assert not signal.pthread_sigmask(signal.SIG_BLOCK, []) & {signal.SIGINT}   # not this process
+    workers += list(batches)
     assert len(threads) == len(workers) == 3
     for (a, la), (b, lb) in zip(threads, workers):
         np.testing.assert_array_equal(a, b)
@@ -75,6 +85,11 @@ def test_worker_processes_give_the_batches_of_threads():
     again, _ = _stream_of(dataset).host_batch(spec, 2)
     np.testing.assert_array_equal(again, threads[0][0])
     assert not np.array_equal(threads[0][0], threads[1][0])
+
+
+def _blocked_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
 
 
 def test_training_streamed_equals_training_on_the_device(imp_run, tmp_path):
@@ -253,6 +268,52 @@ def test_image_folder_scan_skips_hidden_entries_and_refuses_what_cannot_train(tm
         records.open_splits("imagefolder", root)
     link = tmp_path / "ok" / "train" / "bee" / "1.jpg"
     assert str(info.value) == f"{link} is a broken symbolic link. Replace or delete it."
+
+
+def test_image_folder_scan_names_what_is_not_a_file_and_unsorted_val_images(tmp_path):
+    jpeg = b"\xff\xd8 a scan reads names only"
+    root = _image_tree(tmp_path / "t", {"ant": {"0.jpg": jpeg}, "bee": {"0.jpg": jpeg}})
+    pipe = tmp_path / "t" / "train" / "bee" / "1.jpg"
+    os.mkfifo(pipe)   # reading it would block for ever
+    with pytest.raises(ValueError) as info:
+        records.open_splits("imagefolder", root)
+    assert str(info.value) == (f"{pipe} has an image's name but is not a file (a folder, pipe or device). Move it "
+                               "out of the class folder.")
+    pipe.unlink()
+    pipe.mkdir()
+    with pytest.raises(ValueError, match="1.jpg has an image's name but is not a file"):
+        records.open_splits("imagefolder", root)
+    pipe.rmdir()
+    val = tmp_path / "t" / "val"
+    for name in ("ant", "bee"):   # ImageNet's raw validation layout: every image directly in val/
+        (val / name / "0.jpg").rename(val / f"{name}.jpg")
+    with pytest.raises(FileNotFoundError) as info:
+        records.open_splits("imagefolder", root)
+    assert str(info.value) == (f"{val} holds no images (.jpeg, .jpg, .png, .bmp) in class folders. It holds 2 "
+                               f"images directly: sort them into one folder per class ({val}/<class>/; ImageNet's "
+                               "validation images come unsorted, and its devkit's labels say which class each is).")
+    tree = tmp_path / "f"
+    tree.mkdir()
+    (tree / "train").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as info:
+        records.open_splits("imagefolder", str(tree))
+    assert str(info.value) == (f"{tree / 'train'} is a file, not a folder: an ImageFolder tree is "
+                               "DIR/train/<class>/<image> and DIR/val/<class>/<image>.")
+
+
+def test_an_unreadable_image_says_to_make_it_readable(tmp_path, monkeypatch):
+    root = _image_tree(tmp_path / "t", {c: {"0.jpg": b"x"} for c in ("ant", "bee")})
+    splits = records.open_splits("imagefolder", root)
+
+    def refuse(self, index):
+        raise PermissionError(13, "Permission denied")   # chmod 000 does not bite when tests run as root
+    monkeypatch.setattr(records.ImageFolder, "__getitem__", refuse)
+    example = stream._Example(splits.train, seed=0, train=True, augment=True, options=data.ImageOptions(32, 36))
+    with pytest.raises(ValueError) as info:
+        example(np.array([0, 0, 0]))
+    assert str(info.value) == (f"cannot read {tmp_path / 't' / 'train' / 'ant' / '0.jpg'}: Permission denied. Make "
+                               "it readable (chmod a+r) or delete it and run the same command; finished levels are "
+                               "kept.")
 
 
 def test_tfds_array_record_records_stay_encoded():

@@ -151,10 +151,10 @@ def _read_cifar_bin(paths: list[str], label_bytes: int) -> tuple[np.ndarray, np.
     for path in paths:
         buf = np.frombuffer(_read_bytes(path), np.uint8)
         if buf.size % record:
-            raise ValueError(
-                f"{path}: corrupt CIFAR binary file ({buf.size} bytes, not a multiple of {record})"
-            )
+            raise ValueError(f"{path}: corrupt CIFAR binary file ({buf.size} bytes, not a multiple of {record}); "
+                             "replace it with a good copy.")
         rows = buf.reshape(-1, record)
+        _check_labels(rows[:, label_bytes - 1], path, classes=100 if label_bytes == 2 else 10)
         labels.append(rows[:, label_bytes - 1])
         images.append(_chw_to_hwc(rows[:, label_bytes:]))
     return np.concatenate(images), np.concatenate(labels)
@@ -194,9 +194,22 @@ def _read_cifar_py(paths: list[str], label_key: bytes) -> tuple[np.ndarray, np.n
         batch = _safe_unpickle(_read_bytes(path), path)
         if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
             raise ValueError(f"{path}: not an official CIFAR python batch (no {label_key!r} and b'data' entries).")
-        images.append(_chw_to_hwc(np.asarray(batch[b"data"], np.uint8)))
-        labels.append(np.asarray(batch[label_key]))
+        data, batch_labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(batch_labels) != len(data):
+            raise ValueError(f"{path}: not an official CIFAR python batch (data {data.dtype} {data.shape}, "
+                             f"{len(batch_labels)} labels; expected uint8 [N, 3072] and N labels). Replace it with "
+                             "the official file.")
+        _check_labels(batch_labels, path, classes=100 if label_key == b"fine_labels" else 10)
+        images.append(_chw_to_hwc(data))
+        labels.append(batch_labels)
     return np.concatenate(images), np.concatenate(labels)
+
+
+def _check_labels(labels: np.ndarray, path: str, classes: int) -> None:
+    """A label beyond the dataset's classes means a damaged or foreign file: name it, not just its folder."""
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"{path}: labels outside [0, {classes}) (max {labels.max()}): not an official CIFAR "
+                         "file, or damaged. Replace it with a good copy.")
 
 
 class _Layout(NamedTuple):
@@ -299,10 +312,16 @@ def _resolve(d: str, fname: str) -> str | None:
 
 
 def _split_paths(layout: _Layout, d: str) -> tuple[list[str], list[str]] | None:
-    """(train paths, test paths) if every file of `layout` is in `d`, else None."""
-    paths = [_resolve(d, f) for f in layout.train + layout.test]
-    if not os.path.isdir(d) or None in paths:
+    """(train paths, test paths) if every file of `layout` is in `d`, None if none is; some but not all is an
+    incomplete copy, named."""
+    names = layout.train + layout.test
+    paths = [_resolve(d, f) for f in names]
+    if not os.path.isdir(d) or not any(paths):
         return None
+    missing = [name for name, path in zip(names, paths) if path is None]
+    if missing:
+        raise DataNotFoundError(f"{d} lacks {', '.join(missing)} of the {len(names)} {layout.kind} files: an "
+                                "incomplete copy. Copy or extract the missing files again.")
     return paths[: len(layout.train)], paths[len(layout.train):]
 
 
@@ -392,9 +411,15 @@ def _make_dataset(name: str, arrays: tuple[np.ndarray, ...], source: str) -> Dat
             raise ValueError(
                 f"{name} {split} from {source}: bad arrays {x.dtype} {x.shape} / {y.shape}"
             )
-        if y.size and (y.min() < 0 or y.max() >= num_classes):
+        if not len(x):
+            raise ValueError(f"{name} {split} from {source}: the split holds no images (empty files?). Replace "
+                             "them with good copies.")
+        if y.min() < 0 or y.max() >= num_classes:
             raise ValueError(f"{name} {split} from {source}: labels outside [0, {num_classes})")
     mean, std = _channel_stats(train_x)
+    if 0.0 in std:  # normalising would divide by zero and the first step would be NaN
+        raise ValueError(f"{name} train from {source}: colour channel {std.index(0.0)} has the same value in every "
+                         "image, so it cannot be normalised: the files are damaged or not this dataset.")
     return Dataset(name, train_x, train_y, test_x, test_y, num_classes, mean, std, source)
 
 

@@ -14,16 +14,25 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 
 
 def _images_in(folder: str) -> list:
-    """Sorted names of the image files in `folder`, hidden ones left out; a broken link is an error now, not
-    an hour into training."""
+    """Sorted names of the image files in `folder`, hidden ones left out; a broken link or an image name on
+    something that is not a file (a folder, a pipe that would block the reader for ever) is an error now, not an
+    hour into training."""
     images = []
     for entry in os.scandir(folder):
         if entry.name.startswith(".") or not entry.name.lower().endswith(IMAGE_EXTENSIONS):
             continue
         if entry.is_symlink() and not os.path.exists(entry.path):
             raise FileNotFoundError(f"{entry.path} is a broken symbolic link. Replace or delete it.")
+        if not entry.is_file():
+            raise ValueError(f"{entry.path} has an image's name but is not a file (a folder, pipe or device). "
+                             "Move it out of the class folder.")
         images.append(entry.name)
     return sorted(images)
+
+
+def _loose_images(folder: str) -> int:
+    """How many image files lie directly in `folder`, outside class folders."""
+    return sum(1 for e in os.scandir(folder) if e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +70,12 @@ class ImageFolder:
             files += [f"{name}/{f}" for f in images]
             labels += [label] * len(images)
         if not files:
-            raise FileNotFoundError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in class folders.")
+            loose = _loose_images(root)
+            hint = (f" It holds {loose} images directly: sort them into one folder per class ({root}/<class>/; "
+                    "ImageNet's validation images come unsorted, and its devkit's labels say which class each "
+                    "is).") if loose else ""
+            raise FileNotFoundError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in class "
+                                    f"folders.{hint}")
         if training and len(classes) < 2:
             raise ValueError(f"{root} has {len(classes)} class folder {list(classes)}: classification needs at "
                              "least two (train/<class>/*.JPEG, one folder per class).")
@@ -171,6 +185,9 @@ def open_splits(name: str, data_dir: str) -> Splits:
             looked.append(f"{folder}/train and {folder}/val (ImageFolder: <split>/<class>/<image>)")
             if os.path.isdir(os.path.join(folder, "train")):
                 return _folder_splits(folder)
+            if data_dir and os.path.exists(os.path.join(folder, "train")):
+                raise FileNotFoundError(f"{os.path.join(folder, 'train')} is a file, not a folder: an ImageFolder "
+                                        "tree is DIR/train/<class>/<image> and DIR/val/<class>/<image>.")
     advice = ("pass --config.data.dir=DIR with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (the val images "
               "sorted into class folders)")
     if name != "imagefolder":

@@ -51,6 +51,10 @@ class _Example:
         index, step, row = (int(v) for v in item)
         try:
             image, label = self.records[index]
+        except PermissionError as error:  # not readable by this user: the file may be fine
+            raise ValueError(f"cannot read {self.records.where(index)}: {error.strerror}. Make it readable "
+                             "(chmod a+r) or delete it and run the same command; finished levels are "
+                             "kept.") from None
         except OSError as error:  # removed, unreadable or a broken link since the scan
             raise ValueError(self._bad_file("read", index, error.strerror)) from None
         rng = np.random.default_rng((self.seed, step, row)) if self.train and self.augment else None
@@ -165,7 +169,30 @@ class StreamSource:
             _quiet_resource_tracker()
             stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers),
                                         worker_init_fn=_exit_with_parent)
+            return _workers_deaf_to_ctrl_c(stream)
         return iter(stream)
+
+
+def _workers_deaf_to_ctrl_c(stream):
+    """Yield from an iterator of the Grain dataset `stream` whose worker processes inherit a blocked SIGINT: they
+    start with its first batch, from threads it starts then or when it is made, and a thread or process takes the
+    signal mask of the thread that starts it. Ctrl-C signals the terminal's whole process group: workers that got
+    it would each print a traceback (often from the middle of importing JAX); this process stops them as it ends."""
+    import signal
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()   # starting it later, in a thread of Grain's, would unblock SIGINT there
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:  # a Ctrl-C now waits until the mask is restored: nothing is lost
+        batches = iter(stream)
+        first = next(batches, None)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    try:
+        if first is not None:
+            yield first
+            yield from batches
+    finally:
+        batches.close()
 
 
 def _exit_with_parent(worker_index: int, worker_count: int) -> None:

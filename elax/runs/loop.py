@@ -5,6 +5,7 @@ A killed run started again with the same command skips finished levels and resum
 its latest checkpoint; since data order and augmentation derive from (seed, step), it ends with the same results.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -273,6 +274,12 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
         if step % spe == 0 or step == end:
             seconds, runs = time.time() - epoch_start_time, members(state)
             entries = [_epoch_entry(ctx, run, run_totals, seconds) for run, run_totals in zip(runs, members(totals))]
+            try:
+                for run, entry in zip(runs, entries):
+                    _evaluate_if_due(ctx, run, entry)
+            except Exception:  # e.g. a damaged test image: the epoch trained well, keep it
+                _keep_epoch(files, runs, entries)
+                raise
             bar.set_postfix(loss=f"{entries[0]['train_loss']:.3f}", acc=f"{entries[0]['train_accuracy']:.3f}")
             for run_files, entry in zip(files, entries):
                 _append_metrics(run_files.metrics, {**entry, "stacked": len(files)} if stacked else entry)
@@ -308,14 +315,30 @@ def _check_finite(state, sums, step: int, desc: str, lr: float) -> None:
                                "checkpoint is kept and the same command resumes from it.")
 
 
-def _epoch_entry(ctx: RunContext, state, totals, seconds):
+def _epoch_entry(ctx: RunContext, state, totals, seconds) -> dict:
+    """The metrics line of the epoch that ends at `state.step`, before evaluation."""
     step = int(state.step)
-    epoch = -(-step // ctx.trainer.steps_per_epoch)
     count = float(totals["count"])
-    entry = {"epoch": epoch, "step": step, "lr": float(ctx.trainer.schedule(step - 1)),
-             "train_loss": float(totals["loss"]) / count, "train_accuracy": float(totals["correct"]) / count,
-             "time_s": round(seconds, 3), "images_per_s": round(count / max(seconds, 1e-9), 1)}
-    if epoch % ctx.config.train.eval_every_epochs == 0 or step == ctx.total_steps:
+    return {"epoch": -(-step // ctx.trainer.steps_per_epoch), "step": step,
+            "lr": float(ctx.trainer.schedule(step - 1)),
+            "train_loss": float(totals["loss"]) / count, "train_accuracy": float(totals["correct"]) / count,
+            "time_s": round(seconds, 3), "images_per_s": round(count / max(seconds, 1e-9), 1)}
+
+
+def _evaluate_if_due(ctx: RunContext, state, entry: dict) -> None:
+    """Add the test metrics to `entry` every `eval_every_epochs` and at the end of training."""
+    if entry["epoch"] % ctx.config.train.eval_every_epochs == 0 or entry["step"] == ctx.total_steps:
         test = ctx.trainer.evaluate(state.params, state.batch_stats, ctx.data)
         entry.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
-    return entry
+
+
+def _keep_epoch(files: list[_Files], runs, entries: list[dict]) -> None:
+    """After a failed evaluation, save the epoch's training (its metrics line without test numbers, and a
+    checkpoint) so that the run resumes after it. Not in a multi-process run: saving needs every process, and
+    the others may be stopped by then. A failing save leaves the caller's error to be reported."""
+    if distributed.joined():
+        return
+    with contextlib.suppress(Exception):
+        for run_files, run, entry in zip(files, runs, entries):
+            _append_metrics(run_files.metrics, {**entry, "stacked": len(files)} if len(files) > 1 else entry)
+            checkpoint.save_state(run_files.checkpoints, run)
