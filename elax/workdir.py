@@ -234,15 +234,18 @@ def _same_value(key: str, old, new, old_workdir: str | None, workdir: str) -> bo
         os.path.relpath(old, old_workdir) == os.path.relpath(new, os.path.realpath(workdir)))
 
 
-# Keys `claim` adds to the config it writes: the recipe's id, and where the run was (to recognise a moved run).
-CLAIM_KEYS = ("recipe_id", "workdir")
+# Keys `claim` adds to the config it writes: the recipe's id, where the run was (to recognise a moved run), and
+# what the data held (a folder's content may change under an unchanged config).
+CLAIM_KEYS = ("recipe_id", "workdir", "dataset")
 
 
-def claim(workdir: str, config: dict) -> None:
-    """Create `workdir` for a run of `config` (a plain dict), or check that the run in it has a compatible one."""
+def claim(workdir: str, config: dict, dataset: dict | None = None) -> None:
+    """Create `workdir` for a run of `config` (a plain dict), or check that the run in it has a compatible one,
+    trained on data of the same shape (`dataset`: class and image counts, a digest of the class names)."""
     path = os.path.join(workdir, CONFIG_FILE)
     previous = read_json(path)
     if previous is not None:
+        _check_same_dataset(workdir, previous.get("dataset"), dataset)
         old, new = flatten(previous), flatten(config)
         ignored = RESUMABLE_CHANGES + UNREAD_SECTIONS.get(config.get("mode"), ())
         # Keys only one side has were added to (or removed from) the schema since: they had their default.
@@ -253,7 +256,19 @@ def claim(workdir: str, config: dict) -> None:
             raise ValueError(
                 f"{workdir} holds a run with a different config ({diffs}). Finished work there is kept: "
                 "resume it with its original settings, or pass a new --workdir for the new settings.")
-    write_json(path, {**config, "recipe_id": recipe_id(config), "workdir": os.path.realpath(workdir)})
+    write_json(path, {**config, "recipe_id": recipe_id(config), "workdir": os.path.realpath(workdir),
+                      **({"dataset": dataset} if dataset else {})})
+
+
+def _check_same_dataset(workdir: str, old: dict | None, new: dict | None) -> None:
+    """Refuse to resume on data that changed (a class folder removed, images added): checkpoints would not fit,
+    or would silently mean other classes."""
+    if not (old and new) or old == new:
+        return
+    changed = "; ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+                        if old.get(key) != new.get(key))
+    raise ValueError(f"{workdir} was trained on other data than the data it reads now ({changed}). Finished work "
+                     "there is kept: restore the data it was trained on, or pass a new --workdir for this data.")
 
 
 class WorkdirBusy(RuntimeError):
@@ -307,10 +322,10 @@ def held(workdir: str, trained=levels_present):
 
 
 @contextlib.contextmanager
-def claimed(workdir: str, config: dict):
-    """`held`, with `workdir` claimed for `config` (a run with another config is refused)."""
+def claimed(workdir: str, config: dict, dataset: dict | None = None):
+    """`held`, with `workdir` claimed for `config` and `dataset` (a run with another config or data is refused)."""
     with held(workdir):
-        claim(workdir, config)
+        claim(workdir, config, dataset)
         yield
 
 

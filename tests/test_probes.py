@@ -182,7 +182,8 @@ def test_a_failing_evaluation_keeps_the_epoch_it_followed(capsys, tmp_path, monk
         raise ValueError("cannot decode val/ant/0.jpg: damaged. Replace or delete it")
     monkeypatch.setattr(train.Trainer, "evaluate", damaged_image)
     code, _, err = run_cli(capsys, config, tmp_path / "run")
-    assert code == 2 and one_line_error(err) == "elax: error: cannot decode val/ant/0.jpg: damaged. Replace or delete it"
+    assert code == 2
+    assert one_line_error(err) == "elax: error: cannot decode val/ant/0.jpg: damaged. Replace or delete it"
     epoch = _metrics(tmp_path / "run")
     assert [line["step"] for line in epoch] == [12] and "test_accuracy" not in epoch[0]
     assert checkpoint.latest_step(wd.checkpoints_dir(str(tmp_path / "run"), 0)) == 12
@@ -210,6 +211,25 @@ def imp_copy(imp_run, tmp_path):
     workdir = tmp_path / "imp"
     shutil.copytree(imp_run[0], workdir)
     return str(workdir), imp_run[1]
+
+
+def test_a_run_resumed_on_changed_data_is_refused(capsys, imp_copy):
+    """A folder's content can change under an unchanged config (a class folder removed): the workdir records
+    what its data held, and checkpoints never meet data they were not trained on."""
+    workdir, records = imp_copy
+    path = os.path.join(workdir, wd.CONFIG_FILE)
+    config = wd.read_json(path)
+    assert config["dataset"] == {"classes": 10, "train_images": 1437, "test_images": 360}
+    wd.write_json(path, {**config, "dataset": {**config["dataset"], "classes": 3, "train_images": 60}})
+    code, _, err = run_cli(capsys, tiny_config(), workdir)
+    assert code == 2
+    assert one_line_error(err) == (f"elax: error: {workdir} was trained on other data than the data it reads now "
+                                   "(classes: 3 -> 10; train_images: 60 -> 1437). Finished work there is kept: "
+                                   "restore the data it was trained on, or pass a new --workdir for this data.")
+    del config["dataset"]   # a run from before elax recorded its data: resumed, and recorded now
+    wd.write_json(path, config)
+    assert run_cli(capsys, tiny_config(), workdir)[0] == 0 and wd.load_results(workdir) == records
+    assert wd.read_json(path)["dataset"]["classes"] == 10
 
 
 @pytest.mark.parametrize("name", ["results.json", "config.json"])
@@ -268,16 +288,24 @@ def _damage(directory):
                 f.write(b"garbage")
 
 
-def test_damaged_imp_ticket_is_rebuilt_from_checkpoint_and_rewind(imp_copy):
+@pytest.mark.parametrize("harm", ["damaged", "deleted"])
+def test_damaged_or_deleted_imp_ticket_is_rebuilt_from_checkpoint_and_rewind(capsys, imp_copy, harm):
     workdir, _ = imp_copy
     original = runs.load_ticket(workdir, 2)
-    _damage(wd.ticket_dir(workdir, 2))
+    _damage(wd.ticket_dir(workdir, 2)) if harm == "damaged" else shutil.rmtree(wd.ticket_dir(workdir, 2))
+    capsys.readouterr()
     rebuilt = runs.load_ticket(workdir, 2)
+    assert capsys.readouterr().out == (f"note: {wd.ticket_dir(workdir, 2)} was missing or damaged: rebuilt from "
+                                       "level 2's checkpoint and the rewind state, and saved again.\n")
     for a, b in ((original.params, rebuilt.params), (original.mask, rebuilt.mask),
                  (original.batch_stats, rebuilt.batch_stats)):
         jax.tree.map(np.testing.assert_array_equal, a, b)
     assert rebuilt.rewind_step == original.rewind_step == 5
     runs.load_ticket(workdir, 2)                                   # and saved again: readable as it is
+    assert capsys.readouterr().out == ""
+    with pytest.raises(FileNotFoundError) as info:
+        runs.load_ticket(workdir, 7)
+    assert str(info.value) == f"{workdir} has no level 7; levels present: [0, 1, 2, 3]."
 
 
 def test_damaged_rewind_state_is_replayed_by_the_imp_run(imp_copy):

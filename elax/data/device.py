@@ -46,6 +46,10 @@ class DeviceSource:
         return int(self.train_labels.shape[0])
 
     @property
+    def num_test(self) -> int:
+        return int(self.test_labels.shape[0])
+
+    @property
     def image_shape(self) -> tuple:
         return tuple(self.train_images.shape[1:])
 

@@ -97,6 +97,10 @@ class StreamSource:
         return len(self.train_records)
 
     @property
+    def num_test(self) -> int:
+        return len(self.test_records)
+
+    @property
     def image_shape(self) -> tuple:
         """The shape of the images the model sees."""
         if self.train_records.encoded:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import hashlib
 import os
 from typing import Any
 
@@ -68,6 +69,16 @@ def setup(config: ml_collections.ConfigDict, log=None) -> RunContext:
     model = get_model(config.model.name, num_classes=data.num_classes, dtype=dtype)
     trainer = make_trainer(config, model, data.num_train, mesh, dtype)
     return RunContext(config, model, data, trainer, data.num_classes)
+
+
+def dataset_facts(data) -> dict:
+    """What a run's data holds, as its workdir records it: class and image counts, and a digest of the class
+    folders' names where the dataset has them (ImageFolder)."""
+    facts = {"classes": data.num_classes, "train_images": data.num_train, "test_images": data.num_test}
+    names = getattr(getattr(data, "train_records", None), "classes", None)
+    if names is not None:
+        facts["class_names_sha1"] = hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
+    return facts
 
 
 def _load_on_devices(d: ml_collections.ConfigDict, mesh) -> data_lib.DeviceSource:

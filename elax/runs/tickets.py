@@ -17,12 +17,13 @@ def load_ticket(workdir: str, level: int) -> Ticket:
     workdir = os.path.expanduser(workdir)
     config = wd.run_config(workdir)
     ticket_dir = wd.ticket_dir(workdir, level)
-    if not os.path.isdir(ticket_dir):
-        raise FileNotFoundError(f"{workdir} has no ticket for level {level}; levels present: "
-                                f"{wd.levels_present(workdir)}.")
+    if level not in wd.levels_present(workdir):
+        raise FileNotFoundError(f"{workdir} has no level {level}; levels present: {wd.levels_present(workdir)}.")
     imp = config["mode"] == wd.IMP
     retrain = f"Delete {wd.level_dir(workdir, level)} and run that run's command again to retrain level {level}."
     try:
+        if not os.path.isdir(ticket_dir):
+            raise checkpoint.DamagedCheckpoint(f"{ticket_dir} is missing. {retrain}")
         tree = checkpoint.load_tree(ticket_dir, retrain)
     except checkpoint.DamagedCheckpoint:
         if not imp:
@@ -52,10 +53,13 @@ def _rebuild_imp_ticket(workdir: str, level: int, retrain: str) -> dict:
     try:
         mask = checkpoint.load_latest_state_tree(wd.checkpoints_dir(workdir, level))["mask"]
     except (checkpoint.DamagedCheckpoint, FileNotFoundError):
-        raise checkpoint.DamagedCheckpoint(f"{wd.ticket_dir(workdir, level)} is damaged and cannot be rebuilt "
-                                           f"(its level has no readable checkpoint). {retrain}") from None
+        raise checkpoint.DamagedCheckpoint(f"{wd.ticket_dir(workdir, level)} is missing or damaged and cannot be "
+                                           f"rebuilt (its level has no readable checkpoint). {retrain}") from None
     rewind = load_rewind(workdir)
     tree = {"params": masks.apply(rewind["params"], mask), "batch_stats": rewind["batch_stats"], "mask": mask,
             "step": rewind["step"]}
     checkpoint.save_tree(wd.ticket_dir(workdir, level), tree)
+    if wd.is_primary():
+        print(f"note: {wd.ticket_dir(workdir, level)} was missing or damaged: rebuilt from level {level}'s "
+              "checkpoint and the rewind state, and saved again.", flush=True)
     return tree
