@@ -250,8 +250,16 @@ def _validate_transfer(c) -> None:
         _fail("transfer.source", "is empty.", "Pass --config.transfer.source=WORKDIR_OF_AN_IMP_RUN.")
     _validate_transfer_options(t)
     source = workdir.read_json(os.path.join(os.path.expanduser(t.source), workdir.CONFIG_FILE))
-    if source is not None:
-        _validate_plan(source["model"]["name"], c.model.name, t.strategy, models_key="model.name")
+    if source is None:
+        return
+    source_model = source["model"]["name"]
+    if c.model.name == source_model:
+        _fail("model.name", f"is the source run's model ({source_model}): a transfer moves its tickets to another "
+              "depth.", "Pick a deeper or shallower model of its family.")
+    plan = _validate_plan(source_model, c.model.name, t.strategy, models_key="model.name")
+    if t.replica_masks == "permute" and not plan.replicas():
+        _fail("transfer.replica_masks", f"'permute' shuffles the masks of replicated blocks, and {plan.strategy!r} "
+              f"from {source_model} to {c.model.name} replicates none.", "Use 'copy' (the default).")
 
 
 def _validate_transfer_options(t) -> None:
@@ -261,14 +269,15 @@ def _validate_transfer_options(t) -> None:
             _fail(f"transfer.{key}", f"unknown option {t[key]!r}.", f"Valid: {', '.join(valid)}.")
 
 
-def _validate_plan(source: str, target: str, strategy: str, fix: str = "", *, models_key: str) -> None:
+def _validate_plan(source: str, target: str, strategy: str, fix: str = "", *, models_key: str):
+    """The transfer plan from `source` to `target` by `strategy`; a config error naming the key if there is none."""
     from elax import transfer
     try:
         transfer.check_transferable(source, target)
     except ValueError as e:
         _fail(models_key, f"{target} cannot take tickets of {source}: {e}")
     try:
-        transfer.plan(source, target, strategy)
+        return transfer.plan(source, target, strategy)
     except ValueError as e:
         _fail("transfer.strategy", f"{strategy!r} cannot move {source} to {target}: {e}", fix)
 

@@ -92,10 +92,14 @@ def _validate(record, file, index):
     for key in keys:
         if key not in record:
             raise ValueError(f"{file}: record {index} is missing required key {key!r}")
-    # Sparsity 1 would mean 0% remaining, which the log-scale plot cannot show.
-    if not 0 <= record["sparsity"] < 1:
-        raise ValueError(f"{file}: record {index} has sparsity {record['sparsity']!r} "
-                         "outside [0, 1)")
+    # Fractions, not percentages; sparsity 1 would mean 0% remaining, which the log-scale plot cannot show.
+    for key, top in (("sparsity", ")"), ("test_accuracy", "]")):
+        value = record[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and (0 <= value < 1 or top == "]" and value == 1)):
+            raise ValueError(f"{file}: record {index} has {key} {value!r} outside [0, 1{top} (a fraction); the "
+                             "file is damaged or was edited: restore it, or delete it and run that run's command "
+                             "again to rebuild it")
 
 
 def _read_results(file):

@@ -75,6 +75,10 @@ class Plan:
         lines += [f"  stage {s}: " + " ".join(f"B{j}" for j in sources) for s, sources in self.mapping.items()]
         return "\n".join(lines)
 
+    def replicas(self) -> list[tuple[int, int]]:
+        """(stage, target block) of every replica: a copy of a source block an earlier target block also copies."""
+        return [(s, b) for s, sources in self.mapping.items() for b, j in enumerate(sources) if j in sources[:b]]
+
     def to_string(self) -> str:
         """The official mapping syntax: one string if all stages share it, else per-stage strings joined by '|'."""
         per_stage = [_stage_string(sources) for sources in self.mapping.values()]
@@ -226,7 +230,7 @@ def _parse_mapping_string(text: str, target_sizes: tuple) -> dict:
 
 def _parse_stage(text: str, stage: int, n_target: int) -> tuple:
     """'0:0;1:1,2' -> (0, 1, 1); None marks a target block that no entry names (reported by validation)."""
-    sources = [None] * n_target
+    sources, entry_of = [None] * n_target, {}
     for entry in text.split(";"):
         source, colon, targets = entry.partition(":")
         try:
@@ -235,6 +239,10 @@ def _parse_stage(text: str, stage: int, n_target: int) -> tuple:
             colon = ""
         if not colon:
             raise ValueError(f"Cannot parse {entry!r} in the stage {stage} mapping {text!r}: expected {_SYNTAX}.")
+        if source in entry_of:   # most likely a typo for another source block
+            raise ValueError(f"Stage {stage}: source block {source} has two entries ({entry_of[source]!r} and "
+                             f"{entry!r}); give each source block one entry listing all its target blocks.")
+        entry_of[source] = entry
         for t in targets:
             if not 0 <= t < n_target:
                 raise ValueError(f"Stage {stage}: target block {t} does not exist; the target stage has "
@@ -365,7 +373,8 @@ def transfer_ticket(ticket: Ticket, target_model, strategy: str = "append", *, r
     """
     if not isinstance(ticket, Ticket):
         raise TypeError(f"transfer_ticket moves a Ticket (e.g. elax.runs.load_ticket(run_dir, level)), got "
-                        f"{type(ticket).__name__}; for bare trees use plan(...).apply(tree).")
+                        f"{type(ticket).__name__}; for bare trees use "
+                        "elax.transfer.apply(elax.transfer.plan(source, target), tree).")
     _check_option("replica_masks", replica_masks, REPLICA_MASKS)
     _check_option("weights", weights, WEIGHTS)
     target = _target_module(ticket.model, target_model)
@@ -415,13 +424,11 @@ def _check_fits_model(target, target_name: str, input_shape: tuple, **trees) -> 
 def _permute_replicas(block_plan: Plan, mask, key, prunable) -> dict:
     """`mask` with the prunable leaves of every replica block randomly permuted (seeded per stage and block)."""
     mask = dict(mask)
-    for s, sources in block_plan.mapping.items():
-        for b, j in enumerate(sources):
-            if j in sources[:b]:  # an earlier target block already holds the original copy
-                name = f"stage{s}_block{b}"
-                # Wrapping in {name: ...} gives `prunable` the full path, as it sees in the whole tree.
-                block_key = jax.random.fold_in(jax.random.fold_in(key, s), b)
-                mask[name] = pruning.permute_within_layers({name: mask[name]}, block_key, prunable)[name]
+    for s, b in block_plan.replicas():
+        name = f"stage{s}_block{b}"
+        # Wrapping in {name: ...} gives `prunable` the full path, as it sees in the whole tree.
+        block_key = jax.random.fold_in(jax.random.fold_in(key, s), b)
+        mask[name] = pruning.permute_within_layers({name: mask[name]}, block_key, prunable)[name]
     return mask
 
 

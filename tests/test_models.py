@@ -127,14 +127,15 @@ def test_num_classes_and_feature_map_shapes():
     assert shape_of("stage3_block1") == (2, 2, 2, 16)
 
 
-@pytest.mark.parametrize("name", ["cifar_resnet_21", "cifar_resnet_7", "cifar_resnet_2"])
+@pytest.mark.parametrize("name", ["cifar_resnet_21", "cifar_resnet_7", "cifar_resnet_2", "cifar_resnet_1208"])
 def test_invalid_depth_lists_valid_depths(name):
     with pytest.raises(ValueError) as info:
         get_model(name)
     message = str(info.value)
     assert "6n+2" in message
-    assert "8, 14, 20, 26, 32" in message
+    assert "8, 14, 20, 26, 32" in message and "1 <= n <= 200" in message
     assert name.rsplit("_", 1)[1] in message
+    assert get_model("cifar_resnet_1202").stage_sizes == (200, 200, 200)   # the deepest of He et al. (2016)
 
 
 @pytest.mark.parametrize("name", ["resnet_20", "cifar_resnet", "cifar_resnet_20_x", "mlp_99", ""])

@@ -125,6 +125,14 @@ def test_a_workdir_inside_a_run_or_an_experiment_is_refused(capsys, tmp_path, im
                                           "cifar_resnet_14_4: Cannot transfer between different widths"),
     ({"transfer.replica_masks": "shuffle"}, "config.transfer.replica_masks: unknown option 'shuffle'"),
     ({"transfer.weights": "random"}, "config.transfer.weights: unknown option 'random'"),
+    ({"model.name": "cifar_resnet_14_4"}, "config.model.name: is the source run's model (cifar_resnet_14_4): a "
+                                          "transfer moves its tickets to another depth. Pick a deeper or shallower "
+                                          "model of its family."),
+    ({"model.name": "cifar_resnet_8_4", "transfer.strategy": "drop_last", "transfer.replica_masks": "permute"},
+     "config.transfer.replica_masks: 'permute' shuffles the masks of replicated blocks, and 'drop_last' from "
+     "cifar_resnet_14_4 to cifar_resnet_8_4 replicates none. Use 'copy' (the default)."),
+    ({"transfer.levels": (-1,)}, "transfer.levels: level -1 does not exist; levels start at 0 (finished: "
+                                 "[0, 1, 2, 3])."),
 ])
 def test_bad_transfer_options_are_refused_before_the_workdir(capsys, monkeypatch, tmp_path, imp_run, overrides,
                                                              message):

@@ -390,6 +390,19 @@ def test_record_missing_key(tmp_path):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("key, value", [("test_accuracy", None), ("test_accuracy", "NaN"), ("test_accuracy", 95.0),
+                                        ("test_accuracy", True), ("sparsity", 1.0), ("sparsity", -0.1)])
+def test_record_values_out_of_range_are_named(tmp_path, key, value):
+    record = {**_rec("imp", 0.2, 0.9), key: value}
+    path = _write(tmp_path / "bad_run" / "results.json", [_rec("imp", 0.0, 0.9), record])
+    with pytest.raises(ValueError) as info:
+        report.load_records([tmp_path / "bad_run"])
+    top = ")" if key == "sparsity" else "]"
+    assert str(info.value) == (f"{path}: record 1 has {key} {value!r} outside [0, 1{top} (a fraction); the file is "
+                               "damaged or was edited: restore it, or delete it and run that run's command again to "
+                               "rebuild it")
+
+
 def test_ett_record_missing_strategy(tmp_path):
     record = _ett(0.2, 0.9, 0, 1)
     del record["strategy"]

@@ -135,7 +135,7 @@ def test_baseline_levels_start_at_one_and_repeat_once(runs, tmp_path):
     with pytest.raises(ValueError) as info:
         runs_lib.run_baseline(c, str(tmp_path / "x"))
     assert str(info.value) == ("baseline.levels: level 0 is the dense network, which baselines do not prune; "
-                               "levels start at 1.")
+                               "levels start at 1 (finished: [1, 2]).")
     assert runs_lib.sources.select_levels((2, 1, 1), {}, wd.load_results(target), "r", "baseline.levels",
                                           minimum=1) == [1, 2]
 

@@ -284,6 +284,8 @@ def test_reinit_weights_keep_the_mask(sources, monkeypatch):
     ("0:0,3;1:1;2:2,4", r"target block 3: source block 0 \(a fixed block, e.g. the downsampling block\) can only "
                         r"feed target block 0"),
     ("0:0;1:1,3;2:2,3,4", r"target block 3 gets two source blocks \(1 and 2\)"),
+    ("0:0;1:1,3;1:2,4", r"Stage 1: source block 1 has two entries \('1:1,3' and '1:2,4'\); give each source block "
+                        r"one entry listing all its target blocks\."),
     ("0:0;1:1,3;2:2,4,5", r"target block 5 does not exist; the target stage has 5 blocks"),
     ("0-0;1:1,3;2:2,4", r"Cannot parse '0-0'"),
     ("0:0;1:1,3;2:2,4|0:0;1:1,3;2:2,4", r"2 '\|'-separated stage mappings but the models have 3 stages"),
@@ -363,7 +365,8 @@ def test_the_notebook_api_names_what_it_takes(sources):
     with pytest.raises(TypeError) as info:
         transfer.transfer_ticket(dict(ticket.params), "cifar_resnet_32_4")
     assert str(info.value) == ("transfer_ticket moves a Ticket (e.g. elax.runs.load_ticket(run_dir, level)), got "
-                               "dict; for bare trees use plan(...).apply(tree).")
+                               "dict; for bare trees use elax.transfer.apply(elax.transfer.plan(source, target), "
+                               "tree).")
     with pytest.raises(TypeError) as info:
         transfer.apply("0:0;1:1,2", ticket.mask)
     assert str(info.value) == "apply takes a Plan (elax.transfer.plan(source, target, strategy)), got str '0:0;1:1,2'."
@@ -385,7 +388,8 @@ def test_command_line_prints_the_plan_its_string_and_the_training_command(capsys
 @pytest.mark.parametrize("args, message", [
     (["cifar_vgg_11", "cifar_vgg_16"], "cannot be stretched to 2 blocks"),
     (["cifar_resnet_20", "imagenet_resnet_18"], "Cannot transfer between model families"),
-    (["cifar_resnet_56", "cifar_resnet_20", "--strategy", "append"], "Strategy 'append' cannot squeeze stage 1 from 9 to 3 blocks"),
+    (["cifar_resnet_56", "cifar_resnet_20", "--strategy", "append"],
+     "Strategy 'append' cannot squeeze stage 1 from 9 to 3 blocks"),
 ])
 def test_command_line_refuses_a_bad_plan_in_one_line(capsys, args, message):
     assert transfer.main(args) == 2

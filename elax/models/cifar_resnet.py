@@ -61,13 +61,15 @@ class CifarResNet(nn.Module):
         return x.astype(jnp.float32)
 
 
+MAX_BLOCKS = 200   # ResNet-1202, the deepest CIFAR ResNet of He et al. (2016); far deeper ones only exhaust memory
+
+
 def depth_to_blocks(depth: int) -> int:
-    """Blocks per stage of CIFAR ResNet-`depth`; raises for depths that are not 6n + 2."""
-    if depth < 8 or (depth - 2) % 6:
+    """Blocks per stage of CIFAR ResNet-`depth`; raises for depths that are not 6n + 2 with 1 <= n <= 200."""
+    if depth < 8 or (depth - 2) % 6 or depth > 6 * MAX_BLOCKS + 2:
         valid = ", ".join(str(6 * n + 2) for n in range(1, 10))
-        raise ValueError(
-            f"CIFAR ResNet depth must be 6n+2 with n >= 1 ({valid}, ...), got {depth}."
-        )
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with 1 <= n <= {MAX_BLOCKS} ({valid}, ..., "
+                         f"{6 * MAX_BLOCKS + 2}), got {depth}.")
     return (depth - 2) // 6
 
 

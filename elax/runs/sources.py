@@ -57,8 +57,8 @@ def select_levels(requested, source_config: dict, records, what: str, key: str, 
         raise ValueError(f"{key}: {bad[0]!r} is not a level number; give whole numbers, e.g. {key}='(1,2)'.")
     below = [level for level in requested if level < minimum]
     if below:
-        raise ValueError(f"{key}: level {below[0]} is the dense network, which baselines do not prune; "
-                         f"levels start at {minimum}.")
+        why = "is the dense network, which baselines do not prune" if below[0] == 0 else "does not exist"
+        raise ValueError(f"{key}: level {below[0]} {why}; levels start at {minimum} (finished: {finished}).")
     levels = sorted(set(requested))
     missing = [level for level in levels if level not in finished]
     if missing:
