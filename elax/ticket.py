@@ -26,8 +26,15 @@ class Ticket:
     @property
     def sparsity(self) -> float:
         """Of the weights the model's family prunes (e.g. not a VGG's classifier)."""
+        return masks_lib.sparsity(self.mask, self._prunable())
+
+    def density_report(self) -> str:
+        """The per-layer density table (`masks.format_report`) of the layers the model's family prunes."""
+        return masks_lib.format_report(self.mask, self._prunable())
+
+    def _prunable(self):
         from elax.models import family_of
-        return masks_lib.sparsity(self.mask, family_of(self.model).prunable)
+        return family_of(self.model).prunable
 
     def __repr__(self) -> str:
         return (f"Ticket({self.model_name}, level={self.level}, sparsity={self.sparsity:.2%}, "

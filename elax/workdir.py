@@ -1,7 +1,7 @@
 """The on-disk layout of an elax run and the schema of its records: the one module that knows file names.
 
     WORKDIR/
-      config.json       the run's config (plus its `recipe_id` and `workdir`); a resumed run must match it
+      config.json       the run's config (plus its `recipe_id`, `workdir` and `dataset`); a resumed run must match it
       results.json      one record per finished level (a JSON list, sorted by level)
       rewind/           IMP runs: Orbax tree {params, batch_stats, step} of level 0 at the rewind step r
       level_XX/

@@ -242,6 +242,9 @@ def test_one_imp_level_of_a_new_family(tmp_path, cifar_dir, model):
     ticket = runs.load_ticket(str(tmp_path / "run"), 1)
     assert ticket.sparsity == pytest.approx(records[1]["sparsity"])
     assert bool(np.all(np.asarray(ticket.mask["head"]["kernel"]))) == (model.startswith("cifar_vgg"))
+    table = ticket.density_report().splitlines()   # the family's layers only: a VGG's classifier is not among them
+    assert table[-1].split()[2:] == [str(records[1]["kept_weights"]), str(total), f"{1 - ticket.sparsity:.2%}"]
+    assert ("head/kernel" in ticket.density_report()) != model.startswith("cifar_vgg")
     if not model.startswith("cifar_vgg"):
         return
     # A baseline on VGG matches the IMP level's count exactly, leaving the classifier unpruned as IMP does.
