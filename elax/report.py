@@ -511,6 +511,8 @@ def main(argv=None):
                              f"weights differ by at most this fraction (default {DEFAULT_TOLERANCE})")
     args = parser.parse_args(argv)
     try:
+        if not args.out.strip():
+            raise ValueError("--out is empty; pass the folder to write the report into (default: ./report).")
         if Path(args.out).exists() and not Path(args.out).is_dir():
             raise ValueError(f"--out {args.out} is a file; the report is a folder (report.md, results.csv, "
                              f"{PLOT_FILE}). Pass a folder.")

@@ -141,8 +141,13 @@ def read_json(path: str, default=None):
         with open(path) as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is damaged ({e}). Restore it from a copy, or delete it to rebuild what it "
-                         "holds (results.json: the levels are trained again).") from None
+        rebuilt = _REBUILT_BY_A_RERUN.get(os.path.basename(path), "")
+        raise ValueError(f"{path} is damaged ({e}). Restore it from a copy, or delete it and run the run's command "
+                         f"again{rebuilt}.") from None
+
+
+_REBUILT_BY_A_RERUN = {RESULTS_FILE: ": each finished level's record is taken again from its last checkpoint",
+                       CONFIG_FILE: ": it is written again from that command's config"}
 
 
 # -- config and recipe ---------------------------------------------------------------------------------------------

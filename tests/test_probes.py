@@ -247,8 +247,14 @@ def test_damaged_json_is_named(capsys, imp_copy, name):
     with open(path, "r+") as f:
         f.truncate(23)
     code, _, err = run_cli(capsys, tiny_config(), workdir)
-    assert code == 2 and f"{path} is damaged (" in one_line_error(err)
+    rebuilt = {"results.json": "each finished level's record is taken again from its last checkpoint",
+               "config.json": "it is written again from that command's config"}[name]
+    assert code == 2 and one_line_error(err).startswith(f"elax: error: {path} is damaged (")
+    assert one_line_error(err).endswith(f"). Restore it from a copy, or delete it and run the run's command again: "
+                                        f"{rebuilt}.")
     assert len(os.listdir(workdir)) == 3 + 4 + 1    # config, results, rewind, 4 levels, lock: nothing deleted
+    os.remove(path)   # as the message says
+    assert run_cli(capsys, tiny_config(), workdir)[0] == 0 and wd.load_results(workdir) == records
 
 
 def test_resume_drops_a_damaged_metrics_line_and_a_record_deleted_by_hand_is_rebuilt(capsys, imp_copy):

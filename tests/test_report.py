@@ -350,6 +350,9 @@ def test_cli_refuses_an_out_file_and_runs_without_records(tmp_path, capsys):
     assert report.main([str(run), "--out", str(tmp_path / "taken")]) == 2
     assert capsys.readouterr().err == (f"elax: error: --out {tmp_path / 'taken'} is a file; the report is a folder "
                                        "(report.md, results.csv, accuracy_vs_sparsity.png). Pass a folder.\n")
+    assert report.main([str(run), "--out", ""]) == 2
+    assert capsys.readouterr().err == ("elax: error: --out is empty; pass the folder to write the report into "
+                                       "(default: ./report).\n")
     empty = _write(tmp_path / "empty" / "results.json", []).parent
     assert report.main([str(empty), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == (f"elax: error: {empty}: no finished levels yet (every results.json found is "
