@@ -181,7 +181,8 @@ def recipe_differences(a: dict, b: dict) -> list[str]:
     """'train.lr: 0.1 vs 0.05' for every recipe key on which config dicts `a` and `b` differ."""
     ra, rb = recipe(a), recipe(b)
     keys = list(ra) + [k for k in rb if k not in ra]
-    return [f"{k}: {ra.get(k)!r} vs {rb.get(k)!r}" for k in keys if ra.get(k) != rb.get(k)]
+    fa, fb = flatten(a), flatten(b)   # a key only one recipe holds (pad_to 0 is no key) has its config value
+    return [f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" for k in keys if ra.get(k) != rb.get(k)]
 
 
 def run_config(workdir: str, what: str = "") -> dict:

@@ -283,4 +283,4 @@ def test_padded_images_reach_the_model_and_name_the_recipe():
     validate_for_dataset(config, source.num_train, source.image_shape)  # no error: 32x32 is enough for a VGG
     padded, plain = config.to_dict(), tiny_config().to_dict()
     assert workdir.recipe(padded)["data.pad_to"] == 32 and "data.pad_to" not in workdir.recipe(plain)
-    assert workdir.recipe_differences(padded, plain) == ["data.pad_to: 32 vs None"]
+    assert workdir.recipe_differences(padded, plain) == ["data.pad_to: 32 vs 0"]   # 0, as config.json says
