@@ -9,8 +9,20 @@ import signal
 import sys
 import traceback
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+
+def _interrupted_before_start(signum, frame):
+    """Ctrl-C or SIGTERM while Python imports JAX: nothing is written yet, so end at once (a KeyboardInterrupt
+    raised there may land in a garbage-collection callback, which drops it, or print an import traceback)."""
+    print("elax: error: interrupted before the run started; nothing was written.", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+if __name__ == "__main__":   # not in a process that imports this module (the tests)
+    signal.signal(signal.SIGINT, _interrupted_before_start)
+    signal.signal(signal.SIGTERM, _interrupted_before_start)
+
+from absl import app, flags, logging  # noqa: E402 (after the handlers: importing takes seconds)
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A get_config() file; `file.py:arg` passes arg.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created, or resumed if it exists). "
@@ -98,8 +110,26 @@ def unknown_key_message(error: Exception, argv) -> str | None:
     return f"{flag}: the config has no key {key}. {advice}"
 
 
-def _stop_as_on_ctrl_c(signum, frame):
+def _stop(signum, frame):
+    """Ctrl-C or SIGTERM (as schedulers stop jobs) once the run has started. One process stops at once (the last
+    checkpoint stays); `STOP` backs that up, since Python drops an exception raised in a garbage-collection
+    callback. The processes of a multi-process run stop together at the next epoch end, after saving (one of them
+    stopping alone would strand the others in a collective); a second signal stops at once."""
+    loop = sys.modules.get("elax.runs.loop")
+    if loop is None:   # still importing JAX and elax's runs (importing here could break that import)
+        _interrupted_before_start(signum, frame)
+    from elax import distributed
+    if distributed.joined() and not loop.STOP.is_set():
+        loop.STOP.set()
+        print("Stopping at the next epoch end, after saving a checkpoint (again to stop at once).", flush=True)
+        return
+    loop.STOP.set()
     raise KeyboardInterrupt
+
+
+def _handle_stop_signals(handler) -> None:
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv):
@@ -111,15 +141,18 @@ def main(argv):
         print(f"elax: error: {message}", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
-    signal.signal(signal.SIGTERM, _stop_as_on_ctrl_c)  # schedulers stop jobs so; multi-process runs: JAX's own
     from elax import cli, distributed, watchdog  # after flag parsing, so `--help` stays fast
     if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
+        # JAX waits for the other processes inside C++, where no Python handler runs: the signals' default
+        # action ends the process (nothing is written yet).
+        _handle_stop_signals(signal.SIG_DFL)
         try:
             distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         except ValueError as error:
             print(f"elax: error: {error}", file=sys.stderr)
             return 2
         distributed.watch_peers()
+    _handle_stop_signals(_stop)  # also replaces the SIGTERM handler JAX installs, which only logs the signal
     try:
         code = cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
     except Exception:  # a bug or a crash: its traceback, then end as a multi-process run must
@@ -128,7 +161,9 @@ def main(argv):
         traceback.print_exc()
         code = 1
     watchdog.ending(finished=code == 0)
-    if code == cli.PEER_LOST:
+    if code == cli.PEER_LOST or code == cli.INTERRUPTED and not distributed.joined():
+        # Interrupted while XLA compiles, the interpreter's teardown could crash (a segfault after elax's line);
+        # what is on disk is kill-safe, so skip it.
         distributed.exit_at_once(code)
     elif code:
         distributed.end_after_error(code)

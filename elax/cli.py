@@ -13,18 +13,21 @@ from elax import config as config_lib
 PATH_KEYS = ("data.dir", "transfer.source", "baseline.reference", "report.out")
 NAME_LIST_KEYS = ("experiment.target_models", "experiment.baselines")
 PEER_LOST = 5  # the exit code of a process whose multi-process run lost another process
+INTERRUPTED = 130  # Ctrl-C or SIGTERM, as shells report a process ended by SIGINT
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Run `config` in `workdir`; returns the exit code (0 done, 2 bad input or files, 3 diverged, 4 busy,
     5 lost a peer process, 130 interrupted)."""
     from elax import checkpoint, distributed, workdir as wd
-    from elax.runs.loop import TrainingDiverged
+    from elax.runs.loop import RunStopped, TrainingDiverged
     try:
         run(config, workdir)
     except KeyboardInterrupt:
         return _error("interrupted. The same command resumes the run from its last checkpoint; finished levels "
-                      "are kept.", 130)
+                      "are kept.", INTERRUPTED)
+    except RunStopped as error:  # Ctrl-C or SIGTERM, taken at an epoch end
+        return _error(f"interrupted: {error}", INTERRUPTED)
     except TrainingDiverged as error:
         return _error(error, 3)
     except wd.WorkdirBusy as error:

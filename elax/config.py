@@ -307,7 +307,8 @@ def _validate_experiment(c) -> None:
         _fail("experiment.baselines", f"names a baseline twice: {tuple(e.baselines)}.")
     for method in e.baselines:
         _validate_baseline(method, "experiment.baselines")
-    if len(set(e.seeds)) != len(e.seeds) or any(not isinstance(s, int) or s < 0 for s in e.seeds):
+    whole = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in e.seeds)
+    if len(set(e.seeds)) != len(e.seeds) or not whole:
         _fail("experiment.seeds", f"must be distinct integers >= 0, got {tuple(e.seeds)}.",
               "E.g. --config.experiment.seeds='(0,1,2)'.")
     if e.seeds and c.seed not in (0, *e.seeds):   # 0: the default, not a choice

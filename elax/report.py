@@ -207,7 +207,8 @@ def _clusters(sparsities, tolerance):
 def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
     """Groups records into (series, row) cells and averages over seeds.
 
-    Rows are IMP levels: every IMP sparsity (rounded to 4 decimals) labels a row of its own. Any other ticket
+    Rows are IMP levels: every IMP sparsity (rounded to 4 decimals) labels a row of its own, but one level of
+    IMP runs of several models (a weight or so apart) shares the row of the lowest, within `tolerance`. Any other ticket
     joins the row of the IMP level it comes from, its `level` (ETT: the source level; baselines: the reference
     level), nearest in remaining weights when several IMP runs have that level; its cell notes its own sparsity
     when it differs (ETT copies block masks, so 87.50% becomes 88.69%). Tickets whose level has no IMP record
@@ -246,12 +247,16 @@ def place(records, tolerance=DEFAULT_TOLERANCE):
     for _, p, r in records:
         if r["method"] == IMP:
             imp_levels.setdefault(r["level"], set()).add(p)
+    # One level of IMP runs of two models lands a weight or so apart (60.00% and 60.01%): one row, or ETT (in its
+    # source's row) would meet neither the target's IMP level nor its baselines there.
+    imp_rows = {(level, p): label for level, ps in imp_levels.items() for p, label in _clusters(ps, tolerance).items()}
+    imp_levels = {level: set(_clusters(ps, tolerance).values()) for level, ps in imp_levels.items()}
     is_loose = lambda r: r["method"] != IMP and r["level"] not in imp_levels
     loose = _clusters({p for _, p, r in records if is_loose(r)}, tolerance)
 
     def row(p, r):
         if r["method"] == IMP:
-            return p
+            return imp_rows[r["level"], p]
         if is_loose(r):
             return loose[p]
         return min(imp_levels[r["level"]], key=lambda a: _gap(p, a))

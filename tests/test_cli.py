@@ -129,6 +129,16 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
                                 "checkpoint; finished levels are kept.\n")
 
 
+def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path):
+    # Before: an import traceback, or (landing in a garbage-collection callback) nothing, and the run went on.
+    run = main_py([*TINY, f"--workdir={tmp_path / 'run'}"])
+    time.sleep(0.5)   # importing JAX
+    run.send_signal(signal.SIGINT)
+    code, out, err = finish(run, timeout=60)
+    assert (code, out, err) == (130, "", "elax: error: interrupted before the run started; nothing was written.\n")
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_config_file_is_one_line_listing_the_configs_beside_it(tmp_path):
     missing = os.path.join(ROOT, "configs", "cifar_resnt.py")
     code, out, err = finish(main_py(["--config", f"{missing}:3", f"--workdir={tmp_path / 'run'}"]), timeout=60)

@@ -4,6 +4,7 @@ and starting both again resumes."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -104,6 +105,25 @@ def test_a_process_that_dies_stops_the_others_at_once_in_one_line(tmp_path):
     code, _, err = finish(procs[0], timeout=60)
     assert (code, lost_peer_lines(err)) == (5, ["elax: error: another process of this run stopped"])
     assert "Traceback" not in err and time.time() - start < 30
+
+
+def test_sigterm_stops_every_process_together_after_saving(tmp_path):
+    # Before: JAX's own SIGTERM handler only logged the signal, and the run trained on to its end.
+    workdir = tmp_path / "run"
+    procs = launch(str(workdir), processes=2, devices=2)
+    metrics = workdir / "level_00" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.stat().st_size > 0):
+        assert all(p.poll() is None for p in procs), "the run ended before it could be stopped"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)   # as a scheduler does
+    for code, out, err in (finish(p, timeout=60) for p in procs):
+        assert "Stopping at the next epoch end, after saving a checkpoint" in out
+        assert code == 130 and re.fullmatch(
+            r"elax: error: interrupted: imp cifar_resnet_8_4 level (0 \(dense\)|1) stopped at step \d+, after saving; "
+            r"the same command resumes it\.", err.strip().splitlines()[-1])
 
 
 def test_a_process_that_fails_alone_ends_every_process_in_one_line(tmp_path):

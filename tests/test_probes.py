@@ -58,6 +58,7 @@ CONFIG_PROBES = [
     ({"mode": "baseline", "baseline.method": "lottery", "baseline.reference": "/x"},
      "config.baseline.method: unknown baseline 'lottery'"),
     ({"mode": "experiment", "experiment.seeds": (0, 0)}, "config.experiment.seeds: must be distinct integers"),
+    ({"mode": "experiment", "experiment.seeds": (True,)}, "config.experiment.seeds: must be distinct integers"),
     ({"mode": "experiment", "experiment.concurrent_runs": -1},
      "config.experiment.concurrent_runs: must be an integer >= 0, got -1"),
     ({"mode": "experiment", "experiment.target_models": ()},

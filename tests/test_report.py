@@ -146,6 +146,19 @@ def _ett_records():
             _ett(0.2049, 0.9778, 0, 1), _ett(0.368, 0.92, 0, 2), _ett(0.368, 0.93, 1, 2)]
 
 
+def test_one_level_of_imp_runs_of_two_models_shares_a_row_and_its_claims():
+    # Width-4 ResNets: source IMP level 1 at 60.01%, target at 60.00%. Two rows put ETT (in its source's row)
+    # beside neither the target's IMP level nor its baselines, and the claims table lost every comparison.
+    records = []
+    for seed in (0, 1):
+        records += [_rec("imp", 0.6001, 0.94, seed=seed, level=1, model="cifar_resnet_20"),
+                    _rec("imp", 0.6, 0.93 + seed / 100, seed=seed, level=1), _ett(0.6145, 0.95, seed, 1),
+                    _rec("random", 0.6, 0.9, seed=seed, level=1), _rec("imp", 0.84, 0.9, seed=seed, level=2)]
+    assert report.summarize(records).sparsities == (0.6, 0.84)
+    found = [(c.other, round(c.mean * 100, 2), c.n) for c in report.claims(records)]
+    assert found == [("imp (cifar_resnet_32)", 1.5, 2), ("random (cifar_resnet_32)", 5.0, 2)]
+
+
 def test_ett_shares_imp_rows_markdown_exact():
     table = report.summarize(_ett_records())
     assert table.sparsities == (0.2, 0.36)

@@ -166,6 +166,10 @@ def test_the_source_padding_is_inherited_and_an_older_source_leaves_it_as_given(
     lines = []
     assert inherit_recipe(default_config(), padded, "source run", lines.append).data.pad_to == 32
     assert lines == ["Recipe of the source run: data.pad_to=32"]
+    lines.clear()
+    assert inherit_recipe(default_config(), {**plain, "seed": 1}, "reference run", lines.append).seed == 0
+    assert lines == ["note: seed 0 differs from the reference run's seed 1; a report's claims pair runs by seed "
+                     "(--config.seed=1 pairs this run with that one)."]
     config = default_config()
     config.data.pad_to = 36
     assert inherit_recipe(config, plain, "source run", lines.append).data.pad_to == 36
@@ -345,3 +349,16 @@ def test_single_seed_runs_of_another_recipe_stay_where_they_are(tmp_path):
     assert wd.runs_inside(str(tmp_path)) == ["imp_a"]
     assert lines == [f"Not used: imp_a (runs made without experiment.seeds). With seeds, each seed's runs live in "
                      f"seed_<s>/; `python -m elax.report {tmp_path}/seed_*` reports them without those."]
+
+
+def test_an_experiment_without_seeds_over_seed_folders_is_refused(tmp_path):
+    from elax.runs.experiment import _refuse_seedless_run_over_seed_folders
+    _refuse_seedless_run_over_seed_folders(str(tmp_path), 0)   # nothing there: fine
+    for seed in (0, 2):
+        wd.write_json(str(tmp_path / f"seed_{seed}" / "imp_a" / wd.CONFIG_FILE), {"seed": seed})
+    (tmp_path / "seed_5").mkdir()   # no runs in it
+    with pytest.raises(ValueError) as info:
+        _refuse_seedless_run_over_seed_folders(str(tmp_path), 0)
+    assert str(info.value) == (f"{tmp_path} holds the runs of seeds 0,2 (seed_<s>/), and this command gives no "
+                               "experiment.seeds: it would train seed 0's runs again outside them. Pass "
+                               "--config.experiment.seeds='(0,2)' to resume or report them (add seeds to extend).")

@@ -43,6 +43,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
         seeds = tuple(config.experiment.seeds)
         if seeds:  # before the jobs are named: their names depend on the runs present
             _adopt_single_seed_runs(workdir, seeds, wd.recipe_id(config.to_dict()), log)
+        else:
+            _refuse_seedless_run_over_seed_folders(workdir, config.seed)
         all_jobs = [job for seed in seeds or (config.seed,) for job in _seed_jobs(
             _sub(config, "experiment", config.model.name, seed=seed), workdir, f"seed_{seed}" if seeds else "")]
         if workers > 1:
@@ -54,6 +56,18 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
         log(report.write_report(run_dirs, out, title=f"E-LTH on {config.data.name}"))
         log(f"Report, CSV and plot in {out}")
         return report.load_records(run_dirs)
+
+
+def _refuse_seedless_run_over_seed_folders(workdir: str, seed: int) -> None:
+    """Without `experiment.seeds` the runs would be trained again at the top of a workdir whose runs live in
+    seed_<s>/ folders, and its report would cover one seed."""
+    present = sorted(int(name[5:]) for name in os.listdir(workdir) if name.startswith("seed_")
+                     and name[5:].isdigit() and wd.runs_inside(os.path.join(workdir, name)))
+    if present:
+        listed = ",".join(map(str, present))
+        raise ValueError(f"{workdir} holds the runs of seeds {listed} (seed_<s>/), and this command gives no "
+                         f"experiment.seeds: it would train seed {seed}'s runs again outside them. Pass "
+                         f"--config.experiment.seeds='({listed})' to resume or report them (add seeds to extend).")
 
 
 def _adopt_single_seed_runs(workdir: str, seeds: tuple, recipe_id: str, log) -> None:

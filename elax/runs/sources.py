@@ -34,6 +34,9 @@ def inherit_recipe(config: ml_collections.ConfigDict, source_config: dict, what:
             config[section][name] = value
     if changed:
         log(f"Recipe of the {what}: {', '.join(changed)}")
+    if source.get("seed", config.seed) != config.seed:   # a choice (replicates of one reference), but say so
+        log(f"note: seed {config.seed} differs from the {what}'s seed {source['seed']}; a report's claims pair runs "
+            f"by seed (--config.seed={source['seed']} pairs this run with that one).")
     return config
 
 
