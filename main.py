@@ -119,11 +119,11 @@ def _stop(signum, frame):
     if loop is None:   # still importing JAX and elax's runs (importing here could break that import)
         _interrupted_before_start(signum, frame)
     from elax import distributed
-    if distributed.joined() and not loop.STOP.is_set():
-        loop.STOP.set()
+    first = not loop.STOP.is_set()
+    loop.STOP.set()
+    if distributed.joined() and first:
         print("Stopping at the next epoch end, after saving a checkpoint (again to stop at once).", flush=True)
         return
-    loop.STOP.set()
     raise KeyboardInterrupt
 
 

@@ -249,8 +249,9 @@ def place(records, tolerance=DEFAULT_TOLERANCE):
             imp_levels.setdefault(r["level"], set()).add(p)
     # One level of IMP runs of two models lands a weight or so apart (60.00% and 60.01%): one row, or ETT (in its
     # source's row) would meet neither the target's IMP level nor its baselines there.
-    imp_rows = {(level, p): label for level, ps in imp_levels.items() for p, label in _clusters(ps, tolerance).items()}
-    imp_levels = {level: set(_clusters(ps, tolerance).values()) for level, ps in imp_levels.items()}
+    clusters = {level: _clusters(ps, tolerance) for level, ps in imp_levels.items()}
+    imp_rows = {(level, p): label for level, labels in clusters.items() for p, label in labels.items()}
+    imp_levels = {level: set(labels.values()) for level, labels in clusters.items()}
     is_loose = lambda r: r["method"] != IMP and r["level"] not in imp_levels
     loose = _clusters({p for _, p, r in records if is_loose(r)}, tolerance)
 

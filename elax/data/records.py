@@ -30,11 +30,6 @@ def _images_in(folder: str) -> list:
     return sorted(images)
 
 
-def _loose_images(folder: str) -> int:
-    """How many image files lie directly in `folder`, outside class folders."""
-    return sum(1 for e in os.scandir(folder) if e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file())
-
-
 @dataclasses.dataclass(frozen=True)
 class ImageFolder:
     """`root/<class>/<image>` (torchvision's ImageFolder layout): classes are the sorted sub-folder names."""
@@ -70,7 +65,7 @@ class ImageFolder:
             files += [f"{name}/{f}" for f in images]
             labels += [label] * len(images)
         if not files:
-            loose = _loose_images(root)
+            loose = len(_images_in(root))   # outside class folders
             hint = (f" It holds {loose} images directly: sort them into one folder per class ({root}/<class>/; "
                     "ImageNet's validation images come unsorted, and its devkit's labels say which class each "
                     "is).") if loose else ""

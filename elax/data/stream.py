@@ -52,9 +52,8 @@ class _Example:
         try:
             image, label = self.records[index]
         except PermissionError as error:  # not readable by this user: the file may be fine
-            raise ValueError(f"cannot read {self.records.where(index)}: {error.strerror}. Make it readable "
-                             "(chmod a+r) or delete it and run the same command; finished levels are "
-                             "kept.") from None
+            raise ValueError(self._bad_file("read", index, error.strerror, "Make it readable (chmod a+r) or "
+                                            "delete it")) from None
         except OSError as error:  # removed, unreadable or a broken link since the scan
             raise ValueError(self._bad_file("read", index, error.strerror)) from None
         rng = np.random.default_rng((self.seed, step, row)) if self.train and self.augment else None
@@ -73,9 +72,9 @@ class _Example:
         except ValueError as error:  # one bad file among a million: name it
             raise ValueError(self._bad_file("decode", index, error)) from None
 
-    def _bad_file(self, verb: str, index: int, error) -> str:
-        return (f"cannot {verb} {self.records.where(index)}: {error}. Replace or delete it and run the same "
-                "command; finished levels are kept.")
+    def _bad_file(self, verb: str, index: int, error, fix: str = "Replace or delete it") -> str:
+        return (f"cannot {verb} {self.records.where(index)}: {error}. {fix} and run the same command; finished "
+                "levels are kept.")
 
 
 class StreamSource:

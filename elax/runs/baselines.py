@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from elax import masks, pruning, scores, workdir as wd
-from elax.runs.context import RunContext, dataset_facts, setup
+from elax.runs.context import RunContext, setup
 from elax.runs.loop import Level, train_levels
 from elax.runs.sources import check_same_classes, imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
@@ -66,7 +66,7 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     reference = _Reference(b.reference)
     if any(not wd.finished(workdir, level) for level in levels):  # else nothing of the reference is needed
         check_same_classes(reference.dense, ctx, f"baseline.reference {b.reference}")
-    with wd.claimed(workdir, config.to_dict(), dataset_facts(ctx.data)):
+    with ctx.claimed(workdir):
         train_levels(ctx, workdir, [
             Level(level, functools.partial(baseline_ticket, ctx, reference, level, sparsity),
                   f"{b.method} {ctx.model_name} level {level}", b.method, {"reference_sparsity": sparsity})

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from elax import config as config_lib, data as data_lib, masks, train
+from elax import config as config_lib, data as data_lib, masks, train, workdir as wd
 from elax.models import Family, family_of, get_model, init_variables
 
 
@@ -55,6 +55,10 @@ class RunContext:
 
     def fresh_state(self, params, batch_stats, mask, step: int) -> train.TrainState:
         return train.create_state(params, batch_stats, mask, self.trainer.tx, step)
+
+    def claimed(self, workdir: str):
+        """`workdir.claimed` for this run: its config and what its data holds (`dataset_facts`)."""
+        return wd.claimed(workdir, self.config.to_dict(), dataset_facts(self.data))
 
 
 def setup(config: ml_collections.ConfigDict, log=None) -> RunContext:

@@ -6,7 +6,7 @@ import functools
 import ml_collections
 
 from elax import transfer, workdir as wd
-from elax.runs.context import RunContext, dataset_facts, setup
+from elax.runs.context import RunContext, setup
 from elax.runs.loop import Level, train_levels
 from elax.runs.sources import check_same_classes, imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
@@ -28,7 +28,7 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     plan = transfer.plan(source_model, ctx.model, t.strategy)
     for line in f"Plan: {plan}\n  mapping string: {plan.to_string()}".splitlines():
         log(line)
-    with wd.claimed(workdir, config.to_dict(), dataset_facts(ctx.data)):
+    with ctx.claimed(workdir):
         train_levels(ctx, workdir, [
             Level(level, functools.partial(ett_ticket, ctx, level), f"ett {source_model}->{ctx.model_name} level "
                   f"{level}", wd.ETT, {"source_model": source_model, "source_level": level,

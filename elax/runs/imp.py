@@ -7,7 +7,7 @@ import math
 import ml_collections
 
 from elax import checkpoint, masks, pruning, workdir as wd
-from elax.runs.context import RunContext, dataset_facts, setup
+from elax.runs.context import RunContext, setup
 from elax.runs.loop import chunk_end, train_and_record
 from elax.runs.tickets import load_rewind
 from elax.ticket import Ticket
@@ -17,7 +17,7 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[
     """IMP with rewinding: level 0 dense (rewind state saved at step r), then prune, rewind, retrain."""
     ctx = setup(config, log)  # validates the config first
     check_levels_keep_weights(ctx)
-    with wd.claimed(workdir, config.to_dict(), dataset_facts(ctx.data)):
+    with ctx.claimed(workdir):
         for level in range(config.lottery.levels + 1):
             if not wd.finished(workdir, level):
                 _train_level(ctx, workdir, level, log)

@@ -281,8 +281,7 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
                 _keep_epoch(files, runs, entries)
                 raise
             bar.set_postfix(loss=f"{entries[0]['train_loss']:.3f}", acc=f"{entries[0]['train_accuracy']:.3f}")
-            for run_files, entry in zip(files, entries):
-                _append_metrics(run_files.metrics, {**entry, "stacked": len(files)} if stacked else entry)
+            _append_epoch(files, entries)
             if step == end:  # the last epoch is always evaluated: its numbers are the levels' results
                 tests = [{"loss": e["test_loss"], "accuracy": e["test_accuracy"]} for e in entries]
             # Saves stall training, so they come at most every `checkpoint_every_secs` (and at the end): a kill
@@ -291,8 +290,7 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
             stopping, save_due = distributed.any_process(
                 STOP.is_set(), time.time() - last_save >= cfg.checkpoint_every_secs)
             if step == end or stopping or save_due:
-                for run_files, run in zip(files, runs):
-                    checkpoint.save_state(run_files.checkpoints, run)
+                _save_runs(files, runs)
                 last_save = time.time()
             totals, epoch_start_time = None, time.time()
             if stopping and step < end:
@@ -339,6 +337,16 @@ def _keep_epoch(files: list[_Files], runs, entries: list[dict]) -> None:
     if distributed.joined():
         return
     with contextlib.suppress(Exception):
-        for run_files, run, entry in zip(files, runs, entries):
-            _append_metrics(run_files.metrics, {**entry, "stacked": len(files)} if len(files) > 1 else entry)
-            checkpoint.save_state(run_files.checkpoints, run)
+        _append_epoch(files, entries)
+        _save_runs(files, runs)
+
+
+def _append_epoch(files: list[_Files], entries: list[dict]) -> None:
+    """Each run's metrics line of the epoch (a stack's lines say how many runs trained together)."""
+    for run_files, entry in zip(files, entries):
+        _append_metrics(run_files.metrics, {**entry, "stacked": len(files)} if len(files) > 1 else entry)
+
+
+def _save_runs(files: list[_Files], runs) -> None:
+    for run_files, run in zip(files, runs):
+        checkpoint.save_state(run_files.checkpoints, run)

@@ -22,10 +22,8 @@ def load_ticket(workdir: str, level: int) -> Ticket:
     imp = config["mode"] == wd.IMP
     retrain = f"Delete {wd.level_dir(workdir, level)} and run that run's command again to retrain level {level}."
     try:
-        if not os.path.isdir(ticket_dir):
-            raise checkpoint.DamagedCheckpoint(f"{ticket_dir} is missing. {retrain}")
         tree = checkpoint.load_tree(ticket_dir, retrain)
-    except checkpoint.DamagedCheckpoint:
+    except (checkpoint.DamagedCheckpoint, FileNotFoundError):   # a missing ticket is rebuilt as a damaged one
         if not imp:
             raise
         tree = _rebuild_imp_ticket(workdir, level, retrain)
