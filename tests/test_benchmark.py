@@ -3,11 +3,13 @@ arithmetic of benchmarks/stacked.py's projection."""
 
 import importlib.util
 import json
+import os
 import pathlib
 
+import jax
 import pytest
 
-from elax.models import variable_shapes
+from elax.models import family_of, variable_shapes
 
 
 def _load(name):
@@ -19,7 +21,11 @@ def _load(name):
     return module
 
 
-throughput = _load("throughput")
+throughput = _load("throughput")   # also puts benchmarks/ on sys.path, where its sibling modules import from
+import bench_elax  # noqa: E402
+import bench_floors  # noqa: E402
+import bench_report  # noqa: E402
+import bench_torch  # noqa: E402
 
 TINY_SHAPE = (8, 8, 3)
 
@@ -39,15 +45,15 @@ def test_benchmark_runs_and_writes_json(tmp_path):
                 "epoch_images"):
         assert key in meta
     assert (meta["batch_size"], meta["steps"], meta["epoch_images"]) == (16, 2, 32)
-    assert meta["xla_flags"] == throughput.os.environ.get("XLA_FLAGS", "")
+    assert meta["xla_flags"] == os.environ.get("XLA_FLAGS", "")
 
     entry = result["models"]["toy_1-1_w64-64"]
     # Every row on Trainer's path for this backend; the epoch on the other path is skipped.
-    default = "fused" if throughput.jax.default_backend() != "cpu" else "per-step"
+    default = "fused" if jax.default_backend() != "cpu" else "per-step"
     forced = {"elax_epoch_fused_masked_fp32", "elax_epoch_per_step_masked_fp32"}
     assert meta["trainer_path"] == default
     elax_rows = {name for name in entry["results"] if name.startswith("elax")}
-    assert elax_rows == set(throughput.ELAX_VARIANTS) - forced
+    assert elax_rows == set(bench_elax.ELAX_VARIANTS) - forced
     has_torch = importlib.util.find_spec("torch") is not None
     assert ("torch_eager_fp32" in entry["results"]) == has_torch
     for name, r in entry["results"].items():
@@ -64,7 +70,7 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert all(v > 0 for v in result["device_rates"].values())
     assert all(v > 0 for v in entry["floors"].values())
     assert entry["costs"]["train_flops_per_image"] == 3 * entry["costs"]["forward_flops_per_image"] > 0
-    assert "toy_1-1_w64-64" in throughput.format_table("toy_1-1_w64-64", entry, meta)
+    assert "toy_1-1_w64-64" in bench_report.format_table("toy_1-1_w64-64", entry, meta)
 
 
 @pytest.mark.parametrize("name, low, high", [
@@ -75,20 +81,20 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     ("imagenet_resnet_50", 4.08e9, 4.13e9),   # 4.09G (torchvision: 4.09)
 ])
 def test_model_costs_match_known_macs(name, low, high):
-    model = throughput.build(name)
-    costs = throughput.model_costs(model, throughput.family_of(name).input_shape)
+    model = bench_elax.build(name)
+    costs = bench_floors.model_costs(model, family_of(name).input_shape)
     assert low < costs["macs_per_image"] < high
 
 
 @pytest.mark.parametrize("name", ["cifar_resnet_20", "cifar_vgg_16_8", "imagenet_resnet_18_8", "imagenet_resnet_50_8"])
 def test_torch_reference_matches_elax_parameter_count(name):
     torch = pytest.importorskip("torch")
-    model = throughput.torch_model(name)
-    shape = throughput.family_of(name).input_shape
-    params = variable_shapes(throughput.build(name), shape)["params"]
-    assert sum(p.numel() for p in model.parameters()) == sum(p.size for p in throughput.jax.tree.leaves(params))
+    model = bench_torch.torch_model(name)
+    shape = family_of(name).input_shape
+    params = variable_shapes(bench_elax.build(name), shape)["params"]
+    assert sum(p.numel() for p in model.parameters()) == sum(p.size for p in jax.tree.leaves(params))
     out = model.eval()(torch.zeros(2, shape[2], *shape[:2]))
-    assert tuple(out.shape) == (2, throughput.num_classes(name))
+    assert tuple(out.shape) == (2, bench_elax.num_classes(name))
 
 
 def test_elth_cifar_projection_counts_its_trainings():
