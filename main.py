@@ -9,12 +9,13 @@ import signal
 import sys
 import traceback
 
+from elax import exits   # standard library only: the handlers below need it before the slow imports
+
 
 def _interrupted_before_start(signum, frame):
     """Ctrl-C or SIGTERM while Python imports JAX: nothing is written yet, so end at once (a KeyboardInterrupt
     raised there may land in a garbage-collection callback, which drops it, or print an import traceback)."""
-    print("elax: error: interrupted before the run started; nothing was written.", file=sys.stderr, flush=True)
-    os._exit(130)
+    os._exit(exits.error("interrupted before the run started; nothing was written.", exits.INTERRUPTED))
 
 
 if __name__ == "__main__":   # not in a process that imports this module (the tests)
@@ -71,8 +72,7 @@ def parse_flags(argv):
         message = unknown_key_message(error, argv)
         if message is None:  # not an override's key (e.g. a bug inside the config file): keep the traceback
             raise
-    print(f"elax: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(exits.error(message, exits.BAD_INPUT))
 
 
 def last_overrides_win(argv: list[str]) -> list[str]:
@@ -115,12 +115,11 @@ def _stop(signum, frame):
     checkpoint stays); `STOP` backs that up, since Python drops an exception raised in a garbage-collection
     callback. The processes of a multi-process run stop together at the next epoch end, after saving (one of them
     stopping alone would strand the others in a collective); a second signal stops at once."""
-    loop = sys.modules.get("elax.runs.loop")
-    if loop is None:   # still importing JAX and elax's runs (importing here could break that import)
+    from elax import distributed, stopping
+    if not stopping.STARTED.is_set():   # still importing JAX and elax's runs: nothing is written yet
         _interrupted_before_start(signum, frame)
-    from elax import distributed
-    first = not loop.STOP.is_set()
-    loop.STOP.set()
+    first = not stopping.STOP.is_set()
+    stopping.STOP.set()
     if distributed.joined() and first:
         print("Stopping at the next epoch end, after saving a checkpoint (again to stop at once).", flush=True)
         return
@@ -134,12 +133,11 @@ def _handle_stop_signals(handler) -> None:
 
 def main(argv):
     if len(argv) > 1:
-        print(f"elax: error: unexpected arguments {argv[1:]}. Options are --config FILE, --workdir DIR and "
-              "--config.KEY=VALUE overrides, each as one argument (python main.py --help).", file=sys.stderr)
-        return 2
+        return exits.error(f"unexpected arguments {argv[1:]}. Options are --config FILE, --workdir DIR and "
+                           "--config.KEY=VALUE overrides, each as one argument (python main.py --help).",
+                           exits.BAD_INPUT)
     if message := missing_config_message(config_path()):
-        print(f"elax: error: {message}", file=sys.stderr)
-        return 2
+        return exits.error(message, exits.BAD_INPUT)
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO
     from elax import cli, distributed, watchdog  # after flag parsing, so `--help` stays fast
     if distributed.requested(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
@@ -149,9 +147,8 @@ def main(argv):
         try:
             distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         except ValueError as error:
-            print(f"elax: error: {error}", file=sys.stderr)
-            return 2
-        distributed.watch_peers()
+            return exits.error(error, exits.BAD_INPUT)
+        distributed.watch_peers(on_peer_lost=exits.report_lost_peer)
     _handle_stop_signals(_stop)  # also replaces the SIGTERM handler JAX installs, which only logs the signal
     try:
         code = cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
@@ -161,7 +158,7 @@ def main(argv):
         traceback.print_exc()
         code = 1
     watchdog.ending(finished=code == 0)
-    if code == cli.PEER_LOST or code == cli.INTERRUPTED and not distributed.joined():
+    if code == exits.PEER_LOST or code == exits.INTERRUPTED and not distributed.joined():
         # Interrupted while XLA compiles, the interpreter's teardown could crash (a segfault after elax's line);
         # what is on disk is kill-safe, so skip it.
         distributed.exit_at_once(code)

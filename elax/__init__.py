@@ -9,8 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "checkpoint", "cli", "config", "data", "distributed", "masks", "models", "pruning", "report", "runs", "scores", "ticket",
-    "train", "transfer", "workdir",
+    "checkpoint", "cli", "config", "data", "distributed", "exits", "mask_updates", "masks", "models", "optim",
+    "pruning", "registry", "report", "runs", "scores", "stopping", "ticket", "train", "transfer", "watchdog", "workdir",
 )
 
 

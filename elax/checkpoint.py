@@ -30,7 +30,7 @@ class DamagedCheckpoint(ValueError):
 
 # -- what this process wrote or read last, kept to skip reading it again -------------------------------------------
 # A run reads back what it has just written (the ticket it trains, the previous level's final state, the rewind
-# state every level starts from); each Orbax read costs ~0.1 s whatever the size. An entry is used only while its
+# state every level starts from), and an Orbax read has a fixed cost whatever the size. An entry is used only while its
 # directory's files are exactly as they were (names, sizes, modification times, inodes), so a changed, damaged or
 # deleted checkpoint is read from disk again. Small trees only; off in multi-process runs (every process must
 # take part in each Orbax read there).

@@ -1,320 +1,323 @@
-"""The one config schema of elax runs (ml_collections), its defaults (the CIFAR-10 ResNet recipe of ELTH.md
-section 2), and validation that fails early with the key to fix."""
+"""The config schema of elax runs: every key once, with its default, its meaning and what it is to a run's workdir.
+
+Defaults are the CIFAR-10 ResNet recipe of ELTH.md section 2. What a key is to a workdir (`Key` fields):
+- recipe: it changes results, so it is part of the recipe (`workdir.recipe_id`): "always"; "streamed" (only of
+  runs that stream their data); "if_set" (only when not at its default, so runs made before the key existed keep
+  their recipe ids);
+- resumable: it may change when a run resumes (it extends the run, or changes only speed or output);
+- path: a filesystem path (`~` is the home directory); run_path: the workdir of another run (compared by where it
+  points); host_local: it may differ between the processes of a multi-process run; names: registry names, which
+  a shell may give as one comma-separated string.
+A section that only some run modes read (`Section.read_by`) may differ freely in the others' workdirs.
+
+This module checks what a key's value alone decides (`check`); checks that need datasets, models or other runs
+live with those layers, and `elax.runs` composes them. It imports nothing from elax.
+"""
+
+import dataclasses
+import math
 
 import ml_collections
 
+ALWAYS, STREAMED, IF_SET = "always", "streamed", "if_set"
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    name: str
+    default: object
+    doc: str
+    recipe: str | None = None
+    resumable: bool = False
+    path: bool = False
+    run_path: bool = False
+    host_local: bool = False
+    names: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    name: str              # "" for the top-level keys
+    doc: str
+    keys: tuple
+    read_by: tuple = ()    # the modes that read it; () = every mode
+
+
+def _k(name, default, doc, **meaning) -> Key:
+    return Key(name, default, doc, **meaning)
+
+
+SCHEMA = (
+    Section("", "What the run is.", (
+        _k("mode", "imp", "imp | transfer | baseline | experiment | report"),
+        _k("seed", 0, "replicate id: init, data order and augmentation all derive from it"),
+        _k("progress", True, "progress bars (stderr)", resumable=True),
+    )),
+    Section("model", "The network.", (
+        _k("name", "cifar_resnet_20", "a registered model name, e.g. cifar_resnet_20, cifar_vgg_16_8"),
+    )),
+    Section("data", "The dataset and how it is read.", (
+        _k("name", "cifar10", "a registered dataset (python main.py --help lists them)", recipe=ALWAYS),
+        _k("dir", "", "where its files are; '' = the default places (elax.data.looks_for)", resumable=True,
+           path=True, host_local=True),
+        _k("augment", True, "random crop (pad 4) + horizontal flip of data held on the devices; "
+           "RandomResizedCrop + flip of streamed images", recipe=ALWAYS),
+        _k("train_subset", 0, "train on this many images (a fixed subset, the same for every seed); 0 = all",
+           recipe=ALWAYS),
+        _k("pad_to", 0, "zero-pad smaller images to this side (e.g. 28x28 -> 32 for a VGG); 0 = as they are",
+           recipe=IF_SET),
+        _k("source", "auto", "auto | device | stream: the whole dataset on the devices, or streamed from disk by "
+           "Grain (auto: stream the datasets that only stream)", recipe=STREAMED),
+        _k("workers", -1, "streamed: Grain worker processes; -1 = one per core (at most 16); 0 = threads",
+           resumable=True),
+        _k("image_size", 224, "streamed encoded images: train RandomResizedCrop / eval centre crop (pixels)",
+           recipe=STREAMED),
+        _k("resize_size", 256, "streamed encoded images: eval resizes the shorter side to this, then crops",
+           recipe=STREAMED),
+        _k("crop_scale", (0.1, 1.0), "streamed encoded images: RandomResizedCrop area range", recipe=STREAMED),
+        _k("crop_ratio", (0.8, 1.25), "streamed encoded images: RandomResizedCrop aspect ratio range",
+           recipe=STREAMED),
+    )),
+    Section("train", "How every level trains.", (
+        _k("epochs", 160, "epochs per level (the LR schedule spans them)", recipe=ALWAYS),
+        _k("batch_size", 128, "global batch, split over all devices", recipe=ALWAYS),
+        _k("optimizer", "sgd", "sgd (momentum, coupled L2 as torch.optim.SGD) | adamw (decoupled decay) | a "
+           "registered optimizer", recipe=IF_SET),
+        _k("lr", 0.1, "peak learning rate", recipe=ALWAYS),
+        _k("momentum", 0.9, "sgd: momentum (no Nesterov)", recipe=ALWAYS),
+        _k("weight_decay", 1e-4, "sgd: L2 added to the gradient; adamw: decoupled decay, times the LR",
+           recipe=ALWAYS),
+        _k("adam_b1", 0.9, "adamw: decay of the first moment", recipe=IF_SET),
+        _k("adam_b2", 0.999, "adamw: decay of the second moment", recipe=IF_SET),
+        _k("adam_eps", 1e-8, "adamw: added to the second moment's root", recipe=IF_SET),
+        _k("schedule", "multistep", "multistep (x gamma at each milestone) | cosine (to final_lr at the end) | a "
+           "registered schedule; both after warmup_epochs of linear warmup from 0", recipe=IF_SET),
+        _k("milestones", (80, 120), "multistep: epochs at which the LR is multiplied by gamma (per iteration)",
+           recipe=ALWAYS),
+        _k("gamma", 0.1, "multistep: the LR factor at each milestone", recipe=ALWAYS),
+        _k("final_lr", 0.0, "cosine: the LR at the end of training", recipe=IF_SET),
+        _k("warmup_epochs", 0.0, "linear warmup from 0 to lr over this many epochs", recipe=ALWAYS),
+        _k("label_smoothing", 0.0, "cross-entropy against (1 - s) one-hot + s / classes", recipe=IF_SET),
+        _k("dtype", "float32", "compute dtype: float32 | bfloat16 (params stay float32)", recipe=ALWAYS),
+        _k("eval_batch_size", 1000, "test batch size (the result does not depend on it)", resumable=True),
+        _k("steps_per_call", 0, "steps per jitted call; 0 = up to a whole epoch", resumable=True),
+        _k("eval_every_epochs", 1, "test accuracy in the per-epoch metrics (the final one is always taken)"),
+        _k("checkpoint_every_secs", 60.0, "save the train state at an epoch's end at most this often (and at "
+           "the end)", resumable=True),
+        _k("stack", 1, "baseline/ETT levels trained side by side in one program (device data only); equal to "
+           "separate runs to float tolerance, slower so far (docs/performance.md)", resumable=True),
+        _k("deterministic", False, "GPUs: deterministic XLA kernels (bit-identical resumes; slower). CPU: always",
+           resumable=True),
+    )),
+    Section("mask_update", "Masks that change during training (dynamic sparse training); none for lottery "
+            "tickets.", (
+        _k("method", "none", "none | a registered mask update (elax.mask_updates)", recipe=IF_SET),
+        _k("every", 100, "steps between two mask updates", recipe=IF_SET),
+    )),
+    Section("lottery", "Iterative magnitude pruning with rewinding.", (
+        _k("levels", 15, "IMP levels after the dense level 0", resumable=True),
+        _k("prune_fraction", 0.2, "of the remaining weights, per level", recipe=ALWAYS),
+        _k("rewind_steps", 1000, "r: the step whose weights tickets rewind to (0 = the original LTH)",
+           recipe=ALWAYS),
+        _k("scope", "global", "global | layer: rank weights over all prunable layers, or within each",
+           recipe=ALWAYS),
+        _k("exclude", (), "param path prefixes never pruned, e.g. ('head',)", recipe=ALWAYS),
+    )),
+    Section("transfer", "Elastic ticket transformation (mode transfer).", (
+        _k("source", "", "workdir of the source IMP run (its data and train recipe are used)", path=True,
+           run_path=True),
+        _k("levels", (), "source levels to transfer; () = all finished levels", resumable=True),
+        _k("strategy", "append", "append | interpolate | drop_last | interleave | an official mapping string"),
+        _k("replica_masks", "copy", "copy | permute (the paper's control)"),
+        _k("weights", "source", "source | reinit"),
+    ), read_by=("transfer", "experiment")),
+    Section("baseline", "Baseline tickets at an IMP run's sparsities (mode baseline).", (
+        _k("method", "random", "a registered baseline: reinit | random | magnitude | snip | grasp | synflow"),
+        _k("reference", "", "workdir of an IMP run of the same model: its sparsities and recipe", path=True,
+           run_path=True),
+        _k("levels", (), "reference levels to match; () = all finished levels >= 1", resumable=True),
+        _k("snip_batches", 0, "batches summed by SNIP/GraSP; 0 = one epoch"),
+        _k("synflow_rounds", 100, "rounds of iterative SynFlow"),
+        _k("grasp_temperature", 200.0, "GraSP's softmax temperature"),
+    ), read_by=("baseline", "experiment")),
+    Section("experiment", "The E-LTH experiment in one command (mode experiment).", (
+        _k("source_model", "cifar_resnet_8", "the model whose IMP tickets are transferred", resumable=True),
+        _k("target_models", ("cifar_resnet_14",), "models of the source's family that receive them",
+           resumable=True, names=True),
+        _k("baselines", ("random", "snip"), "baselines trained on each target", resumable=True, names=True),
+        _k("seeds", (), "replicates, each in WORKDIR/seed_<s>/; () = the one `seed`, in WORKDIR", resumable=True),
+        _k("concurrent_runs", 0, "runs trained at once (threads); 0 = 3 on CPU unless streamed, else 1",
+           resumable=True),
+    )),
+    Section("report", "A report of finished runs (mode report).", (
+        _k("runs", (), "run dirs to read; () = WORKDIR", resumable=True, path=True),
+        _k("out", "", "where to write it; '' = WORKDIR/report", resumable=True, path=True),
+    )),
+)
+
+
+def keys() -> dict[str, Key]:
+    """{'train.lr': Key, ...} of every key of the schema, in schema order."""
+    return {f"{s.name}.{k.name}" if s.name else k.name: k for s in SCHEMA for k in s.keys}
+
+
+KEYS = keys()
 
 
 def default_config() -> ml_collections.ConfigDict:
+    """A config holding every key at its default."""
     c = ml_collections.ConfigDict()
-    c.mode = "imp"             # imp | transfer | baseline | experiment | report
-    c.seed = 0                 # replicate id: init, data order and augmentation all derive from it
-    c.progress = True          # progress bars (stderr)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "cifar_resnet_20"
-
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "cifar10"
-    c.data.dir = ""            # "" = default places (see elax.data.looks_for)
-    c.data.augment = True      # random crop (pad 4) + horizontal flip
-    c.data.train_subset = 0    # train on this many images (a fixed subset, the same for every seed); 0 = all
-    c.data.pad_to = 0          # zero-pad smaller images to this side (e.g. 28x28 -> 32 for a VGG); 0 = as they are
-    c.data.source = "auto"     # auto | device | stream: the whole dataset on the devices, or streamed from disk by
-    #                            Grain (auto: stream imagenet2012/imagefolder, device for the rest)
-    c.data.workers = -1        # stream from disk: Grain worker processes; -1 = one per core (max 16); 0 = threads
-    c.data.image_size = 224    # stream, encoded images: train RandomResizedCrop / eval centre crop (pixels)
-    c.data.resize_size = 256   # stream, encoded images: eval resizes the shorter side to this, then crops
-    c.data.crop_scale = (0.1, 1.0)    # stream, encoded images: RandomResizedCrop area range (ELTH.md section 2)
-    c.data.crop_ratio = (0.8, 1.25)   # stream, encoded images: RandomResizedCrop aspect ratio range
-
-    c.train = ml_collections.ConfigDict()
-    c.train.epochs = 160
-    c.train.batch_size = 128
-    c.train.lr = 0.1
-    c.train.momentum = 0.9
-    c.train.weight_decay = 1e-4
-    c.train.milestones = (80, 120)   # epochs; LR x gamma at each, applied per iteration
-    c.train.gamma = 0.1
-    c.train.warmup_epochs = 0.0
-    c.train.dtype = "float32"        # compute dtype: float32 | bfloat16 (params stay float32)
-    c.train.eval_batch_size = 1000
-    c.train.steps_per_call = 0       # steps per jitted call; 0 = up to a whole epoch
-    c.train.eval_every_epochs = 1    # test accuracy in the per-epoch metrics (the final one is always taken)
-    c.train.checkpoint_every_secs = 60.0   # save the train state at an epoch's end at most this often (+ at the end)
-    c.train.stack = 1                # baseline/ETT levels trained side by side in one program (device data only);
-    #                                  equal to separate runs to float tolerance, slower so far (docs/performance.md)
-    c.train.deterministic = False    # GPUs: deterministic XLA kernels (bit-identical resumes; slower). CPU: always
-
-    c.lottery = ml_collections.ConfigDict()
-    c.lottery.levels = 15            # IMP levels after the dense level 0
-    c.lottery.prune_fraction = 0.2   # of the remaining weights, per level
-    c.lottery.rewind_steps = 1000    # r: the step whose weights tickets rewind to (0 = original LTH)
-    c.lottery.scope = "global"       # global | layer
-    c.lottery.exclude = ()           # param path prefixes never pruned, e.g. ("head",)
-
-    c.transfer = ml_collections.ConfigDict()
-    c.transfer.source = ""           # workdir of the source IMP run (its data/train recipe is used)
-    c.transfer.levels = ()           # source levels to transfer; () = all finished levels
-    c.transfer.strategy = "append"   # append | interpolate | drop_last | interleave | official mapping string
-    c.transfer.replica_masks = "copy"   # copy | permute (the paper's control)
-    c.transfer.weights = "source"       # source | reinit
-
-    c.baseline = ml_collections.ConfigDict()
-    c.baseline.method = "random"     # reinit | random | magnitude | snip | grasp | synflow
-    c.baseline.reference = ""        # workdir of an IMP run of the same model: its sparsities and recipe
-    c.baseline.levels = ()           # reference levels to match; () = all finished levels >= 1
-    c.baseline.snip_batches = 0      # batches summed by SNIP/GraSP; 0 = one epoch
-    c.baseline.synflow_rounds = 100
-    c.baseline.grasp_temperature = 200.0
-
-    c.experiment = ml_collections.ConfigDict()
-    c.experiment.source_model = "cifar_resnet_8"
-    c.experiment.target_models = ("cifar_resnet_14",)
-    c.experiment.baselines = ("random", "snip")
-    c.experiment.seeds = ()          # replicates, each in WORKDIR/seed_<s>/; () = the one `seed`, in WORKDIR
-    c.experiment.concurrent_runs = 0  # runs trained at once (threads); 0 = 3 on CPU unless streamed, else 1
-
-    c.report = ml_collections.ConfigDict()
-    c.report.runs = ()               # run dirs to read (report mode)
-    c.report.out = ""                # "" = WORKDIR/report
+    for section in SCHEMA:
+        node = c
+        if section.name:
+            c[section.name] = ml_collections.ConfigDict()
+            node = c[section.name]
+        for key in section.keys:
+            node[key.name] = key.default
     return c
 
 
-def _fail(key, problem, fix=""):
-    raise ValueError(f"config.{key}: {problem}" + (f" {fix}" if fix else ""))
+def unread_prefixes(mode: str) -> tuple[str, ...]:
+    """'transfer.'-style prefixes of the sections that runs of `mode` never read."""
+    return tuple(f"{s.name}." for s in SCHEMA if s.read_by and mode not in s.read_by)
 
 
-def modes() -> tuple[str, ...]:
-    from elax.runs import RUNNERS
-    return (*RUNNERS, "report")
+# -- errors and value checks ---------------------------------------------------------------------------------------
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key (`config.train.lr: ...`) and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str = ""):
+        super().__init__(f"config.{key}: {problem}" + (f" {fix}" if fix else ""))
+        self.key = key
+
+
+def fail(key: str, problem: str, fix: str = ""):
+    raise ConfigError(key, problem, fix)
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
     return -(-num_train // batch_size)
 
 
-def validate(c: ml_collections.ConfigDict) -> None:
-    """Raise ValueError naming the first bad key, before any data is loaded or any step runs."""
-    if c.mode not in modes():
-        _fail("mode", f"unknown mode {c.mode!r}.", f"Valid: {', '.join(modes())}.")
-    if c.mode == "report":
-        return
-    _validate_data(c.data)
-    _validate_model("model.name", c.model.name)
-    from elax import data
-    if c.data.name in data.STREAMED_ONLY:  # encoded images, decoded to data.image_size: known before any scan
-        _check_input_size(c, (c.data.image_size, c.data.image_size))
-    _validate_train(c.train)
-    _validate_lottery(c.lottery)
-    if c.mode == "transfer":
-        _validate_transfer(c)
-    if c.mode == "baseline":
-        _validate_baseline(c.baseline.method, "baseline.method")
-        if not c.baseline.reference:
-            _fail("baseline.reference", "is empty.",
-                  "Pass --config.baseline.reference=WORKDIR of an IMP run of the same model.")
-    if c.mode == "experiment":
-        _validate_experiment(c)
+def check(c: ml_collections.ConfigDict) -> None:
+    """The checks each key's value decides alone (ranges, types): ConfigError naming the first bad key."""
+    _check_seed(c.seed)
+    _check_data(c.data)
+    _check_train(c.train)
+    _check_mask_update(c.get("mask_update", None))
+    _check_lottery(c.lottery)
 
 
-def validate_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_shape: tuple) -> None:
-    """The checks that need the training set's size and image shape (known once the data is read, before any
-    step)."""
-    _check_input_size(c, image_shape)
-    t = c.train
-    if t.batch_size > num_train:
-        _fail("train.batch_size", f"{t.batch_size} is larger than the {num_train} training images.",
-              "Use a smaller batch (or more data).")
-    per_epoch = steps_per_epoch(num_train, t.batch_size)
-    if c.lottery.rewind_steps >= t.epochs * per_epoch:
-        _fail("lottery.rewind_steps", f"{c.lottery.rewind_steps} is not before the end of training "
-              f"({t.epochs} epochs x {per_epoch} steps = {t.epochs * per_epoch}), so pruned levels "
-              "would train nothing.", "Use a smaller rewind step or more epochs.")
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_input_size(c: ml_collections.ConfigDict, image_shape: tuple) -> None:
-    from elax import data, models
-    size = models.family_of(c.model.name).min_input_size
-    if min(image_shape[:2]) >= size:
-        return
-    if c.data.name in data.STREAMED_ONLY:
-        has, fix = (f"--config.data.image_size={c.data.image_size} crops {image_shape[0]}x{image_shape[1]}.",
-                    f"Use --config.data.image_size={size} (and a --config.data.resize_size of at least that).")
-    else:
-        has, fix = (f"{c.data.name} has {image_shape[0]}x{image_shape[1]}.",
-                    f"Pad them (--config.data.pad_to={size}) or use a dataset of larger images.")
-    _fail("model.name", f"{c.model.name} needs images of at least {size}x{size} (its pools and strides would "
-          f"leave nothing of smaller ones); {has}", fix)
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _validate_data(d) -> None:
-    from elax import data  # light: no dataset is read
-    if d.name not in data.DATASETS + data.STREAMED_ONLY:
-        _fail("data.name", f"unknown dataset {d.name!r}.", f"Valid: {', '.join(data.DATASETS + data.STREAMED_ONLY)}.")
-    if d.get("source", "auto") not in data.SOURCES:
-        _fail("data.source", f"unknown source {d.source!r}.", f"Valid: {', '.join(data.SOURCES)}.")
-    if d.name in data.STREAMED_ONLY and d.get("source") == "device":
-        _fail("data.source", f"{d.name} does not fit on a device.", "Use --config.data.source=stream (or auto).")
+MAX_SEED = 2**32 - 1   # jax.random.key takes a uint32-sized seed
+
+
+def _check_seed(seed) -> None:
+    if not _whole(seed) or not 0 <= seed <= MAX_SEED:
+        fail("seed", f"must be a whole number in [0, {MAX_SEED}], got {seed!r}.")
+
+
+def _check_data(d) -> None:
     if d.train_subset < 0:
-        _fail("data.train_subset", f"must be >= 0 (0 = the whole training split), got {d.train_subset}.")
-    if d.train_subset and d.name in data.STREAMED_ONLY:
-        _fail("data.train_subset", f"applies to datasets held in memory, not to {d.name}.", "Leave it 0.")
+        fail("data.train_subset", f"must be >= 0 (0 = the whole training split), got {d.train_subset}.")
     if d.pad_to < 0:
-        _fail("data.pad_to", f"must be >= 0 (0 = images as they are), got {d.pad_to}.")
-    if d.pad_to and d.name in data.STREAMED_ONLY:
-        _fail("data.pad_to", f"applies to datasets held in memory, not to {d.name} (its images are cropped to "
-              "data.image_size).", "Leave it 0.")
-    if not data.is_streamed(d):
-        return
+        fail("data.pad_to", f"must be >= 0 (0 = images as they are), got {d.pad_to}.")
+
+
+def check_stream_settings(d) -> None:
+    """The settings of the streamed pipeline (checked for runs that stream)."""
     if d.workers < -1:
-        _fail("data.workers", f"must be >= -1 (-1 = one per CPU core, 0 = threads in this process), got {d.workers}.")
+        fail("data.workers", f"must be >= -1 (-1 = one per CPU core, 0 = threads in this process), got {d.workers}.")
     if not 0 < d.image_size <= d.resize_size:
-        _fail("data.image_size", f"must be > 0 and <= data.resize_size ({d.resize_size}), got {d.image_size}.")
+        fail("data.image_size", f"must be > 0 and <= data.resize_size ({d.resize_size}), got {d.image_size}.")
     low, high = d.crop_scale
     if not 0 < low <= high <= 1:
-        _fail("data.crop_scale", f"must be (low, high) with 0 < low <= high <= 1, got {tuple(d.crop_scale)}.")
+        fail("data.crop_scale", f"must be (low, high) with 0 < low <= high <= 1, got {tuple(d.crop_scale)}.")
     low, high = d.crop_ratio
     if not 0 < low <= high:
-        _fail("data.crop_ratio", f"must be (low, high) with 0 < low <= high, got {tuple(d.crop_ratio)}.")
+        fail("data.crop_ratio", f"must be (low, high) with 0 < low <= high, got {tuple(d.crop_ratio)}.")
 
 
-def _validate_model(key: str, name: str) -> None:
-    """The model name resolves and the model builds (traced, not run) with no empty layer."""
-    import math
-    from elax import models
-    try:
-        model = models.get_model(name)
-    except ValueError as e:
-        _fail(key, str(e))
-    try:
-        shapes = models.variable_shapes(model, models.family_of(model).input_shape)
-    except Exception as e:  # any build error of the family's module is a config problem
-        _fail(key, f"{name!r} does not build: {e}")
-    import jax
-    empty = [path for path, leaf in jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
-             if math.prod(leaf.shape) == 0]
-    if empty:
-        _fail(key, f"{name!r} has empty layers (e.g. {jax.tree_util.keystr(empty[0])}).",
-              "Check its width and depth.")
-
-
-def _validate_train(t) -> None:
+def _check_train(t) -> None:
     if t.epochs <= 0:
-        _fail("train.epochs", f"must be > 0, got {t.epochs}.")
+        fail("train.epochs", f"must be > 0, got {t.epochs}.")
     if t.batch_size <= 0:
-        _fail("train.batch_size", f"must be > 0, got {t.batch_size}.")
-    if not t.lr > 0 or t.lr == float("inf"):
-        _fail("train.lr", f"must be a finite number > 0, got {t.lr}.")
+        fail("train.batch_size", f"must be > 0, got {t.batch_size}.")
+    if not _finite(t.lr) or t.lr <= 0:
+        fail("train.lr", f"must be a finite number > 0, got {t.lr}.")
     if t.dtype not in ("float32", "bfloat16"):
-        _fail("train.dtype", f"must be 'float32' or 'bfloat16', got {t.dtype!r}.")
+        fail("train.dtype", f"must be 'float32' or 'bfloat16', got {t.dtype!r}.")
     if not 0 <= t.momentum < 1:
-        _fail("train.momentum", f"must be in [0, 1) (SGD's momentum; the paper uses 0.9), got {t.momentum}.")
-    if not 0 <= t.weight_decay < float("inf"):
-        _fail("train.weight_decay", f"must be a finite number >= 0, got {t.weight_decay}.")
-    if list(t.milestones) != sorted(t.milestones) or any(not m > 0 for m in t.milestones):
-        _fail("train.milestones", f"must be increasing epochs > 0, got {tuple(t.milestones)}.")
+        fail("train.momentum", f"must be in [0, 1) (SGD's momentum; the paper uses 0.9), got {t.momentum}.")
+    if not _finite(t.weight_decay) or t.weight_decay < 0:
+        fail("train.weight_decay", f"must be a finite number >= 0, got {t.weight_decay}.")
+    for key in ("adam_b1", "adam_b2"):
+        if not 0 <= t[key] < 1:
+            fail(f"train.{key}", f"must be in [0, 1), got {t[key]}.")
+    if not _finite(t.adam_eps) or t.adam_eps <= 0:
+        fail("train.adam_eps", f"must be a finite number > 0, got {t.adam_eps}.")
+    if list(t.milestones) != sorted(t.milestones) or any(not (_finite(m) and m > 0) for m in t.milestones):
+        fail("train.milestones", f"must be increasing epochs > 0, got {tuple(t.milestones)}.")
     if not 0 < t.gamma <= 1:
-        _fail("train.gamma", f"must be in (0, 1] (the LR factor at each milestone), got {t.gamma}.")
-    if not t.warmup_epochs >= 0:
-        _fail("train.warmup_epochs", f"must be >= 0, got {t.warmup_epochs}.")
+        fail("train.gamma", f"must be in (0, 1] (the LR factor at each milestone), got {t.gamma}.")
+    if not _finite(t.final_lr) or not 0 <= t.final_lr <= t.lr:
+        fail("train.final_lr", f"must be a number in [0, train.lr = {t.lr}], got {t.final_lr}.")
+    if not _finite(t.warmup_epochs) or t.warmup_epochs < 0:
+        fail("train.warmup_epochs", f"must be a finite number >= 0, got {t.warmup_epochs}.")
+    if t.warmup_epochs > t.epochs:
+        fail("train.warmup_epochs", f"{t.warmup_epochs} is longer than the training ({t.epochs} epochs).",
+             "Use fewer warmup epochs (or more epochs).")
+    if not 0 <= t.label_smoothing < 1:
+        fail("train.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}.")
     if t.eval_every_epochs <= 0:
-        _fail("train.eval_every_epochs", f"must be >= 1, got {t.eval_every_epochs}.")
+        fail("train.eval_every_epochs", f"must be >= 1, got {t.eval_every_epochs}.")
     if t.steps_per_call < 0:
-        _fail("train.steps_per_call", f"must be >= 0 (0 = up to a whole epoch), got {t.steps_per_call}.")
+        fail("train.steps_per_call", f"must be >= 0 (0 = up to a whole epoch), got {t.steps_per_call}.")
     if not t.checkpoint_every_secs >= 0:
-        _fail("train.checkpoint_every_secs", f"must be >= 0 (0 = every epoch), got {t.checkpoint_every_secs}.")
-    if t.get("stack", 1) < 1:
-        _fail("train.stack", f"must be >= 1 (runs per program; 1 = one at a time), got {t.stack}.")
+        fail("train.checkpoint_every_secs", f"must be >= 0 (0 = every epoch), got {t.checkpoint_every_secs}.")
+    if t.stack < 1:
+        fail("train.stack", f"must be >= 1 (runs per program; 1 = one at a time), got {t.stack}.")
     if t.eval_batch_size <= 0:
-        _fail("train.eval_batch_size", f"must be > 0, got {t.eval_batch_size}.")
+        fail("train.eval_batch_size", f"must be > 0, got {t.eval_batch_size}.")
 
 
-def _validate_lottery(lot) -> None:
+def _check_mask_update(m) -> None:
+    if m is not None and (not _whole(m.every) or m.every < 1):
+        fail("mask_update.every", f"must be a whole number of steps >= 1, got {m.every!r}.")
+
+
+def _check_lottery(lot) -> None:
     if lot.levels < 0:
-        _fail("lottery.levels", f"must be >= 0 (0 = dense training only), got {lot.levels}.")
+        fail("lottery.levels", f"must be >= 0 (0 = dense training only), got {lot.levels}.")
     if not 0.0 < lot.prune_fraction < 1.0:
-        _fail("lottery.prune_fraction", f"must be in (0, 1) (fraction of the remaining weights pruned per "
-              f"level; the paper uses 0.2), got {lot.prune_fraction}.")
+        fail("lottery.prune_fraction", f"must be in (0, 1) (fraction of the remaining weights pruned per level; "
+             f"the paper uses 0.2), got {lot.prune_fraction}.")
     if lot.rewind_steps < 0:
-        _fail("lottery.rewind_steps", f"must be >= 0, got {lot.rewind_steps}.")
+        fail("lottery.rewind_steps", f"must be >= 0, got {lot.rewind_steps}.")
     if lot.scope not in ("global", "layer"):
-        _fail("lottery.scope", f"must be 'global' or 'layer', got {lot.scope!r}.")
+        fail("lottery.scope", f"must be 'global' or 'layer', got {lot.scope!r}.")
 
 
-def _validate_transfer(c) -> None:
-    import os
-    from elax import workdir
-    t = c.transfer
-    if not t.source:
-        _fail("transfer.source", "is empty.", "Pass --config.transfer.source=WORKDIR_OF_AN_IMP_RUN.")
-    _validate_transfer_options(t)
-    source = workdir.read_json(os.path.join(os.path.expanduser(t.source), workdir.CONFIG_FILE))
-    if source is None:
-        return
-    source_model = source["model"]["name"]
-    if c.model.name == source_model:
-        _fail("model.name", f"is the source run's model ({source_model}): a transfer moves its tickets to another "
-              "depth.", "Pick a deeper or shallower model of its family.")
-    plan = _validate_plan(source_model, c.model.name, t.strategy, models_key="model.name")
-    if t.replica_masks == "permute" and not plan.replicas():
-        _fail("transfer.replica_masks", f"'permute' shuffles the masks of replicated blocks, and {plan.strategy!r} "
-              f"from {source_model} to {c.model.name} replicates none.", "Use 'copy' (the default).")
-
-
-def _validate_transfer_options(t) -> None:
-    from elax import transfer
-    for key, valid in (("replica_masks", transfer.REPLICA_MASKS), ("weights", transfer.WEIGHTS)):
-        if t[key] not in valid:
-            _fail(f"transfer.{key}", f"unknown option {t[key]!r}.", f"Valid: {', '.join(valid)}.")
-
-
-def _validate_plan(source: str, target: str, strategy: str, fix: str = "", *, models_key: str):
-    """The transfer plan from `source` to `target` by `strategy`; a config error naming the key if there is none."""
-    from elax import transfer
-    try:
-        transfer.check_transferable(source, target)
-    except ValueError as e:
-        _fail(models_key, f"{target} cannot take tickets of {source}: {e}")
-    try:
-        return transfer.plan(source, target, strategy)
-    except ValueError as e:
-        _fail("transfer.strategy", f"{strategy!r} cannot move {source} to {target}: {e}", fix)
-
-
-def _validate_baseline(method: str, key: str) -> None:
-    from elax.runs import BASELINES
-    if method not in BASELINES:
-        _fail(key, f"unknown baseline {method!r}.", f"Valid: {', '.join(BASELINES)}.")
-
-
-def _validate_experiment(c) -> None:
+def check_experiment_values(c: ml_collections.ConfigDict) -> None:
+    """The experiment keys whose values alone decide (models and baselines are checked by elax.runs)."""
     e = c.experiment
-    _validate_model("experiment.source_model", e.source_model)
-    _validate_transfer_options(c.transfer)
-    targets = tuple(e.target_models)
-    if not targets or len(set(targets)) != len(targets) or e.source_model in targets:
-        _fail("experiment.target_models", f"must be one or more distinct models other than the source "
-              f"{e.source_model!r}, got {targets}.", "E.g. --config.experiment.target_models=cifar_resnet_32,"
-              "cifar_resnet_56; for IMP on one model alone use --config.mode=imp.")
-    # One strategy serves every target; deeper and shallower targets (the paper's ImageNet 26 -> 18, 34) need two.
-    split = ("One experiment stretches or squeezes: run the deeper and the shallower targets as two experiments "
-             "with the same --workdir (the second reuses the source's finished IMP runs)." if len(targets) > 1 else "")
-    for target in targets:
-        _validate_model("experiment.target_models", target)
-        _validate_plan(e.source_model, target, c.transfer.strategy, split, models_key="experiment.target_models")
     if len(set(e.baselines)) != len(e.baselines):
-        _fail("experiment.baselines", f"names a baseline twice: {tuple(e.baselines)}.")
-    for method in e.baselines:
-        _validate_baseline(method, "experiment.baselines")
-    whole = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in e.seeds)
-    if len(set(e.seeds)) != len(e.seeds) or not whole:
-        _fail("experiment.seeds", f"must be distinct integers >= 0, got {tuple(e.seeds)}.",
-              "E.g. --config.experiment.seeds='(0,1,2)'.")
+        fail("experiment.baselines", f"names a baseline twice: {tuple(e.baselines)}.")
+    if len(set(e.seeds)) != len(e.seeds) or not all(_whole(s) and 0 <= s <= MAX_SEED for s in e.seeds):
+        fail("experiment.seeds", f"must be distinct integers >= 0, got {tuple(e.seeds)}.",
+             "E.g. config.experiment.seeds='(0,1,2)'.")
     if e.seeds and c.seed not in (0, *e.seeds):   # 0: the default, not a choice
         seeds = ",".join(map(str, (*e.seeds, c.seed)))
-        _fail("seed", f"{c.seed} is not used: experiment.seeds={tuple(e.seeds)} picks the seeds.",
-              f"Add it there (--config.experiment.seeds='({seeds})'), or drop experiment.seeds.")
-    if not isinstance(e.concurrent_runs, int) or e.concurrent_runs < 0:
-        _fail("experiment.concurrent_runs", f"must be an integer >= 0, got {e.concurrent_runs!r}.",
-              "0 picks by backend (3 on CPU, 1 on accelerators or for streamed data); 1 runs one at a time.")
+        fail("seed", f"{c.seed} is not used: experiment.seeds={tuple(e.seeds)} picks the seeds.",
+             f"Add it there (config.experiment.seeds='({seeds})'), or drop experiment.seeds.")
+    if not _whole(e.concurrent_runs) or e.concurrent_runs < 0:
+        fail("experiment.concurrent_runs", f"must be an integer >= 0, got {e.concurrent_runs!r}.",
+             "0 picks by backend (3 on CPU, 1 on accelerators or for streamed data); 1 runs one at a time.")

@@ -11,6 +11,8 @@ import os
 import socket
 import sys
 
+from elax import config as config_lib, watchdog, workdir
+
 _joined = False  # whether this process joined a multi-process run
 
 
@@ -53,7 +55,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None) -> None:
     """Join the run (call before any JAX computation); processes other than 0 stop writing workdir files."""
     import jax
-    from elax import workdir
     try:
         _check_address(coordinator)
         _check_port_free(coordinator, process_id)
@@ -73,19 +74,18 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     workdir.set_primary(jax.process_index() == 0)
 
 
-def check_same_run(config: dict, workdir: str) -> None:
+def check_same_run(config: dict, workdir_path: str) -> None:
     """Refuse processes started with different configs, workdirs, elax code or JAX versions, which would wait for
     each other forever at the first collective they disagree on. `data.dir` may differ: each host may read its
     own copy of the data."""
     if not _joined:
         return
     import jax
-    from elax import workdir as wd
-    mine = {**config, "data": {**config["data"], "dir": None}, "workdir": workdir,
+    mine = {**_without_host_local(config), "workdir": workdir_path,
             "software": {"jax": jax.__version__, "elax_code_sha256": _code_digest()}}
     theirs = [json.loads(text) for text in _gather_texts(json.dumps(mine, sort_keys=True, default=str))]
-    first = wd.flatten(theirs[0])
-    for index, other in enumerate(map(wd.flatten, theirs)):
+    first = workdir.flatten(theirs[0])
+    for index, other in enumerate(map(workdir.flatten, theirs)):
         differences = [f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in sorted(set(first) | set(other))
                        if first.get(k) != other.get(k)]
         if differences:
@@ -93,6 +93,16 @@ def check_same_run(config: dict, workdir: str) -> None:
                              f"({'; '.join(differences[:5])}). Start every process with the same --config, "
                              "--config.* overrides and --workdir (data.dir may differ between hosts), from the "
                              "same elax checkout and JAX version.")
+
+
+def _without_host_local(config: dict) -> dict:
+    """`config` with the keys that may differ between hosts (`elax.config`, e.g. data.dir) set to None."""
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in config.items()}
+    for name, key in config_lib.KEYS.items():
+        section, _, option = name.rpartition(".")
+        if key.host_local:
+            out[section][option] = None
+    return out
 
 
 def _code_digest() -> str:
@@ -117,15 +127,15 @@ def _gather_texts(text: str) -> list[str]:
     return [bytes(row[:length]).decode() for row, length in zip(np.asarray(rows), lengths)]
 
 
-def watch_peers() -> None:
-    """End this process at once, in one line, when another process of the run dies (`elax.watchdog`)."""
+def watch_peers(on_peer_lost) -> None:
+    """End this process at once when another process of the run dies (`elax.watchdog`), after `on_peer_lost(why)`
+    has said so; it returns the exit code."""
     if not _joined:
         return
     import jax
-    from elax import watchdog
     state = _jax_state()
     host = state.coordinator_address.rpartition(":")[0].strip("[]")
-    watchdog.start(state.client, jax.process_index(), jax.process_count(), host)
+    watchdog.start(state.client, jax.process_index(), jax.process_count(), host, on_peer_lost)
 
 
 def _jax_state():

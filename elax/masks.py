@@ -6,6 +6,7 @@ exactly the structure and shapes of the params it belongs to. Which leaves are p
 """
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Iterable
 
@@ -41,9 +42,14 @@ def _leaf_shapes(tree) -> dict:
 def prunable_kernels(exclude: Iterable[str] = ()) -> Predicate:
     """Conv and dense kernels (ndim >= 2), except those under a path in `exclude` ("head", "stage1_block0/conv1").
 
-    ResNets prune every kernel (ELTH.md section 1); VGG and MLPs use `exclude=("head",)`.
+    ResNets prune every kernel (ELTH.md section 1); VGG and MLPs use `exclude=("head",)`. One predicate object per
+    `exclude`, so that the jitted programs and caches keyed by it are shared.
     """
-    exclude = tuple(exclude)
+    return _prunable_kernels(tuple(exclude))
+
+
+@functools.lru_cache(maxsize=None)
+def _prunable_kernels(exclude: tuple[str, ...]) -> Predicate:
 
     def predicate(path, leaf) -> bool:
         name = path_str(path)

@@ -105,7 +105,7 @@ def permute_within_layers(mask, key, prunable: Predicate = default_prunable):
 
 @functools.partial(jax.jit, static_argnums=2)
 def _permute_leaves(key, leaves, which):
-    # One program per tree, not one per leaf shape (a GPU spent ~1 s compiling each).
+    # One program per tree, not one per leaf shape (each compiles slowly on a GPU).
     keys = jax.random.split(key, len(leaves))
     return [jax.random.permutation(k, jnp.ravel(m)).reshape(m.shape) if w else m
             for k, m, w in zip(keys, leaves, which)]

@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any
 
 from elax import masks as masks_lib
+from elax.models import family_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,6 @@ class Ticket:
         return masks_lib.format_report(self.mask, self._prunable())
 
     def _prunable(self):
-        from elax.models import family_of
         return family_of(self.model).prunable
 
     def __repr__(self) -> str:

@@ -19,7 +19,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from elax import data as data_lib, masks
+from elax import masks
+from elax.data.augment import normalize
+from elax.data.device import BatchSpec, DeviceSource
+from elax.data.stream import StreamSource
+from elax.mask_updates import MaskUpdate
 
 
 @flax.struct.dataclass
@@ -29,27 +33,6 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     mask: Any
-
-
-def lr_schedule(lr: float, steps_per_epoch: int, milestones=(), gamma: float = 0.1,
-                warmup_epochs: float = 0.0) -> Callable:
-    """Per-iteration LR: x`gamma` at each milestone epoch, after an optional linear warmup from 0."""
-    boundaries = {int(round(m * steps_per_epoch)): gamma for m in milestones}
-    decayed = optax.piecewise_constant_schedule(lr, boundaries)
-    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
-    if not warmup_steps:
-        return decayed
-    # Milestones stay absolute epochs (as in OpenLTH): the warmup scales the schedule, it does not shift it.
-    return lambda step: decayed(step) * jnp.minimum(1.0, step / warmup_steps)
-
-
-def make_optimizer(momentum: float, weight_decay: float) -> optax.GradientTransformation:
-    """SGD direction with coupled L2 (added to the gradient before momentum), as torch.optim.SGD.
-
-    The LR is applied in the train step from the *global* step, so a fresh optimizer started at the rewind
-    step continues the schedule where level 0 was at that step.
-    """
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.trace(decay=momentum))
 
 
 def create_state(params, batch_stats, mask, tx, step: int = 0) -> TrainState:
@@ -62,19 +45,35 @@ def create_state(params, batch_stats, mask, tx, step: int = 0) -> TrainState:
                       opt_state=jax.jit(tx.init)(params), mask=mask)  # one program, not one per leaf
 
 
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+    """Mean cross-entropy against integer labels, smoothed towards the uniform distribution by `label_smoothing`."""
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
 
 
-def train_step(state: TrainState, images, labels, *, apply_fn, tx, schedule, masked: bool = True):
-    """One SGD step. Masked: params <- (params + updates) * mask, so pruned weights stay exactly 0."""
+def _training_loss(apply_fn, label_smoothing: float, batch_stats, images, labels):
+    """loss(params) -> (loss, (logits, updated batch_stats)) of a batch in training mode (BatchNorm on the batch's
+    statistics; a model without BatchNorm has an empty batch_stats)."""
 
     def loss_fn(params):
-        variables = {"params": params, "batch_stats": state.batch_stats}
+        variables = {"params": params, "batch_stats": batch_stats}
         logits, updated = apply_fn(variables, images, train=True, mutable=["batch_stats"])
-        return cross_entropy(logits, labels), (logits, updated["batch_stats"])
+        return cross_entropy(logits, labels, label_smoothing), (logits, updated["batch_stats"])
 
+    return loss_fn
+
+
+def train_step(state: TrainState, images, labels, *, apply_fn, tx, schedule, masked: bool = True,
+               label_smoothing: float = 0.0):
+    """One optimizer step at the LR of `state.step`. Masked: the gradients of pruned weights are zeroed before
+    the optimizer (so its state for them stays 0, whatever the optimizer) and params <- (params - lr * direction)
+    * mask, so pruned weights stay exactly 0 whatever momentum or weight decay do."""
+    loss_fn = _training_loss(apply_fn, label_smoothing, state.batch_stats, images, labels)
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if masked:
+        grads = jax.tree.map(lambda g, m: jnp.where(m, g, 0.0), grads, state.mask)
     direction, opt_state = tx.update(grads, state.opt_state, state.params)
     lr = schedule(state.step)
     if masked:
@@ -111,26 +110,28 @@ class Trainer:
     eval_batch_size: int = 1000
     masked: bool = True
     fused_loop: bool | None = None   # many steps per jitted call; None = on accelerators only (see train_steps)
+    label_smoothing: float = 0.0
+    mask_update: MaskUpdate | None = None   # a mask that changes during training (elax.mask_updates)
 
     def __post_init__(self):
         n = self.mesh.size
         for name in ("batch_size", "eval_batch_size"):
             if getattr(self, name) % n:
-                raise ValueError(f"train.{name}={getattr(self, name)} must be divisible by the {n} devices.")
+                raise ValueError(f"{name}={getattr(self, name)} must be divisible by the {n} devices.")
 
     # -- training -------------------------------------------------------------------------------------------
     @functools.cached_property
-    def batch_spec(self) -> data_lib.BatchSpec:
-        return data_lib.BatchSpec(self.seed, self.batch_size, self.steps_per_epoch, self.augment,
+    def batch_spec(self) -> BatchSpec:
+        return BatchSpec(self.seed, self.batch_size, self.steps_per_epoch, self.augment,
                                   self.compute_dtype)
 
     # The seed enters the jitted programs as an argument, not a constant: Trainers that differ only in seed
     # (replicates, the runs of a stack) compile the same program, which the compilation cache then serves.
-    def _run_order(self, step, seed, data: data_lib.DeviceSource):
+    def _run_order(self, step, seed, data: DeviceSource):
         """The permutation the epoch of `step` reads for `seed`."""
         return data.epoch_order(dataclasses.replace(self.batch_spec, seed=seed), step)
 
-    def _run_step(self, state, totals, seed, data: data_lib.DeviceSource, order):
+    def _run_step(self, state, totals, seed, data: DeviceSource, order):
         """One step on the batch of `state.step` for `seed` (gathered, augmented and normalised on the device);
         vmapped over a leading run axis for stacked runs."""
         spec = dataclasses.replace(self.batch_spec, seed=seed)
@@ -143,7 +144,8 @@ class Trainer:
     def _step_on(self, state, totals, images, labels):
         """One train step on a normalised batch, its metrics added to `totals`."""
         state, metrics = train_step(state, images, labels, apply_fn=self.model.apply, tx=self.tx,
-                                    schedule=self.schedule, masked=self.masked)
+                                    schedule=self.schedule, masked=self.masked,
+                                    label_smoothing=self.label_smoothing)
         return state, jax.tree.map(jnp.add, totals, metrics)
 
     @property
@@ -152,7 +154,7 @@ class Trainer:
 
     def batch(self, data, step: int):
         """The normalised (augmented) batch that training reads at global `step`: SNIP/GraSP score batches."""
-        if isinstance(data, data_lib.StreamSource):
+        if isinstance(data, StreamSource):
             images, labels = data.host_batch(self.batch_spec, step)
             sharding = NamedSharding(self.mesh, P("data"))
             images = jax.make_array_from_process_local_data(sharding, images)
@@ -162,7 +164,7 @@ class Trainer:
 
     @functools.cached_property
     def _jit_normalize(self):
-        return jax.jit(lambda x, mean, std: data_lib.normalize(x, mean, std, self.compute_dtype),
+        return jax.jit(lambda x, mean, std: normalize(x, mean, std, self.compute_dtype),
                        static_argnames=("mean", "std"))
 
     @functools.cached_property
@@ -175,7 +177,7 @@ class Trainer:
 
     @functools.cached_property
     def _run_steps(self):
-        def run(state, seed, data: data_lib.DeviceSource, num_steps):
+        def run(state, seed, data: DeviceSource, num_steps):
             # The caller keeps every call inside one epoch, so one permutation serves all its steps.
             order = self._run_order(state.step, seed, data)
             body = lambda _, carry: self._run_step(*carry, seed, data, order)
@@ -211,7 +213,7 @@ class Trainer:
         `state` is donated: use the returned state, not the one passed in.
         """
         state = self.replicate(state)
-        if isinstance(data, data_lib.StreamSource):
+        if isinstance(data, StreamSource):
             return self._train_streamed(state, data, num_steps)
         seed = self._seed
         if self.runs_fused:
@@ -222,11 +224,36 @@ class Trainer:
             state, totals = self._one_step(state, totals, seed, data, order)
         return state, totals
 
+    # -- masks that change during training (elax.mask_updates) -------------------------------------------
+    def update_mask(self, state: TrainState, data) -> TrainState:
+        """`state` after the mask update due before step `state.step`: the update sees the dense gradients at the
+        current params on the batch of that step. Weights turned off are zeroed, and so is the optimizer state of
+        every weight whose mask changed (regrown weights start at zero with zero optimizer state)."""
+        images, labels = self.batch(data, int(state.step))
+        key = jax.random.fold_in(self.batch_spec.key(3), state.step)   # purpose 3: mask updates
+        return self._jit_update_mask(self.replicate(state), images, labels, key)
+
+    @functools.cached_property
+    def _jit_update_mask(self):
+        def update(state, images, labels, key):
+            loss_fn = _training_loss(self.model.apply, self.label_smoothing, state.batch_stats, images, labels)
+            grads = jax.grad(lambda p: loss_fn(p)[0])(state.params)
+            update = self.mask_update
+            mask = update.fn(state.params, state.mask, grads, state.step, key, update.ctx)
+            kept = jax.tree.map(jnp.logical_and, mask, state.mask)
+            opt_state = optax.tree_utils.tree_map_params(
+                self.tx, lambda s, k: jnp.where(k, s, jnp.zeros_like(s)), state.opt_state, kept,
+                transform_non_params=lambda s, *_: s)
+            params = jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), state.params, mask)
+            return state.replace(params=params, mask=mask, opt_state=opt_state)
+
+        return jax.jit(update, donate_argnums=(0,), out_shardings=NamedSharding(self.mesh, P()))
+
     # -- stacked runs: K tickets of this model and recipe in one program --------------------------------
-    def train_steps_stacked(self, states: TrainState, seeds, data: data_lib.DeviceSource, num_steps: int):
+    def train_steps_stacked(self, states: TrainState, seeds, data: DeviceSource, num_steps: int):
         """`train_steps` for K runs at once: `states` has a leading run axis (`stack`), run k reads the batches
         (order and augmentation) of seed `seeds[k]`, all at the same step. Returns (states, metrics [K])."""
-        if isinstance(data, data_lib.StreamSource):
+        if isinstance(data, StreamSource):
             raise ValueError("Stacked runs read the device source (data.source=device); set train.stack=1 to "
                              "stream.")
         states, seeds = self.replicate((states, jnp.asarray(seeds, jnp.int32)))
@@ -238,11 +265,11 @@ class Trainer:
             states, totals = self._stacked_step(states, totals, seeds, data, orders)
         return states, totals
 
-    def _run_orders(self, steps, seeds, data: data_lib.DeviceSource):
+    def _run_orders(self, steps, seeds, data: DeviceSource):
         """`_run_order` of each run of a stack (the data is shared)."""
         return jax.vmap(self._run_order, in_axes=(0, 0, None))(steps, seeds, data)
 
-    def _run_steps_of_stack(self, states, totals, seeds, data: data_lib.DeviceSource, orders):
+    def _run_steps_of_stack(self, states, totals, seeds, data: DeviceSource, orders):
         """`_run_step` of each run of a stack (the data is shared)."""
         return jax.vmap(self._run_step, in_axes=(0, 0, 0, None, 0))(states, totals, seeds, data, orders)
 
@@ -273,7 +300,7 @@ class Trainer:
     @functools.cached_property
     def _host_step(self):
         def step(state, totals, images, labels, mean, std):
-            return self._step_on(state, totals, data_lib.normalize(images, mean, std, self.compute_dtype), labels)
+            return self._step_on(state, totals, normalize(images, mean, std, self.compute_dtype), labels)
 
         return jax.jit(step, donate_argnums=(0, 1), static_argnames=("mean", "std"),
                        out_shardings=NamedSharding(self.mesh, P()))
@@ -297,7 +324,7 @@ class Trainer:
 
     def _eval_sums(self, params, batch_stats, images, labels, valid, mean, std):
         """(summed loss, correct count) over the `valid` examples of one uint8 batch, BatchNorm in inference."""
-        x = data_lib.normalize(images, mean, std, self.compute_dtype)
+        x = normalize(images, mean, std, self.compute_dtype)
         logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return (jnp.sum(jnp.where(valid, losses, 0.0)),
@@ -324,9 +351,9 @@ class Trainer:
 
         return jax.jit(evaluate, static_argnames=("mean", "std"))
 
-    def evaluate(self, params, batch_stats, data: data_lib.DeviceSource, split: str = "test") -> dict:
+    def evaluate(self, params, batch_stats, data: DeviceSource, split: str = "test") -> dict:
         """Mean loss and accuracy over a whole split, BatchNorm in inference mode."""
-        if isinstance(data, data_lib.StreamSource):
+        if isinstance(data, StreamSource):
             if split != "test":
                 raise ValueError("A streamed source evaluates its test split only.")
             return self._evaluate_streamed(params, batch_stats, data)

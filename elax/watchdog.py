@@ -7,6 +7,7 @@ thread that reads it ends this process with one line. A process that finishes it
 one that is ending itself stops listening, so planned ends raise no alarm.
 """
 
+import os
 import socket
 import sys
 import threading
@@ -16,9 +17,11 @@ _ending = False          # this process is ending: a peer's end is expected now
 _sockets: list[socket.socket] = []
 
 
-def start(client, process_id: int, num_processes: int, coordinator_host: str, timeout_s: int = 120) -> None:
+def start(client, process_id: int, num_processes: int, coordinator_host: str, on_peer_lost,
+          timeout_s: int = 120) -> None:
     """Connect this process with process 0 (process 0: with every other) and watch the connections; `client`:
-    JAX's coordination client, whose key-value store carries process 0's port."""
+    JAX's coordination client, whose key-value store carries process 0's port. When a connection closes
+    unexpectedly, `on_peer_lost(why)` says so (once) and returns the exit code this process ends with at once."""
     try:
         if process_id == 0:
             dual = socket.has_dualstack_ipv6()   # peers may reach the coordinator's host by IPv4 or IPv6
@@ -27,30 +30,32 @@ def start(client, process_id: int, num_processes: int, coordinator_host: str, ti
                 client.key_value_set(_PORT_KEY, str(server.getsockname()[1]))
                 server.settimeout(timeout_s)
                 for _ in range(num_processes - 1):
-                    _watch_in_thread(server.accept()[0])
+                    _watch_in_thread(server.accept()[0], on_peer_lost)
         else:
             port = int(client.blocking_key_value_get(_PORT_KEY, timeout_s * 1000))
-            _watch_in_thread(socket.create_connection((coordinator_host, port), timeout=timeout_s))
+            _watch_in_thread(socket.create_connection((coordinator_host, port), timeout=timeout_s), on_peer_lost)
     except Exception as error:  # a firewall, say: run on without the watchdog (or part of it)
         print(f"note: no watchdog connection with process 0 ({error}); if a process dies, the others wait for "
               "JAX's heartbeat (~100 s) to notice.", file=sys.stderr, flush=True)
 
 
-def _watch_in_thread(peer: socket.socket) -> None:
+def _watch_in_thread(peer: socket.socket, on_peer_lost) -> None:
     peer.settimeout(None)
     _sockets.append(peer)
-    threading.Thread(target=_watch, args=(peer,), daemon=True, name="elax-watchdog").start()
+    threading.Thread(target=_watch, args=(peer, on_peer_lost), daemon=True, name="elax-watchdog").start()
 
 
-def _watch(peer: socket.socket) -> None:
+def _watch(peer: socket.socket, on_peer_lost) -> None:
     try:
         said = peer.recv(1)
     except OSError:
         said = b""
     if said == b"." or _ending:   # the peer finished its run, or this process is ending anyway
         return
-    from elax import cli, distributed
-    distributed.exit_at_once(cli.report_lost_peer("its watchdog connection closed: killed, crashed or lost its host"))
+    code = on_peer_lost("its watchdog connection closed: killed, crashed or lost its host")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def ending(finished: bool) -> None:

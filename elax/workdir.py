@@ -9,7 +9,8 @@
         checkpoints/    Orbax CheckpointManager: the level's two latest train states (the resume points)
         metrics.jsonl   one line per epoch: losses, accuracies, learning rate, time
 
-Standard library only, so that `elax.report` can read runs without JAX. Every file is written atomically.
+What a config key is to a run (part of its recipe, resumable, a path) is declared beside its default in
+`elax.config`. No JAX here, so that `elax.report` can read runs without it. Every file is written atomically.
 """
 
 import contextlib
@@ -19,6 +20,9 @@ import numbers
 import os
 import shutil
 import tempfile
+
+from elax import config as config_lib
+from elax.data import catalog
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -31,38 +35,8 @@ LOCK_FILE = ".lock"
 # The method of IMP levels; the other tickets of a report join the IMP level they come from.
 IMP = "imp"
 ETT = "ett"
-# Keys every record has, and the extra ones of ETT records.
-RECORD_KEYS = ("level", "method", "model", "dataset", "seed", "recipe_id", "sparsity", "kept_weights",
-               "prunable_weights", "test_accuracy", "test_loss", "steps", "rewind_step")
+# The keys ETT records have besides those of every record.
 ETT_KEYS = ("source_model", "source_level", "strategy")
-
-# The config keys whose values change results: the recipe. Not the model (every record names it), the seed (a
-# replicate of one recipe), or keys that only extend a run or change its speed and output.
-RECIPE_KEYS = ("data.name", "data.augment", "data.train_subset", "train.epochs", "train.batch_size", "train.lr",
-               "train.momentum", "train.weight_decay", "train.milestones", "train.gamma", "train.warmup_epochs",
-               "train.dtype", "lottery.prune_fraction", "lottery.rewind_steps", "lottery.scope", "lottery.exclude")
-# Settings of the streamed input pipeline: they shape the images, so they are part of a streamed run's recipe (and
-# absent from the recipes of device-resident runs, whose ids stay those of runs from before streaming existed).
-STREAM_RECIPE_KEYS = ("data.source", "data.image_size", "data.resize_size", "data.crop_scale", "data.crop_ratio")
-# Set only by runs that pad their images (data.pad_to > 0), so the ids of runs from before it existed stay the same.
-PAD_RECIPE_KEYS = ("data.pad_to",)
-# Datasets read only through the streamed pipeline (elax.data.STREAMED_ONLY).
-STREAMED_DATASETS = ("imagenet2012", "imagefolder")
-
-
-def streams(source: str | None, name: str) -> bool:
-    """Whether a run with `data.source` `source` (None: auto) reads dataset `name` through the streamed pipeline."""
-    source = source or "auto"
-    return source == "stream" or (source == "auto" and name in STREAMED_DATASETS)
-
-
-# Config keys that may change when a run resumes (they extend the run or change only speed/output).
-RESUMABLE_CHANGES = ("lottery.levels", "transfer.levels", "baseline.levels", "progress", "train.steps_per_call",
-                     "train.eval_batch_size", "train.deterministic", "train.stack", "train.checkpoint_every_secs",
-                     "report", "data.dir", "data.workers", "experiment")
-# Sections a run of a mode never reads: they may differ too, so that the IMP runs of one experiment serve a second
-# one with another transfer strategy or other baselines (the same workdir, deeper then shallower targets).
-UNREAD_SECTIONS = {"imp": ("transfer.", "baseline."), "transfer": ("baseline.",), "baseline": ("transfer.",)}
 
 
 # -- paths -------------------------------------------------------------------------------------------------------
@@ -164,11 +138,19 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def recipe(config: dict) -> dict:
-    """The result-changing settings of a config dict ({'train.lr': 0.1, ...})."""
+    """The result-changing settings of a config dict ({'train.lr': 0.1, ...}): its keys declared part of the
+    recipe in `elax.config` (those of the streamed pipeline only for streamed runs; keys added since runs were
+    first made only when set, so that those runs keep their recipe ids)."""
     flat = flatten(config)
-    streamed = streams(flat.get("data.source"), flat.get("data.name"))
-    keys = RECIPE_KEYS + (STREAM_RECIPE_KEYS if streamed else ()) + (PAD_RECIPE_KEYS if flat.get("data.pad_to") else ())
-    return {key: flat.get(key) for key in keys}
+    streamed = catalog.streams(flat.get("data.source"), flat.get("data.name"))
+    return {name: flat.get(name) for name, key in config_lib.KEYS.items()
+            if key.recipe == config_lib.ALWAYS or (key.recipe == config_lib.STREAMED and streamed)
+            or (key.recipe == config_lib.IF_SET and flat.get(name, _json(key.default)) != _json(key.default))}
+
+
+def _json(value):
+    """A config value as JSON holds it (tuples are lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def recipe_id(config: dict) -> str:
@@ -224,38 +206,33 @@ def runs_inside(folder: str) -> list[str]:
     return sorted(os.path.relpath(os.path.dirname(path), folder) for path in found)
 
 
-RUN_PATH_KEYS = ("transfer.source", "baseline.reference")
-
-
 def _same_value(key: str, old, new, old_workdir: str | None, workdir: str) -> bool:
     """Config values alike; the run a run builds on is the same however its path is spelt (relative or absolute,
     through links), and when it sits where it sat relative to the workdir (`old_workdir` then, `workdir` now), so
     that an experiment resumes under another spelling of its --workdir and in a folder moved or copied elsewhere."""
     if old == new:
         return True
-    if key not in RUN_PATH_KEYS or not (isinstance(old, str) and isinstance(new, str) and old and new):
+    if not config_lib.KEYS[key].run_path or not (isinstance(old, str) and isinstance(new, str) and old and new):
         return False
     old, new = os.path.realpath(os.path.expanduser(old)), os.path.realpath(os.path.expanduser(new))
     return old == new or bool(old_workdir) and (
         os.path.relpath(old, old_workdir) == os.path.relpath(new, os.path.realpath(workdir)))
 
 
-# Keys `claim` adds to the config it writes: the recipe's id, where the run was (to recognise a moved run), and
-# what the data held (a folder's content may change under an unchanged config).
-CLAIM_KEYS = ("recipe_id", "workdir", "dataset")
-
-
 def claim(workdir: str, config: dict, dataset: dict | None = None) -> None:
     """Create `workdir` for a run of `config` (a plain dict), or check that the run in it has a compatible one,
-    trained on data of the same shape (`dataset`: class and image counts, a digest of the class names)."""
+    trained on data of the same shape (`dataset`: class and image counts, a digest of the class names). The
+    config.json written holds the config plus the recipe's id, where the run is (to recognise a moved run) and
+    what its data held (a folder's content may change under an unchanged config)."""
     path = os.path.join(workdir, CONFIG_FILE)
     previous = read_json(path)
     if previous is not None:
         _check_same_dataset(workdir, previous.get("dataset"), dataset)
         old, new = flatten(previous), flatten(config)
-        ignored = RESUMABLE_CHANGES + UNREAD_SECTIONS.get(config.get("mode"), ())
+        unread = config_lib.unread_prefixes(config.get("mode"))
         # Keys only one side has were added to (or removed from) the schema since: they had their default.
-        changed = [k for k in sorted(set(old) & set(new)) if k not in CLAIM_KEYS and not k.startswith(ignored)
+        changed = [k for k in sorted(set(old) & set(new)) if k in config_lib.KEYS and not
+                   config_lib.KEYS[k].resumable and not k.startswith(unread)
                    and not _same_value(k, old[k], new[k], previous.get("workdir"), workdir)]
         if changed:
             diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from elax import checkpoint, masks, pruning, train
+from elax import checkpoint, masks, optim, pruning, train
 
 
 def assert_trees_identical(a, b):
@@ -23,7 +23,7 @@ def assert_trees_identical(a, b):
 def states(resnet8_variables):
     """(saved, template): a pruned state at step 7 with live momentum, and a differently valued template."""
     params, batch_stats = resnet8_variables["params"], resnet8_variables["batch_stats"]
-    tx = train.make_optimizer(0.9, 1e-4)
+    tx = optim.sgd(0.9, 1e-4)
     mask = pruning.prune_magnitude(params, masks.build(params), 0.5)
     state = train.create_state(params, batch_stats, mask, tx, step=7)
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.25), params)

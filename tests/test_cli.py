@@ -77,7 +77,7 @@ def test_bad_config_is_a_one_line_error(tmp_path):
     # One case through main.py (flags, exit code); tests/test_probes.py checks the others in-process.
     code, out, err = finish(main_py([*TINY, "--config.model.name=cifar_resnet_21", f"--workdir={tmp_path / 'run'}"]))
     assert code == 2
-    assert "elax: error: config.model.name: CIFAR ResNet depth must be 6n+2" in err
+    assert "elax: error: --config.model.name: CIFAR ResNet depth must be 6n+2" in err   # the CLI spells keys as flags
     assert "Traceback" not in err and not os.path.exists(tmp_path / "run")
 
 

@@ -323,9 +323,9 @@ def test_digits():
 
 def test_digits_read_without_scikit_learn_equal_its_load_digits():
     from sklearn.datasets import load_digits
-    from elax.data.datasets import _read_digits
+    from elax.data.files import digits_table
     reference = load_digits()
-    images, targets = _read_digits()
+    images, targets = digits_table()
     np.testing.assert_array_equal(images, reference.images)
     np.testing.assert_array_equal(targets, reference.target)
 
@@ -342,8 +342,8 @@ def test_pad_images_centres_each_image_on_black_and_renormalises():
     assert abs(padded.mean[0] - pixels.mean()) < 1e-9 and abs(padded.std[0] - pixels.std()) < 1e-9
     assert padded.mean[0] == pytest.approx(ds.mean[0] * 64 / 121)
     assert data.pad_images(ds, 0) is ds and data.pad_images(ds, 8) is ds
-    with pytest.raises(ValueError, match=r"config.data.pad_to=7: digits has 8x8 images, larger than that; use 0 "
-                                         r"\(as they are\) or at least 8"):
+    with pytest.raises(ValueError, match=r"side 7 is smaller than the 8x8 images of digits: use 0 \(as they are\) "
+                                         r"or at least 8"):
         data.pad_images(ds, 7)
 
 
@@ -353,7 +353,7 @@ def test_pad_images_centres_each_image_on_black_and_renormalises():
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError) as err:
         data.load("imagenet")
-    for name in data.DATASETS:
+    for name in data.catalog.names():
         assert name in str(err.value)
 
 

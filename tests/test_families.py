@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from elax import config as config_lib, masks, models, transfer
-from elax.runs import BASELINES, RUNNERS
+from elax import config as config_lib, masks, models, runs, transfer
+from elax.runs import BASELINES, MODES
 from elax.ticket import Ticket
 import toy_family  # noqa: F401  (registers the "toy" family)
 
@@ -61,33 +61,43 @@ def test_transfer_ticket_on_the_toy_family_copies_every_unit():
 def test_family_declares_prunable_exclusions():
     assert toy_family.FAMILY.prune_exclude == ("head",)
     assert models.family_of("cifar_resnet_20").prune_exclude == ()
-    assert models.family_of("cifar_resnet_20").rewind_steps == 1000
 
 
-def test_a_registered_baseline_is_validated_and_used(monkeypatch):
+def test_a_registered_baseline_is_validated_and_used():
     config = config_lib.default_config()
     config.mode, config.baseline.reference, config.baseline.method = "baseline", "/somewhere", "keep_all"
     with pytest.raises(ValueError, match=r"config.baseline.method: unknown baseline 'keep_all'"):
-        config_lib.validate(config)
-    monkeypatch.setitem(BASELINES, "keep_all", lambda ctx, m: (m.dense.params, m.dense.batch_stats, m.dense.mask))
-    config_lib.validate(config)
+        runs.check(config)
+    BASELINES.register("keep_all", lambda ctx, m: (m.dense.params, m.dense.batch_stats, m.dense.mask))
+    try:
+        runs.check(config)
+    finally:
+        BASELINES.remove("keep_all")
 
 
-def test_a_registered_strategy_is_validated_and_planned(monkeypatch):
+def test_a_registered_strategy_is_validated_and_planned():
     reverse = lambda k, m: tuple(reversed(range(k)))[:m]
     config = config_lib.default_config()
     config.mode, config.experiment.source_model = "experiment", "cifar_resnet_32"
     config.experiment.target_models, config.transfer.strategy = ("cifar_resnet_20",), "reverse"
     with pytest.raises(ValueError, match=r"config.transfer.strategy: 'reverse' cannot move cifar_resnet_32 to "
                                          r"cifar_resnet_20: Unknown strategy 'reverse'"):
-        config_lib.validate(config)
-    monkeypatch.setitem(transfer.STRATEGY_FUNCTIONS, "reverse", ("squeeze", reverse))
-    config_lib.validate(config)
-    assert transfer.plan("cifar_resnet_32", "cifar_resnet_20", "reverse").mapping[1] == (0, 4, 3)
+        runs.check(config)
+    transfer.STRATEGIES.register("reverse", transfer.Strategy("squeeze", reverse))
+    try:
+        runs.check(config)
+        assert transfer.plan("cifar_resnet_32", "cifar_resnet_20", "reverse").mapping[1] == (0, 4, 3)
+    finally:
+        transfer.STRATEGIES.remove("reverse")
 
 
-def test_modes_come_from_the_runner_registry():
-    assert config_lib.modes() == (*RUNNERS, "report") == ("imp", "transfer", "baseline", "experiment", "report")
+def test_modes_come_from_the_mode_registry():
+    assert MODES.names() == ("imp", "transfer", "baseline", "experiment", "report")
+    config = config_lib.default_config()
+    config.mode = "imq"
+    with pytest.raises(ValueError, match=r"config.mode: unknown mode 'imq' \(did you mean 'imp'\?\). Valid: imp, "
+                                         r"transfer, baseline, experiment, report."):
+        runs.check(config)
 
 
 # -- CIFAR VGG and ImageNet ResNets ----------------------------------------------------------------------------------
@@ -258,7 +268,7 @@ def test_an_input_too_small_for_a_family_is_a_clear_error(tmp_path):
     from elax import runs
     from conftest import tiny_config
     with pytest.raises(ValueError, match=r"config.model.name: cifar_vgg_11_8 needs images of at least 32x32 .* "
-                                         r"digits has 8x8\. Pad them \(--config.data.pad_to=32\)"):
+                                         r"digits has 8x8\. Pad them \(config.data.pad_to=32\)"):
         runs.run_imp(tiny_config(**{"model.name": "cifar_vgg_11_8"}), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
     # Streamed JPEGs are cropped to data.image_size: that is the fix, found before the folder is even read.
@@ -268,19 +278,19 @@ def test_an_input_too_small_for_a_family_is_a_clear_error(tmp_path):
         runs.run_imp(config, str(tmp_path / "run"))
     assert str(info.value) == (
         "config.model.name: imagenet_resnet_18_8 needs images of at least 32x32 (its pools and strides would leave "
-        "nothing of smaller ones); --config.data.image_size=8 crops 8x8. Use --config.data.image_size=32 (and a "
-        "--config.data.resize_size of at least that).")
+        "nothing of smaller ones); config.data.image_size=8 crops 8x8. Use config.data.image_size=32 (and a "
+        "config.data.resize_size of at least that).")
 
 
 def test_padded_images_reach_the_model_and_name_the_recipe():
     from elax import train, workdir
-    from elax.config import validate_for_dataset
+    from elax.runs.checks import check_for_dataset
     from elax.runs import context
     from conftest import tiny_config
     config = tiny_config(**{"model.name": "cifar_vgg_11_8", "data.pad_to": 32})
     source = context._load_on_devices(config.data, train.make_mesh())
     assert source.image_shape == (32, 32, 1) and source.num_train == 1437
-    validate_for_dataset(config, source.num_train, source.image_shape)  # no error: 32x32 is enough for a VGG
+    check_for_dataset(config, source.num_train, source.image_shape, 1)  # no error: 32x32 is enough for a VGG
     padded, plain = config.to_dict(), tiny_config().to_dict()
     assert workdir.recipe(padded)["data.pad_to"] == 32 and "data.pad_to" not in workdir.recipe(plain)
     assert workdir.recipe_differences(padded, plain) == ["data.pad_to: 32 vs 0"]   # 0, as config.json says

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from elax.runs import jobs, loop
+from elax import stopping
+from elax.runs import jobs
 
 
 class Recorder:
@@ -52,10 +53,10 @@ def test_one_worker_runs_the_jobs_in_order_with_unprefixed_lines():
 
 def runs_until_stopped(log, seen_stop):
     """What a level does: it stops at its next epoch end once STOP is set."""
-    while not loop.STOP.wait(0.01):
+    while not stopping.STOP.wait(0.01):
         pass
     seen_stop.append(True)
-    raise loop.RunStopped("stopped")
+    raise stopping.RunStopped("stopped")
 
 
 def test_a_failure_stops_the_runs_in_flight_starts_nothing_new_and_is_raised():
@@ -70,7 +71,7 @@ def test_a_failure_stops_the_runs_in_flight_starts_nothing_new_and_is_raised():
     with pytest.raises(ValueError, match="boom"):
         jobs.run_jobs(graph, workers=2, log=lambda _: None)
     assert seen_stop == [True] and r.events == []    # "queued" waited for a free worker, then nothing new started
-    assert not loop.STOP.is_set()                     # cleared for the next experiment of this process
+    assert not stopping.STOP.is_set()                     # cleared for the next experiment of this process
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_ctrl_c_stops_the_runs_in_flight_and_is_raised(ctrl_c_raises):
     graph = [jobs.Job("a", "a", presses_ctrl_c), jobs.Job("b", "b", lambda log: runs_until_stopped(log, seen_stop))]
     with pytest.raises(KeyboardInterrupt):
         jobs.run_jobs(graph, workers=2, log=lines.append)
-    assert seen_stop == [True, True] and not loop.STOP.is_set()
+    assert seen_stop == [True, True] and not stopping.STOP.is_set()
     assert lines[-1].startswith("Stopping: the runs in flight save a checkpoint at their next epoch end")
 
 

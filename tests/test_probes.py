@@ -36,7 +36,7 @@ CONFIG_PROBES = [
     ({"train.lr": float("nan")}, "config.train.lr: must be a finite number > 0, got nan"),
     ({"train.lr": float("inf")}, "config.train.lr: must be a finite number > 0"),
     ({"train.gamma": -1.0}, "config.train.gamma: must be in (0, 1]"),
-    ({"train.warmup_epochs": -1.0}, "config.train.warmup_epochs: must be >= 0"),
+    ({"train.warmup_epochs": -1.0}, "config.train.warmup_epochs: must be a finite number >= 0, got -1.0"),
     ({"train.momentum": 1.5}, "config.train.momentum: must be in [0, 1) (SGD's momentum; the paper uses 0.9), got 1.5"),
     ({"train.weight_decay": -1e-4}, "config.train.weight_decay: must be a finite number >= 0, got -0.0001"),
     ({"train.milestones": (0,)}, "config.train.milestones: must be increasing epochs > 0, got (0,)"),
@@ -49,10 +49,11 @@ CONFIG_PROBES = [
     ({"lottery.prune_fraction": 0.99, "lottery.levels": 4}, "levels=4: with prune_fraction 0.99, level 3 would leave no weight in the network"),
     ({"lottery.scope": "layer", "lottery.prune_fraction": 0.9, "lottery.levels": 3},
      "level 3 would leave no weight in head/kernel"),
-    ({"data.train_subset": 99999}, "config.data.train_subset=99999: digits has 1437 training images"),
+    ({"data.train_subset": 99999}, "--config.data.train_subset: size 99999 is outside 1..1437, the 1437 training "
+                                   "images of digits (0 keeps them all)."),
     ({"data.pad_to": -1}, "config.data.pad_to: must be >= 0 (0 = images as they are), got -1."),
-    ({"data.pad_to": 4}, "config.data.pad_to=4: digits has 8x8 images, larger than that; use 0 (as they are) or "
-                         "at least 8."),
+    ({"data.pad_to": 4}, "--config.data.pad_to: side 4 is smaller than the 8x8 images of digits: use 0 (as they "
+                         "are) or at least 8."),
     ({"data.name": "imagefolder", "data.dir": "/x", "data.pad_to": 256},
      "config.data.pad_to: applies to datasets held in memory, not to imagefolder"),
     ({"mode": "baseline", "baseline.method": "lottery", "baseline.reference": "/x"},
@@ -70,7 +71,7 @@ CONFIG_PROBES = [
      "config.transfer.strategy: 'append' cannot move cifar_resnet_14_8 to cifar_resnet_8_8: Strategy 'append' "
      "cannot squeeze stage 1 from 2 to 1 blocks; valid squeeze strategies: 'drop_last', 'interleave' (or an "
      "official mapping string). One experiment stretches or squeezes: run the deeper and the shallower targets "
-     "as two experiments with the same --workdir (the second reuses the source's finished IMP runs)."),
+     "as two experiments with the same workdir (the second reuses the source's finished IMP runs)."),
     ({"mode": "experiment", "experiment.target_models": ("cifar_vgg_11_8",)},
      "config.experiment.target_models: cifar_vgg_11_8 cannot take tickets of cifar_resnet_14_8: Cannot transfer "
      "between model families (cifar_resnet_14_8 -> cifar_vgg_11_8: 'cifar_resnet' vs 'cifar_vgg')"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from elax import report
+from elax.report import plotting
 
 REPO = Path(__file__).resolve().parents[1]
 IMP = "imp (cifar_resnet_32)"
@@ -271,7 +272,7 @@ def test_format_cell_sparsity_note():
 
 def test_plot_points_at_cell_sparsity():
     table = report.summarize(_ett_records())
-    remaining, acc, _, n = report._series_points(table, ETT)
+    remaining, acc, _, n = plotting._series_points(table, ETT)
     assert remaining == pytest.approx([100 * (1 - 0.2049), 100 * (1 - 0.368)])
     assert acc == pytest.approx([97.78, 92.5]) and n == [1, 2]
 

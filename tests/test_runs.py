@@ -157,7 +157,7 @@ def test_transfer_takes_the_source_recipe(runs, tmp_path):
     assert (saved["data"]["name"], saved["train"]["epochs"], saved["train"]["lr"]) == ("digits", 2, 0.05)
 
 
-def test_the_source_padding_is_inherited_and_an_older_source_leaves_it_as_given():
+def test_the_source_padding_is_inherited_and_an_older_source_gives_its_default():
     from elax.config import default_config
     from elax.runs.sources import inherit_recipe
     padded, plain = default_config().to_dict(), default_config().to_dict()
@@ -169,11 +169,14 @@ def test_the_source_padding_is_inherited_and_an_older_source_leaves_it_as_given(
     lines.clear()
     assert inherit_recipe(default_config(), {**plain, "seed": 1}, "reference run", lines.append).seed == 0
     assert lines == ["note: seed 0 differs from the reference run's seed 1; a report's claims pair runs by seed "
-                     "(--config.seed=1 pairs this run with that one)."]
+                     "(config.seed=1 pairs this run with that one)."]
+    lines.clear()
     config = default_config()
-    config.data.pad_to = 36
-    assert inherit_recipe(config, plain, "source run", lines.append).data.pad_to == 36
-    assert len(lines) == 1
+    config.data.pad_to, config.train.optimizer = 36, "adamw"
+    # A source from before a key existed trained with its default: the run built on it does too.
+    inherited = inherit_recipe(config, plain, "source run", lines.append)
+    assert (inherited.data.pad_to, inherited.train.optimizer) == (0, "sgd")
+    assert lines == ["Recipe of the source run: data.pad_to=0, train.optimizer='sgd'"]
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +194,8 @@ def test_one_shot_scores_of_the_dense_ticket_are_computed_once_per_run(baseline_
     calls, real = [], runs_lib.baselines.scores.snip_scores
     monkeypatch.setattr(runs_lib.baselines.scores, "snip_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
     shared = {}   # what a baseline run's levels share (baselines._Reference.dense_scores)
-    _, _, sparse = BASELINES["snip"](exp, Matched(dense, imp, record["sparsity"], shared))
-    _, _, denser = BASELINES["snip"](exp, Matched(dense, imp, record["sparsity"] / 2, shared))
+    _, _, sparse = BASELINES.get("snip")(exp, Matched(dense, imp, record["sparsity"], shared))
+    _, _, denser = BASELINES.get("snip")(exp, Matched(dense, imp, record["sparsity"] / 2, shared))
     assert len(calls) == 1
     # The same scores, two sparsities: the sparser mask keeps a subset of the denser one's weights.
     assert all(np.all(np.asarray(d)[np.asarray(s)]) for s, d in zip(jax.tree.leaves(sparse), jax.tree.leaves(denser)))
@@ -201,7 +204,7 @@ def test_one_shot_scores_of_the_dense_ticket_are_computed_once_per_run(baseline_
 @pytest.mark.parametrize("method", BASELINES)
 def test_every_baseline_hits_the_reference_sparsity_exactly(baseline_inputs, method):
     exp, dense, imp, record = baseline_inputs
-    params, batch_stats, mask = BASELINES[method](exp, Matched(dense, imp, record["sparsity"]))
+    params, batch_stats, mask = BASELINES.get(method)(exp, Matched(dense, imp, record["sparsity"]))
     masks.validate(mask, params)
     assert masks.count(mask, exp.prunable) == (record["kept_weights"], record["prunable_weights"])
     flat = jax.tree_util.tree_flatten_with_path(mask)[0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SHAPE, tiny_config
-from elax import checkpoint, data, masks, pruning, runs, train, workdir as wd
+from elax import checkpoint, data, masks, optim, pruning, runs, train, workdir as wd
 from elax.models import get_model, init_variables
 
 
@@ -17,7 +17,7 @@ def test_stacked_steps_equal_separate_runs_with_their_own_seeds(tiny_dataset):
     model = get_model("cifar_resnet_8_4")
     mesh = train.make_mesh()
     source = data.put_on_devices(tiny_dataset, mesh)
-    trainer = train.Trainer(model, train.make_optimizer(0.9, 5e-4), train.lr_schedule(0.1, 5), mesh,
+    trainer = train.Trainer(model, optim.sgd(0.9, 5e-4), optim.multistep(0.1, 5), mesh,
                             batch_size=16, steps_per_epoch=5, seed=0, augment=True)
     seeds = (0, 1, 2)
     states = []

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, synthetic_dataset, tiny_config
-from elax import data, masks, models, runs, train, workdir as wd
+from elax import data, masks, models, optim, runs, train, workdir as wd
 from elax.data import images as image_ops, records, stream
 
 
@@ -55,7 +55,7 @@ def test_stream_gives_the_device_sources_batches_and_evaluation():
         np.testing.assert_array_equal(streamed_labels, labels)
     model = models.get_model("cifar_resnet_8_4")
     variables = models.init_variables(model, jax.random.key(0), dataset.train_images.shape[1:])
-    trainer = train.Trainer(model, train.make_optimizer(0.9, 0.0), lambda s: 0.1, mesh, batch_size=16,
+    trainer = train.Trainer(model, optim.sgd(0.9, 0.0), lambda s: 0.1, mesh, batch_size=16,
                             steps_per_epoch=5, seed=0, augment=False, eval_batch_size=8)  # 13 test: one padded
     expected = trainer.evaluate(variables["params"], variables["batch_stats"], device)
     got = trainer.evaluate(variables["params"], variables["batch_stats"], stream)
@@ -132,7 +132,7 @@ def test_image_folder_records_and_their_errors(jpeg_dir, tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         records.open_splits("imagefolder", os.path.join(jpeg_dir, "train"))
     assert str(info.value).endswith("To provide it: data.dir names a split of an ImageFolder tree; pass the tree, "
-                                    f"--config.data.dir={jpeg_dir}.")
+                                    f"config.data.dir={jpeg_dir}.")
     (tmp_path / "val" / "dog").mkdir(parents=True)
     for name in ("ant", "cat"):
         (tmp_path / "train" / name).mkdir(parents=True)

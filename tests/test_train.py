@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from elax import data as data_lib
-from elax import masks, pruning, train
+from elax import masks, optim, pruning, train
 from elax.models import get_model
 from conftest import TINY_SHAPE
 
@@ -54,8 +54,8 @@ def env(tiny_dataset, eight_devices_proc):
     # eight_devices_proc: started here so that the subprocess runs alongside this module's compiles.
     mesh = train.make_mesh(jax.devices()[:1])
     return dict(model=get_model("cifar_resnet_8_4"), mesh=mesh,
-                tx=train.make_optimizer(MOMENTUM, WEIGHT_DECAY),
-                schedule=train.lr_schedule(0.05, STEPS_PER_EPOCH, milestones=(2,)),
+                tx=optim.sgd(MOMENTUM, WEIGHT_DECAY),
+                schedule=optim.multistep(0.05, STEPS_PER_EPOCH, milestones=(2,)),
                 data=data_lib.put_on_devices(tiny_dataset, mesh))
 
 
@@ -79,30 +79,30 @@ def ticket(resnet8_variables):
 
 # -- schedule and optimizer -------------------------------------------------------------------------------------
 
-def test_lr_schedule_milestones():
-    s = train.lr_schedule(0.1, 10, milestones=(2, 3))
+def test_multistep_schedule_milestones():
+    s = optim.multistep(0.1, 10, milestones=(2, 3))
     for step, lr in [(0, 0.1), (1, 0.1), (19, 0.1), (20, 0.01), (29, 0.01), (30, 0.001), (1000, 0.001)]:
         assert float(s(step)) == pytest.approx(lr, rel=1e-6), step
-    s = train.lr_schedule(0.1, 391, milestones=(80, 120))   # the CIFAR recipe, per iteration
+    s = optim.multistep(0.1, 391, milestones=(80, 120))   # the CIFAR recipe, per iteration
     for step, lr in [(31279, 0.1), (31280, 0.01), (46919, 0.01), (46920, 0.001), (62559, 0.001)]:
         assert float(s(step)) == pytest.approx(lr, rel=1e-6), step
-    s = train.lr_schedule(1.0, 4, milestones=(0.5, 1.25), gamma=0.5)   # fractional epochs: steps 2 and 5
+    s = optim.multistep(1.0, 4, milestones=(0.5, 1.25), gamma=0.5)   # fractional epochs: steps 2 and 5
     assert [float(s(t)) for t in range(7)] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
-    assert [float(train.lr_schedule(0.3, 5)(t)) for t in (0, 7, 10**6)] == pytest.approx([0.3] * 3)
+    assert [float(optim.multistep(0.3, 5)(t)) for t in (0, 7, 10**6)] == pytest.approx([0.3] * 3)
 
 
-def test_lr_schedule_warmup_is_linear_from_zero():
-    s = train.lr_schedule(0.4, 10, warmup_epochs=1)
+def test_multistep_schedule_warmup_is_linear_from_zero():
+    s = optim.multistep(0.4, 10, warmup_epochs=1)
     for step in range(10):
         assert float(s(step)) == pytest.approx(0.4 * step / 10, abs=1e-7), step
     assert float(s(10)) == pytest.approx(0.4) and float(s(500)) == pytest.approx(0.4)
 
 
-def test_lr_schedule_milestones_are_absolute_epochs_with_warmup():
+def test_multistep_schedule_milestones_are_absolute_epochs_with_warmup():
     # ImageNet recipe (ELTH.md section 2): x0.1 at epochs 30/60/80 *and* a 5-epoch warmup. The milestones are
     # epochs of the run (OpenLTH: gamma ** bisect(milestones, it) times min(1, it / warmup)), not epochs after
     # the warmup.
-    s = train.lr_schedule(0.4, 10, milestones=(30, 60, 80), warmup_epochs=5)
+    s = optim.multistep(0.4, 10, milestones=(30, 60, 80), warmup_epochs=5)
     for step, lr in [(25, 0.2), (50, 0.4), (299, 0.4), (300, 0.04), (349, 0.04), (350, 0.04), (599, 0.04),
                      (600, 0.004), (800, 0.0004)]:
         assert float(s(step)) == pytest.approx(lr, rel=1e-5), step
@@ -114,7 +114,7 @@ def test_optimizer_is_torch_sgd_with_coupled_weight_decay():
     p0 = {"w": rng.standard_normal((3, 2)).astype(np.float32), "b": rng.standard_normal(2).astype(np.float32)}
     g1 = jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(np.float32), p0)
     g2 = jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(np.float32), p0)
-    tx = train.make_optimizer(m, wd)
+    tx = optim.sgd(m, wd)
     opt = tx.init(p0)
     d1, opt = tx.update(g1, opt, p0)
     p1 = jax.tree.map(lambda p, d: p - lr * d, p0, d1)
@@ -148,7 +148,7 @@ def test_train_step_matches_hand_computation():
     kmask[[0, 2, 3], [1, 0, 2]] = False
     mask = {"dense": {"kernel": jnp.asarray(kmask), "bias": jnp.ones(3, bool)}}
     lr_at = lambda step: 0.1 * (step + 1)       # the LR must be read at the step *before* the update
-    tx = train.make_optimizer(MOMENTUM, 0.05)
+    tx = optim.sgd(MOMENTUM, 0.05)
     state = train.create_state(params, {"calls": jnp.zeros((), jnp.int32)}, mask, tx, step=0)
     np.testing.assert_array_equal(state.params["dense"]["kernel"], np.where(kmask, params["dense"]["kernel"], 0))
 
@@ -161,7 +161,7 @@ def test_train_step_matches_hand_computation():
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         loss = -np.log(probs[np.arange(6), y]).mean()
-        gW, gb = X.T @ (probs - onehot) / 6, (probs - onehot).mean(0)
+        gW, gb = np.where(kmask, X.T @ (probs - onehot) / 6, 0.0), (probs - onehot).mean(0)   # pruned: no gradient
         buf_W = MOMENTUM * buf_W + gW + 0.05 * W
         buf_b = MOMENTUM * buf_b + gb + 0.05 * b
         W, b = np.where(kmask, W - lr_at(t) * buf_W, 0.0), b - lr_at(t) * buf_b
@@ -169,6 +169,7 @@ def test_train_step_matches_hand_computation():
         np.testing.assert_allclose(state.params["dense"]["bias"], b, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(np.asarray(state.params["dense"]["kernel"])[~kmask], 0.0)
         np.testing.assert_allclose(state.opt_state[1].trace["dense"]["kernel"], buf_W, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(state.opt_state[1].trace["dense"]["kernel"])[~kmask], 0.0)
         assert float(metrics["loss"]) == pytest.approx(6 * loss, rel=1e-5)
         assert float(metrics["correct"]) == np.sum(logits.argmax(1) == y)
         assert float(metrics["count"]) == 6
@@ -210,8 +211,8 @@ def test_pruned_weights_stay_zero_for_30_steps(env, trainer, ticket):
         assert np.all(p[name][~m0[name]] == 0.0), name
         assert np.all(np.isfinite(p[name])), name
     kernels = [k for k in p if k.endswith("kernel")]
-    # The mask did real work: momentum is nonzero at pruned positions, and the kept weights trained.
-    assert all(np.any(trace[k][~m0[k]] != 0) for k in kernels)
+    # Pruned weights have no momentum (their gradients never reach the optimizer); the kept weights trained.
+    assert all(np.all(trace[k][~m0[k]] == 0) and np.any(trace[k][m0[k]] != 0) for k in kernels)
     assert all(np.any(p[k][m0[k]] != p0[k][m0[k]]) for k in kernels)
 
 
@@ -339,7 +340,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from elax import checkpoint, data as data_lib, masks, pruning, train
+    from elax import checkpoint, data as data_lib, masks, optim, pruning, train
     from elax.data import Dataset
     from elax.models import get_model
 
@@ -363,11 +364,11 @@ EIGHT_DEVICES = textwrap.dedent("""
     labels = lambda n: rng.integers(0, 10, n).astype(np.int32)
     ds = Dataset("synthetic", images(64), labels(64), images(20), labels(20), 10, (0.5, 0.45, 0.4),
                  (0.29, 0.28, 0.3), "synthetic")
-    tx = train.make_optimizer(0.9, 5e-3)
+    tx = optim.sgd(0.9, 5e-3)
     out = {}
     for name, devices in (("one", jax.devices()[:1]), ("all", jax.devices())):
         mesh = train.make_mesh(devices)
-        trainer = train.Trainer(model=model, tx=tx, schedule=train.lr_schedule(0.05, 4), mesh=mesh,
+        trainer = train.Trainer(model=model, tx=tx, schedule=optim.multistep(0.05, 4), mesh=mesh,
                                 batch_size=16, steps_per_epoch=4, seed=0, augment=True, eval_batch_size=8)
         data = data_lib.put_on_devices(ds, mesh)
         state = train.create_state(params, batch_stats, mask, tx)   # host copies: train_steps donates its state
@@ -394,7 +395,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     pruned_nonzero = sum(int(np.sum((np.asarray(p) != 0) & ~np.asarray(m)))
                          for p, m in zip(jax.tree.leaves(all_["state"].params), jax.tree.leaves(mask)))
     try:
-        train.Trainer(model=model, tx=tx, schedule=train.lr_schedule(0.05, 4), mesh=train.make_mesh(),
+        train.Trainer(model=model, tx=tx, schedule=optim.multistep(0.05, 4), mesh=train.make_mesh(),
                       batch_size=12, steps_per_epoch=4, seed=0, augment=True, eval_batch_size=8)
         indivisible = "no error"
     except ValueError as e:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elax import masks, pruning, transfer
+from elax import masks, models, pruning, transfer
 from elax.models import get_model
 from elax.ticket import Ticket
 import toy_family  # noqa: F401  (registers the "toy" family)
@@ -256,7 +256,7 @@ def test_reinit_weights_keep_the_mask(sources, monkeypatch):
         calls.append((model, key, input_shape, variables))
         return variables
 
-    monkeypatch.setattr(transfer.models, "init_variables", eager_init_variables)
+    monkeypatch.setattr(models, "init_variables", eager_init_variables)
     fresh = transfer.transfer_ticket(ticket, "cifar_resnet_32_4", weights="reinit", seed=5)
     [(model, key, input_shape, variables)] = calls
     assert model is fresh.model and model.stage_sizes == (5, 5, 5) and input_shape == (32, 32, 3)
@@ -349,10 +349,13 @@ def test_apply_refuses_blocks_of_the_wrong_shape(sources):
 
 def test_transfer_ticket_refuses_bad_options(sources):
     ticket = sources["cifar_resnet_20_4"]
-    with pytest.raises(ValueError, match=r"replica_masks must be one of 'copy', 'permute', got 'shuffle'"):
+    with pytest.raises(ValueError, match=r"replica_masks: unknown option 'shuffle'. Valid: copy, permute."):
         transfer.transfer_ticket(ticket, "cifar_resnet_32_4", replica_masks="shuffle")
-    with pytest.raises(ValueError, match=r"weights must be one of 'source', 'reinit', got 'random'"):
+    with pytest.raises(ValueError, match=r"weights: unknown option 'random'. Valid: source, reinit."):
         transfer.transfer_ticket(ticket, "cifar_resnet_32_4", weights="random")
+    with pytest.raises(ValueError, match=r"replica_masks='permute' shuffles the masks of replicated blocks, and "
+                                         r"'drop_last' from cifar_resnet_20_4 to cifar_resnet_14_4 replicates none"):
+        transfer.transfer_ticket(ticket, "cifar_resnet_14_4", "drop_last", replica_masks="permute")
     with pytest.raises(ValueError, match=r"different widths"):
         transfer.transfer_ticket(ticket, "cifar_resnet_32")
     with pytest.raises(ValueError, match=r"params do not fit cifar_resnet_32_4: leaf 'head/bias' has shape "

@@ -58,5 +58,5 @@ def _name_of(model):
 
 FAMILY = models.register(models.Family(
     name="toy", pattern="toy_{n1}-{n2}-...[_w{w1}-{w2}-...]", regex=re.compile(r"toy_([\d-]+)(?:_w([\d-]+))?"),
-    build=_build, name_of=_name_of, examples=("toy_2-3",), input_shape=(4, 4, 3), rewind_steps=2,
+    build=_build, name_of=_name_of, examples=("toy_2-3",), input_shape=(4, 4, 3),
     prune_exclude=("head",), input_channels=lambda params: params["stage1_block0"]["dense"]["kernel"].shape[0]))

@@ -1,6 +1,7 @@
 """Datasets and the batch sources that feed training.
 
-- `datasets`: read a dataset from files on disk into host memory (`load`), never downloading.
+- `catalog`: the datasets elax knows (classes, formats, whether they stream) and the checks of `config.data`.
+- `files`, `datasets`: read a dataset from files on disk into host memory (`load`), never downloading.
 - `augment`: on-device augmentation and normalisation (jit-able).
 - `device`: the device-resident batch source (`DeviceSource`), the fast path for data that fits on a device.
 - `stream`: the streamed batch source (`StreamSource`, Grain) for data that does not; `records` and `images`
@@ -9,14 +10,28 @@
 A batch source gives the trainer the normalised batch of any global step for a `BatchSpec` (seed, batch size,
 steps per epoch, augmentation), so that order and augmentation are functions of (seed, step): a resumed run
 reads exactly what an uninterrupted one would, and SNIP/GraSP score batches are the batches training sees.
+
+Names are imported on first use: `elax.data.catalog` is read by the workdir's recipe, which must not import JAX.
 """
 
-from elax.data.augment import normalize, random_crop, random_crop_flip, random_flip
-from elax.data.datasets import (DATASETS, SOURCES, STREAMED_ONLY, Dataset, DataNotFoundError, is_streamed, load,
-                                looks_for, pad_images, read_idx, synthetic, train_subset)
-from elax.data.device import BatchSpec, DeviceSource, put_on_devices
-from elax.data.stream import ImageOptions, StreamSource
+import importlib
 
-__all__ = ["BatchSpec", "DATASETS", "DataNotFoundError", "Dataset", "DeviceSource", "ImageOptions", "SOURCES",
-           "STREAMED_ONLY", "StreamSource", "is_streamed", "load", "looks_for", "normalize", "pad_images",
-           "put_on_devices", "random_crop", "random_crop_flip", "random_flip", "read_idx", "synthetic", "train_subset"]
+_HOMES = {
+    "catalog": ("DatasetInfo", "SOURCES", "check_config", "is_streamed", "register", "streams"),
+    "files": ("DataNotFoundError", "read_idx"),
+    "datasets": ("Dataset", "load", "looks_for", "pad_images", "synthetic", "train_subset"),
+    "augment": ("normalize", "random_crop", "random_crop_flip", "random_flip"),
+    "device": ("BatchSpec", "DeviceSource", "put_on_devices"),
+    "stream": ("ImageOptions", "StreamSource"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"elax.data.{_MODULE_OF[name]}"), name)
+    if name in (*_HOMES, "records", "images"):
+        return importlib.import_module(f"elax.data.{name}")
+    raise AttributeError(f"module 'elax.data' has no attribute {name!r}")

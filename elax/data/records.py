@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-from elax.data.datasets import default_roots
+from elax.data import catalog
+from elax.data.datasets import default_roots, tfds_version
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
 
@@ -163,33 +164,34 @@ class Splits:
 
 
 def open_splits(name: str, data_dir: str) -> Splits:
-    """`imagefolder` (DIR/train/<class>/*, DIR/val/<class>/*) or `imagenet2012` (a TFDS array_record data dir, or
-    an ImageFolder tree): never downloads; a missing dataset names every place looked and how to provide it."""
+    """A streamed dataset's records: an ImageFolder tree (DIR/train/<class>/*, DIR/val/<class>/*) or, for datasets
+    that may be prepared by tensorflow_datasets (`imagenet2012`), an array_record data dir. Never downloads; a
+    missing dataset names every place looked and how to provide it."""
     if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
         raise FileNotFoundError(f"data dir {data_dir!r} does not exist (or is not a directory)")
+    prepared = "tfds-array_record" in catalog.get(name).formats
     roots = [data_dir] if data_dir else default_roots()
     looked = []
     for root in roots:
         root = os.path.abspath(os.path.expanduser(root))
-        if name != "imagefolder":
-            tfds_dir = _tfds_dir(root, name)
+        if prepared:
             looked.append(f"{os.path.join(root, name, '<version>')} (tensorflow_datasets, array_record)")
-            if tfds_dir is not None:
+            if tfds_version(root, name) is not None:
                 return _tfds_splits(name, root)
-        for folder in ([root] if name == "imagefolder" or data_dir else [root, os.path.join(root, name)]):
+        for folder in ([root] if not prepared or data_dir else [root, os.path.join(root, name)]):
             looked.append(f"{folder}/train and {folder}/val (ImageFolder: <split>/<class>/<image>)")
             if os.path.isdir(os.path.join(folder, "train")):
                 return _folder_splits(folder)
             if data_dir and os.path.exists(os.path.join(folder, "train")):
                 raise FileNotFoundError(f"{os.path.join(folder, 'train')} is a file, not a folder: an ImageFolder "
                                         "tree is DIR/train/<class>/<image> and DIR/val/<class>/<image>.")
-    advice = ("pass --config.data.dir=DIR with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (the val images "
+    advice = ("pass config.data.dir=DIR with DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (the val images "
               "sorted into class folders)")
-    if name != "imagefolder":
+    if prepared:
         advice += (f", or DIR a tensorflow_datasets data dir where `{name}` was prepared in array_record format "
                    "(needs TensorFlow once: see the README)")
     if tree := _tree_of_split(data_dir):
-        advice = f"data.dir names a split of an ImageFolder tree; pass the tree, --config.data.dir={tree}"
+        advice = f"data.dir names a split of an ImageFolder tree; pass the tree, config.data.dir={tree}"
     places = "\n".join(f"  - {p}" for p in looked)
     raise FileNotFoundError(f"dataset {name!r} not found. Looked in:\n{places}\nTo provide it: {advice}.")
 
@@ -202,12 +204,6 @@ def _tree_of_split(data_dir: str) -> str | None:
     tree = os.path.dirname(folder)
     split = os.path.basename(folder)
     return tree if split in ("train", *_EVAL_SPLITS) and os.path.isdir(os.path.join(tree, "train")) else None
-
-
-def _tfds_dir(root: str, name: str) -> str | None:
-    import glob
-    infos = glob.glob(os.path.join(glob.escape(root), name, "*", "dataset_info.json"))
-    return os.path.dirname(infos[0]) if infos else None
 
 
 def _folder_splits(folder: str) -> Splits:

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-import elax.models as registry
+from elax.models import family as registry
 from elax.models import common
 
 
@@ -89,5 +89,5 @@ FAMILY = registry.register(registry.Family(
     regex=re.compile(r"cifar_resnet_(\d+)(?:_(\d+))?"),
     build=lambda depth, width, **kw: cifar_resnet(int(depth), int(width or 16), **kw),
     name_of=_name_of, examples=("cifar_resnet_20", "cifar_resnet_56", "cifar_resnet_20_64"),
-    input_shape=(32, 32, 3), rewind_steps=1000, prune_exclude=(), pin_first_blocks=True,
+    input_shape=(32, 32, 3), prune_exclude=(), pin_first_blocks=True,
     input_channels=lambda params: params["stem_conv"]["kernel"].shape[-2]))

@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-import elax.models as registry
+from elax.models import family as registry
 from elax.models import common
 
 # Channels of the convs of each stage, for width 64 (the paper's VGGs).
@@ -77,6 +77,6 @@ def _name_of(model: CifarVGG) -> str:
 FAMILY = registry.register(registry.Family(
     name="cifar_vgg", pattern="cifar_vgg_{11,13,16,19}[_{width}]", regex=re.compile(r"cifar_vgg_(\d+)(?:_(\d+))?"),
     build=lambda depth, width, **kw: cifar_vgg(int(depth), int(width or 64), **kw), name_of=_name_of,
-    examples=("cifar_vgg_16", "cifar_vgg_11_8"), input_shape=(32, 32, 3), min_input_size=32, rewind_steps=200,
+    examples=("cifar_vgg_16", "cifar_vgg_11_8"), input_shape=(32, 32, 3), min_input_size=32,
     prune_exclude=("head",), pin_first_blocks=False,
     input_channels=lambda params: params["stage1_block0"]["conv"]["kernel"].shape[-2]))

@@ -18,7 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-import elax.models as registry
+from elax.models import family as registry
 from elax.models import common
 
 STAGES = {18: (2, 2, 2, 2), 26: (2, 3, 4, 3), 34: (3, 4, 6, 3),
@@ -116,7 +116,7 @@ def _family(name: str, depths: str, examples: tuple) -> registry.Family:
         name=name, pattern=f"imagenet_resnet_{{{depths}}}[_{{width}}]",
         regex=re.compile(rf"imagenet_resnet_({depths.replace(',', '|')})(?:_(\d+))?"),
         build=lambda depth, width, **kw: imagenet_resnet(int(depth), int(width or 64), **kw), name_of=_name_of,
-        examples=examples, input_shape=(224, 224, 3), min_input_size=32, rewind_steps=5 * 1252,
+        examples=examples, input_shape=(224, 224, 3), min_input_size=32,
         prune_exclude=(), pin_first_blocks=True,
         input_channels=lambda params: params["stem_conv"]["kernel"].shape[-2]))
 

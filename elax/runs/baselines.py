@@ -1,6 +1,6 @@
 """Baseline tickets at the sparsities of a reference IMP run, trained like IMP levels (from its rewind step).
 
-`BASELINES` maps a method name to its ticket maker; adding a baseline is one function and one entry here.
+`BASELINES` is the registry of methods: adding a baseline is one function and one `BASELINES.register` call.
 - reinit:    the reference level's IMP mask on a fresh random init.
 - random:    that mask permuted within each layer (same per-layer density), on the rewind weights.
 - magnitude: one-shot global magnitude pruning of the rewind weights.
@@ -17,7 +17,10 @@ import jax
 import ml_collections
 
 from elax import masks, pruning, scores, workdir as wd
-from elax.runs.context import RunContext, setup
+from elax.config import fail
+from elax.registry import Registry
+from elax.runs.checks import check_training
+from elax.runs.context import RunContext, open_run
 from elax.runs.loop import Level, train_levels
 from elax.runs.sources import check_same_classes, imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
@@ -51,7 +54,18 @@ class _Reference:
         return Matched(self.dense, load_ticket(self.workdir, level), sparsity, self.dense_scores)
 
 
+def check_baseline(c: ml_collections.ConfigDict) -> None:
+    """A baseline run's config: what every training run needs, a known method and a reference run."""
+    check_training(c)
+    if c.baseline.method not in BASELINES:
+        fail("baseline.method", BASELINES.unknown(c.baseline.method))
+    if not c.baseline.reference:
+        fail("baseline.reference", "is empty.", "Set config.baseline.reference to the workdir of an IMP run of the "
+             "same model.")
+
+
 def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
+    check_baseline(config)
     b = config.baseline
     reference_config, reference_records = source_run(b.reference, "baseline.reference")
     if reference_config["model"]["name"] != config.model.name:
@@ -61,7 +75,7 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     config = inherit_recipe(config, reference_config, "reference run", log)
     levels = select_levels(b.levels, reference_config, reference_records, f"baseline.reference {b.reference}",
                            "baseline.levels", minimum=1, log=log)
-    ctx = setup(config, log)
+    ctx = open_run(config, log)
     sparsities = {level: imp_record(reference_records, level)["sparsity"] for level in levels}
     reference = _Reference(b.reference)
     if any(not wd.finished(workdir, level) for level in levels):  # else nothing of the reference is needed
@@ -76,7 +90,7 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
 
 def baseline_ticket(ctx: RunContext, reference: _Reference, level: int, sparsity: float) -> Ticket:
     """The ticket of the config's baseline method matching the reference run's `level` at `sparsity`."""
-    params, batch_stats, mask = BASELINES[ctx.config.baseline.method](ctx, reference.matched(level, sparsity))
+    params, batch_stats, mask = BASELINES.get(ctx.config.baseline.method)(ctx, reference.matched(level, sparsity))
     return Ticket(ctx.model, ctx.model_name, mask, masks.apply(params, mask), batch_stats, level=level,
                   rewind_step=ctx.rewind_step)
 
@@ -84,8 +98,8 @@ def baseline_ticket(ctx: RunContext, reference: _Reference, level: int, sparsity
 # -- the methods: (ctx, matched) -> (params, batch_stats, mask) ---------------------------------------------------
 
 def reinit(ctx: RunContext, m: Matched):
-    fresh = ctx.init_variables(ctx.config.seed + 1_000_003)  # any init other than the reference's
-    return fresh["params"], fresh["batch_stats"], m.imp.mask
+    params, batch_stats = ctx.init_variables(ctx.config.seed + 1_000_003)  # any init other than the reference's
+    return params, batch_stats, m.imp.mask
 
 
 def random(ctx: RunContext, m: Matched):
@@ -143,7 +157,10 @@ def _magnitude(ctx: RunContext, dense: Ticket):
     return pruning.magnitude_scores(dense.params)
 
 
-BASELINES: dict[str, Callable] = {
-    "reinit": reinit, "random": random, "magnitude": one_shot(_magnitude), "snip": one_shot(_snip),
-    "grasp": one_shot(_grasp), "synflow": synflow,
-}
+BASELINES: Registry[Callable] = Registry("baseline")   # name -> method(ctx, matched) -> (params, batch_stats, mask)
+BASELINES.register("reinit", reinit)
+BASELINES.register("random", random)
+BASELINES.register("magnitude", one_shot(_magnitude))
+BASELINES.register("snip", one_shot(_snip))
+BASELINES.register("grasp", one_shot(_grasp))
+BASELINES.register("synflow", synflow)

@@ -10,8 +10,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from elax import config as config_lib, data as data_lib, masks, train, workdir as wd
-from elax.models import Family, family_of, get_model, init_variables
+from elax import config as config_lib, data as data_lib, mask_updates, masks, optim, train, workdir as wd
+from elax.config import ConfigError
+from elax.data import catalog, records
+from elax.models import Family, family_of, get_model, init_variables, split_variables
+from elax.runs.checks import check_for_dataset, check_training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +45,17 @@ class RunContext:
 
     @property
     def prunable(self) -> masks.Predicate:
-        return masks.prunable_kernels(self.family.prune_exclude + tuple(self.config.lottery.exclude))
+        return prunable_of(self.config, self.family)
 
-    def init_variables(self, seed: int):
-        return init_variables(self.model, jax.random.key(seed), self.data.image_shape)
+    def init_variables(self, seed: int) -> tuple[dict, dict]:
+        """(params, batch_stats) of the model's initialisation from `seed` (batch_stats {} without BatchNorm)."""
+        return split_variables(init_variables(self.model, jax.random.key(seed), self.data.image_shape))
 
     @functools.cached_property
     def template_state(self) -> train.TrainState:
         """A state of the right structure to restore checkpoints into."""
-        v = self.init_variables(0)
-        return self.fresh_state(v["params"], v["batch_stats"], masks.build(v["params"]), 0)
+        params, batch_stats = self.init_variables(0)
+        return self.fresh_state(params, batch_stats, masks.build(params), 0)
 
     def fresh_state(self, params, batch_stats, mask, step: int) -> train.TrainState:
         return train.create_state(params, batch_stats, mask, self.trainer.tx, step)
@@ -61,14 +65,24 @@ class RunContext:
         return wd.claimed(workdir, self.config.to_dict(), dataset_facts(self.data))
 
 
+def prunable_of(config: ml_collections.ConfigDict, family: Family) -> masks.Predicate:
+    """The leaves a run prunes: its family's prunable kernels, less `lottery.exclude`."""
+    return masks.prunable_kernels(family.prune_exclude + tuple(config.lottery.exclude))
+
+
 def setup(config: ml_collections.ConfigDict, log=None) -> RunContext:
-    """Validate `config`, open the data (on the devices, or streamed), and build the model and trainer."""
-    config_lib.validate(config)
+    """Check `config` (`elax.runs.checks.check_training`), then open the run: `open_run`."""
+    check_training(config)
+    return open_run(config, log)
+
+
+def open_run(config: ml_collections.ConfigDict, log=None) -> RunContext:
+    """Open the data (on the devices, or streamed) of a checked `config`, and build the model and trainer."""
     mesh = train.make_mesh()
-    data = _open_stream(config.data) if data_lib.is_streamed(config.data) else _load_on_devices(config.data, mesh)
+    data = _open_stream(config.data) if catalog.is_streamed(config.data) else _load_on_devices(config.data, mesh)
     if log:
         log(f"data: {config.data.name}, {data.num_train} training images, {data.describe()}")
-    config_lib.validate_for_dataset(config, data.num_train, data.image_shape)
+    check_for_dataset(config, data.num_train, data.image_shape, mesh.size)
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     model = get_model(config.model.name, num_classes=data.num_classes, dtype=dtype)
     trainer = make_trainer(config, model, data.num_train, mesh, dtype)
@@ -97,17 +111,28 @@ def _device_data(name: str, data_dir: str | None, train_subset: int, pad_to: int
 
 def _in_memory(name: str, data_dir: str | None, train_subset: int, pad_to: int) -> data_lib.Dataset:
     """Dataset `name` read into host memory, padded, then cut to its training subset."""
-    return data_lib.train_subset(data_lib.pad_images(data_lib.load(name, data_dir), pad_to), train_subset)
+    dataset = data_lib.load(name, data_dir)
+    for key, value, change in (("data.pad_to", pad_to, data_lib.pad_images),
+                               ("data.train_subset", train_subset, data_lib.train_subset)):
+        try:
+            dataset = change(dataset, value)
+        except ValueError as e:   # the value does not fit the data: name the key
+            raise ConfigError(key, str(e)) from None
+    return dataset
+
+
+def stream_workers(requested: int) -> int:
+    """Grain worker processes for `data.workers` (-1: one per core, at most 16)."""
+    return min(16, os.cpu_count() or 1) if requested == -1 else requested
 
 
 def _open_stream(d: ml_collections.ConfigDict) -> data_lib.StreamSource:
     """Records of an encoded dataset on disk, or of a dataset held in memory (`data.source=stream`)."""
-    from elax.data import records
-    workers = min(16, os.cpu_count() or 1) if d.workers == -1 else d.workers
     options = data_lib.ImageOptions(d.image_size, d.resize_size, tuple(d.crop_scale), tuple(d.crop_ratio))
-    if d.name in data_lib.STREAMED_ONLY:
+    if catalog.get(d.name).streamed_only:
         s = records.open_splits(d.name, d.dir)
-        return data_lib.StreamSource(s.train, s.test, s.num_classes, s.mean, s.std, options, workers, s.where)
+        return data_lib.StreamSource(s.train, s.test, s.num_classes, s.mean, s.std, options,
+                                     stream_workers(d.workers), s.where)
     # Decoded images in memory: threads in this process (worker processes would each get a copy of the dataset
     # and have no decoding to do).
     dataset = _in_memory(d.name, d.dir or None, d.train_subset, d.pad_to)
@@ -119,17 +144,22 @@ def _open_stream(d: ml_collections.ConfigDict) -> data_lib.StreamSource:
 
 def make_trainer(config: ml_collections.ConfigDict, model, num_train: int, mesh, dtype,
                  **options) -> train.Trainer:
-    """The Trainer of `config`'s recipe (optimizer, LR schedule, batch, seed, augmentation) for `num_train`
-    training examples; `options` are further `train.Trainer` fields (e.g. masked, fused_loop).
+    """The Trainer of `config`'s recipe (optimizer, LR schedule, batch, seed, augmentation, mask updates) for
+    `num_train` training examples; `options` are further `train.Trainer` fields (e.g. masked, fused_loop).
 
     One Trainer (and so one compilation of each of its jitted programs) per model, recipe, seed and mesh in a
     process: the runs of an experiment that train one model the same way (target IMP, ETT, baselines) share it.
     """
     t = config.train
+    steps_per_epoch = config_lib.steps_per_epoch(num_train, t.batch_size)
+    mask_update = mask_updates.bind(config.mask_update.method, mask_updates.UpdateContext(
+        prunable_of(config, family_of(model)), config.mask_update.every, t.epochs * steps_per_epoch,
+        tuple(sorted(config.mask_update.to_dict().items()))))
+    recipe = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in wd.flatten(t.to_dict()).items()
+                          if config_lib.KEYS[f"train.{k}"].recipe))
     return _trainer(_TrainerKey(
         model=model, num_train=num_train, mesh=mesh, dtype=jnp.dtype(dtype).name, seed=config.seed,
-        augment=config.data.augment, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum,
-        weight_decay=t.weight_decay, milestones=tuple(t.milestones), gamma=t.gamma, warmup_epochs=t.warmup_epochs,
+        augment=config.data.augment, train=recipe, mask_update=mask_update,
         eval_batch_size=_eval_batch_size(t.eval_batch_size, mesh.size), options=tuple(sorted(options.items()))))
 
 
@@ -143,25 +173,21 @@ class _TrainerKey:
     dtype: str
     seed: int
     augment: bool
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    milestones: tuple
-    gamma: float
-    warmup_epochs: float
+    train: tuple                 # the (key, value) pairs of config.train that are part of the recipe
+    mask_update: Any
     eval_batch_size: int
     options: tuple
 
 
 @functools.lru_cache(maxsize=16)
 def _trainer(k: _TrainerKey) -> train.Trainer:
-    steps_per_epoch = config_lib.steps_per_epoch(k.num_train, k.batch_size)
+    t = ml_collections.ConfigDict(dict(k.train))
+    steps_per_epoch = config_lib.steps_per_epoch(k.num_train, t.batch_size)
     return train.Trainer(
-        model=k.model, tx=train.make_optimizer(k.momentum, k.weight_decay),
-        schedule=train.lr_schedule(k.lr, steps_per_epoch, k.milestones, k.gamma, k.warmup_epochs),
-        mesh=k.mesh, batch_size=k.batch_size, steps_per_epoch=steps_per_epoch, seed=k.seed, augment=k.augment,
-        compute_dtype=jnp.dtype(k.dtype), eval_batch_size=k.eval_batch_size, **dict(k.options))
+        model=k.model, tx=optim.make_optimizer(t), schedule=optim.make_schedule(t, steps_per_epoch),
+        mesh=k.mesh, batch_size=t.batch_size, steps_per_epoch=steps_per_epoch, seed=k.seed, augment=k.augment,
+        compute_dtype=jnp.dtype(k.dtype), eval_batch_size=k.eval_batch_size, label_smoothing=t.label_smoothing,
+        mask_update=k.mask_update, **dict(k.options))
 
 
 def _eval_batch_size(requested: int, num_devices: int) -> int:

@@ -2,11 +2,14 @@
 model (`elax.transfer`) and trained like an IMP level of the source (same recipe, from its rewind step)."""
 
 import functools
+import os
 
 import ml_collections
 
 from elax import transfer, workdir as wd
-from elax.runs.context import RunContext, setup
+from elax.config import fail
+from elax.runs.checks import check_plan, check_training, check_transfer_options
+from elax.runs.context import RunContext, open_run
 from elax.runs.loop import Level, train_levels
 from elax.runs.sources import check_same_classes, imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
@@ -15,12 +18,13 @@ from elax.ticket import Ticket
 
 def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
     """Train the elastic transfer of each selected level's ticket of an IMP source run, like an IMP level."""
+    check_transfer(config)
     t = config.transfer
     source_config, source_records = source_run(t.source, "transfer.source")
     config = inherit_recipe(config, source_config, "source run", log)
     levels = select_levels(t.levels, source_config, source_records, f"transfer.source {t.source}",
                            "transfer.levels", log=log)
-    ctx = setup(config, log)
+    ctx = open_run(config, log)
     pending = [level for level in levels if not wd.finished(workdir, level)]
     if pending:  # a finished run needs nothing of its source (whose rewind state may be gone by now)
         check_same_classes(load_ticket(t.source, pending[0]), ctx, f"transfer.source {t.source}")
@@ -36,6 +40,27 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
                                        "strategy": strategy_label(t)})
             for level in levels], log=log)
     return wd.load_results(workdir)
+
+
+def check_transfer(c: ml_collections.ConfigDict) -> None:
+    """A transfer run's config: what every training run needs, its options, and a plan from the source run's
+    model (when the source exists; a missing one is named when it is read)."""
+    check_training(c)
+    t = c.transfer
+    if not t.source:
+        fail("transfer.source", "is empty.", "Set config.transfer.source to the workdir of an IMP run.")
+    check_transfer_options(t)
+    source = wd.read_json(os.path.join(os.path.expanduser(t.source), wd.CONFIG_FILE))
+    if source is None:
+        return
+    source_model = source["model"]["name"]
+    if c.model.name == source_model:
+        fail("model.name", f"is the source run's model ({source_model}): a transfer moves its tickets to another "
+             "depth.", "Pick a deeper or shallower model of its family.")
+    plan = check_plan(source_model, c.model.name, t.strategy, models_key="model.name")
+    if t.replica_masks == "permute" and not plan.replicas():
+        fail("transfer.replica_masks", f"'permute' shuffles the masks of replicated blocks, and {plan.strategy!r} "
+             f"from {source_model} to {c.model.name} replicates none.", "Use 'copy' (the default).")
 
 
 def ett_ticket(ctx: RunContext, level: int) -> Ticket:

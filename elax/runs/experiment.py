@@ -15,9 +15,12 @@ import os
 
 import ml_collections
 
-from elax import distributed, report, workdir as wd
+from elax import config as config_lib, distributed, report, workdir as wd
+from elax.config import fail
+from elax.data import catalog
 from elax.runs import jobs
-from elax.runs.baselines import run_baseline
+from elax.runs.baselines import BASELINES, run_baseline
+from elax.runs.checks import check_model_name, check_plan, check_training, check_transfer_options
 from elax.runs.ett import run_transfer, strategy_label
 from elax.runs.imp import run_imp
 
@@ -36,9 +39,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
     """Every run of the experiment for each seed of `experiment.seeds` (WORKDIR/seed_<s>/..., or WORKDIR itself
     for the one `seed` when empty), `experiment.concurrent_runs` at a time, then one report over all of them
     (mean ± std over seeds, claims)."""
+    check_experiment(config)
     # Decided (and maybe refused) before the workdir exists.
-    workers = jobs.concurrent_runs(config.experiment.concurrent_runs,
-                                   streamed=wd.streams(config.data.get("source"), config.data.name))
+    workers = jobs.concurrent_runs(config.experiment.concurrent_runs, streamed=catalog.is_streamed(config.data))
     with wd.held(workdir, trained=wd.files_below):
         seeds = tuple(config.experiment.seeds)
         if seeds:  # before the jobs are named: their names depend on the runs present
@@ -56,6 +59,30 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, log=print) -
         log(report.write_report(run_dirs, out, title=f"E-LTH on {config.data.name}"))
         log(f"Report, CSV and plot in {out}")
         return report.load_records(run_dirs)
+
+
+def check_experiment(c: ml_collections.ConfigDict) -> None:
+    """An experiment's config: what its runs need, its models (a plan from the source to every target), its
+    baselines and seeds."""
+    check_training(c)
+    e = c.experiment
+    check_model_name("experiment.source_model", e.source_model)
+    check_transfer_options(c.transfer)
+    targets = tuple(e.target_models)
+    if not targets or len(set(targets)) != len(targets) or e.source_model in targets:
+        fail("experiment.target_models", f"must be one or more distinct models other than the source "
+             f"{e.source_model!r}, got {targets}.", "E.g. config.experiment.target_models=cifar_resnet_32,"
+             "cifar_resnet_56; for IMP on one model alone use config.mode=imp.")
+    # One strategy serves every target; deeper and shallower targets (the paper's ImageNet 26 -> 18, 34) need two.
+    split = ("One experiment stretches or squeezes: run the deeper and the shallower targets as two experiments "
+             "with the same workdir (the second reuses the source's finished IMP runs)." if len(targets) > 1 else "")
+    for target in targets:
+        check_model_name("experiment.target_models", target)
+        check_plan(e.source_model, target, c.transfer.strategy, split, models_key="experiment.target_models")
+    for method in e.baselines:
+        if method not in BASELINES:
+            fail("experiment.baselines", BASELINES.unknown(method))
+    config_lib.check_experiment_values(c)
 
 
 def _refuse_seedless_run_over_seed_folders(workdir: str, seed: int) -> None:

@@ -7,7 +7,8 @@ import math
 import ml_collections
 
 from elax import checkpoint, masks, pruning, workdir as wd
-from elax.runs.context import RunContext, setup
+from elax.runs.checks import check_training
+from elax.runs.context import RunContext, open_run
 from elax.runs.loop import chunk_end, train_and_record
 from elax.runs.tickets import load_rewind
 from elax.ticket import Ticket
@@ -15,7 +16,8 @@ from elax.ticket import Ticket
 
 def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[dict]:
     """IMP with rewinding: level 0 dense (rewind state saved at step r), then prune, rewind, retrain."""
-    ctx = setup(config, log)  # validates the config first
+    check_training(config)
+    ctx = open_run(config, log)
     check_levels_keep_weights(ctx)
     with ctx.claimed(workdir):
         for level in range(config.lottery.levels + 1):
@@ -67,8 +69,8 @@ def _warn_empty_layers(ctx: RunContext, mask, level: int, log) -> None:
 
 def dense_ticket(ctx: RunContext) -> Ticket:
     """Level 0: the dense network at its initialisation (seeded by the run's seed), trained from step 0."""
-    v = ctx.init_variables(ctx.config.seed)
-    return Ticket(ctx.model, ctx.model_name, masks.build(v["params"]), v["params"], v["batch_stats"])
+    params, batch_stats = ctx.init_variables(ctx.config.seed)
+    return Ticket(ctx.model, ctx.model_name, masks.build(params), params, batch_stats)
 
 
 def _save_rewind(path: str, state) -> None:
@@ -85,7 +87,7 @@ def imp_ticket(ctx: RunContext, workdir: str, level: int, log=print) -> Ticket:
     mask = pruning.prune_magnitude(previous.params, previous.mask, lot.prune_fraction, ctx.prunable, lot.scope)
     _warn_empty_layers(ctx, mask, level, log)
     rewind = _rewind_state(ctx, workdir, log)
-    return Ticket(ctx.model, ctx.model_name, mask, masks.apply(rewind["params"], mask), rewind["batch_stats"],
+    return Ticket(ctx.model, ctx.model_name, mask, masks.apply(rewind["params"], mask), rewind.get("batch_stats", {}),
                   level=level, rewind_step=ctx.rewind_step)
 
 

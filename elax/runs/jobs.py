@@ -1,12 +1,12 @@
 """Run the runs of an experiment in dependency order, several at once in threads of one process.
 
 Why threads: on a small CPU one small run keeps about one core busy (XLA:CPU runs a tiny model's ops on one
-thread) and its host work (evaluation, Orbax saves, Python) leaves that core idle in between; three runs at once
-took the quickstart from 75 s to 54 s on 2 cores (docs/performance.md). Every run is a deterministic function of
+thread) and its host work (evaluation, Orbax saves, Python) leaves that core idle in between, so three runs at
+once finish the quickstart sooner on 2 cores (docs/performance.md). Every run is a deterministic function of
 its config and its inputs' files, so the schedule changes no result (results.json is byte-identical).
 
 When one run fails or the user presses Ctrl-C, nothing new starts and the runs in flight stop at their next epoch
-end after saving a checkpoint (`loop.STOP`), so the same command resumes them.
+end after saving a checkpoint (`elax.stopping.STOP`), so the same command resumes them.
 """
 
 import concurrent.futures as cf
@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 
 from elax import distributed
-from elax.runs import loop
+from elax.stopping import STOP, RunStopped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ def run_jobs(jobs: list[Job], workers: int, log=print) -> None:
         with cf.ThreadPoolExecutor(workers, thread_name_prefix="elax-run") as pool:
             _schedule(jobs, workers, pool, log)
     finally:
-        loop.STOP.clear()
+        STOP.clear()
 
 
 def _schedule(jobs: list[Job], workers: int, pool: cf.Executor, log) -> None:
@@ -73,17 +73,17 @@ def _schedule(jobs: list[Job], workers: int, pool: cf.Executor, log) -> None:
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
         except KeyboardInterrupt:
             log("Stopping: the runs in flight save a checkpoint at their next epoch end (the same command resumes).")
-            loop.STOP.set()
+            STOP.set()
             failure = failure or KeyboardInterrupt()
             continue
         for future in finished:
             job, error = running.pop(future), future.exception()
             if error is None:
                 done.add(job.name)
-            elif not isinstance(error, loop.RunStopped) and failure is None:
+            elif not isinstance(error, RunStopped) and failure is None:
                 failure = error
                 log(f"{job.name} failed; the other runs stop at their next epoch end after saving.")
-                loop.STOP.set()
+                STOP.set()
     if failure is not None:
         raise failure
 

@@ -10,34 +10,17 @@ import dataclasses
 import json
 import os
 import sys
-import threading
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from elax import checkpoint, data as data_lib, distributed, masks, models, train, workdir as wd
+from elax import checkpoint, distributed, masks, models, train, workdir as wd
+from elax.data import catalog
 from elax.runs.context import RunContext
+from elax.stopping import STOP, TrainingDiverged, stopped
 from elax.ticket import Ticket
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the weights became NaN or infinite: the level stops, its last good checkpoint is kept."""
-
-
-class RunStopped(RuntimeError):
-    """`STOP` was set: the level stopped at an epoch end, after saving a checkpoint there."""
-
-
-# Set by `jobs.run_jobs` when one of several concurrent runs failed or the user pressed Ctrl-C: the others stop at
-# their next epoch end, after saving, so that no finished epoch is lost.
-STOP = threading.Event()
-
-
-def _stopped(desc: str, step: int | None = None) -> RunStopped:
-    where = "before it started" if step is None else f"at step {step}, after saving"
-    return RunStopped(f"{desc} stopped {where}; the same command resumes it.")
 
 
 # A ticket maker is called only when a level starts fresh (not when it resumes), since making one can be costly
@@ -53,7 +36,7 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     rewind state). Returns the final state and its test metrics {'loss', 'accuracy'}.
     """
     if STOP.is_set():
-        raise _stopped(desc)
+        raise stopped(desc)
     wd.check_level(level)
     workdir = os.path.expanduser(workdir)
     ckpt_dir, metrics_path = wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level)
@@ -128,9 +111,9 @@ class Level:
 
 
 def stack_size(ctx: RunContext) -> int:
-    """`train.stack` (default 1: vmapped convolutions measured slower than separate runs on CPU and on an H100,
-    docs/performance.md). Streamed data trains one run at a time."""
-    if isinstance(ctx.data, data_lib.StreamSource):
+    """`train.stack` (default 1: vmapped convolutions measured slower than separate runs, docs/performance.md).
+    Streamed data and masks that change in training train one run at a time."""
+    if catalog.is_streamed(ctx.config.data) or ctx.trainer.mask_update is not None:
         return 1
     return ctx.config.train.stack
 
@@ -141,7 +124,8 @@ def train_levels(ctx: RunContext, workdir: str, levels: list[Level], *, log=prin
     pending = [lv for lv in levels if not wd.finished(workdir, lv.level)]
     size = stack_size(ctx)
     if size < ctx.config.train.stack and len(pending) > 1:
-        log(f"train.stack={ctx.config.train.stack} does not apply to streamed data: one level at a time")
+        log(f"train.stack={ctx.config.train.stack} does not apply to streamed data or to masks that change in "
+            "training: one level at a time")
     for start in range(0, len(pending), size):
         group = pending[start:start + size]
         if len(group) == 1:
@@ -257,10 +241,11 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
     spe, end, stacked = trainer.steps_per_epoch, ctx.total_steps, len(files) > 1
     members = (lambda tree: train.unstack(tree, len(files))) if stacked else (lambda tree: [tree])
     step = int(members(state.step)[0])
+    updates = set(trainer.mask_update.steps(step, end)) if trainer.mask_update else set()
     bar = _progress(end, step, desc, ctx.config.progress)
     totals, epoch_start_time, tests, last_save = None, time.time(), None, time.time()
     while step < end:
-        stop = chunk_end(step, spe, end, cfg.steps_per_call, on_step)
+        stop = chunk_end(step, spe, end, cfg.steps_per_call, (*on_step, *updates))
         if stacked:   # the levels of one run read that run's batches
             state, sums = trainer.train_steps_stacked(state, [ctx.config.seed] * len(files), ctx.data, stop - step)
         else:
@@ -271,6 +256,8 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
         step = stop
         if step in on_step:
             on_step[step](state)
+        if step in updates:   # before the step's training and before any save at this step
+            state = trainer.update_mask(state, ctx.data)
         if step % spe == 0 or step == end:
             seconds, runs = time.time() - epoch_start_time, members(state)
             entries = [_epoch_entry(ctx, run, run_totals, seconds) for run, run_totals in zip(runs, members(totals))]
@@ -294,7 +281,7 @@ def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None):
                 last_save = time.time()
             totals, epoch_start_time = None, time.time()
             if stopping and step < end:
-                raise _stopped(desc, step)
+                raise stopped(desc, step)
     bar.close()
     return state, tests
 
@@ -309,7 +296,7 @@ def _check_finite(state, sums, step: int, desc: str, lr: float) -> None:
     """Stop at once when the loss or a weight is NaN/inf: nothing of it is saved, the last checkpoint stays."""
     if not bool(_all_finite((sums["loss"], state.params))):
         raise TrainingDiverged(f"{desc} diverged by step {step}: the loss or weights are NaN or infinite. Lower "
-                               f"--config.train.lr (now {lr}) or add --config.train.warmup_epochs; the last good "
+                               f"config.train.lr (now {lr}) or add config.train.warmup_epochs; the last good "
                                "checkpoint is kept and the same command resumes from it.")
 
 

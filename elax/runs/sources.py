@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from elax import workdir as wd
+from elax import config as config_lib, workdir as wd
 
 
 def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
@@ -18,17 +18,18 @@ def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
 
 def inherit_recipe(config: ml_collections.ConfigDict, source_config: dict, what: str,
                    log=print) -> ml_collections.ConfigDict:
-    """`config` with the recipe (`workdir.RECIPE_KEYS`, the streamed pipeline's settings, the padding) of the run it
-    builds on: E-LTH trains a transferred or baseline ticket exactly like an IMP level of that run, so the two never
-    differ in recipe. A `data.dir` given here wins (the data may have moved); the keys that change are logged."""
+    """`config` with the recipe (every key `elax.config` declares part of one) of the run it builds on: E-LTH trains
+    a transferred or baseline ticket exactly like an IMP level of that run, so the two never differ in recipe. A
+    `data.dir` given here wins (the data may have moved); the keys that change are logged."""
     config = config.copy_and_resolve_references()
     source = wd.flatten(source_config)
     changed = []
-    for key in wd.RECIPE_KEYS + wd.STREAM_RECIPE_KEYS + wd.PAD_RECIPE_KEYS + (() if config.data.dir else ("data.dir",)):
-        if key not in source:  # a key added to the schema after the source ran: its default
-            continue
+    keys = [k for k, key in config_lib.KEYS.items() if key.recipe] + ([] if config.data.dir else ["data.dir"])
+    for key in keys:
+        # A key added to the schema after the source ran had its default there.
+        value = source.get(key, config_lib.KEYS[key].default)
         section, name = key.split(".")
-        value = tuple(source[key]) if isinstance(source[key], list) else source[key]
+        value = tuple(value) if isinstance(value, list) else value
         if config[section][name] != value:
             changed.append(f"{key}={value!r}")
             config[section][name] = value
@@ -36,7 +37,7 @@ def inherit_recipe(config: ml_collections.ConfigDict, source_config: dict, what:
         log(f"Recipe of the {what}: {', '.join(changed)}")
     if source.get("seed", config.seed) != config.seed:   # a choice (replicates of one reference), but say so
         log(f"note: seed {config.seed} differs from the {what}'s seed {source['seed']}; a report's claims pair runs "
-            f"by seed (--config.seed={source['seed']} pairs this run with that one).")
+            f"by seed (config.seed={source['seed']} pairs this run with that one).")
     return config
 
 

@@ -33,7 +33,8 @@ def load_ticket(workdir: str, level: int) -> Ticket:
     name = config["model"]["name"]
     num_classes = family_of(name).num_classes_of(tree["params"])
     return Ticket(model=get_model(name, num_classes=num_classes), model_name=name, mask=tree["mask"],
-                  params=masks.apply(tree["params"], tree["mask"]), batch_stats=tree["batch_stats"], level=level,
+                  params=masks.apply(tree["params"], tree["mask"]), batch_stats=tree.get("batch_stats", {}),
+                  level=level,
                   rewind_step=int(tree["step"]),
                   meta={"workdir": workdir, "method": record.get("method", config["mode"]),
                         "test_accuracy": record.get("test_accuracy")})
@@ -54,8 +55,8 @@ def _rebuild_imp_ticket(workdir: str, level: int, retrain: str) -> dict:
         raise checkpoint.DamagedCheckpoint(f"{wd.ticket_dir(workdir, level)} is missing or damaged and cannot be "
                                            f"rebuilt (its level has no readable checkpoint). {retrain}") from None
     rewind = load_rewind(workdir)
-    tree = {"params": masks.apply(rewind["params"], mask), "batch_stats": rewind["batch_stats"], "mask": mask,
-            "step": rewind["step"]}
+    tree = {"params": masks.apply(rewind["params"], mask), "batch_stats": rewind.get("batch_stats", {}),
+            "mask": mask, "step": rewind["step"]}
     checkpoint.save_tree(wd.ticket_dir(workdir, level), tree)
     if wd.is_primary():
         print(f"note: {wd.ticket_dir(workdir, level)} was missing or damaged: rebuilt from level {level}'s "

@@ -1,0 +1,94 @@
+"""The checks of a run's config, composed from the layers that own them: the values (`elax.config`), the data
+(`elax.data.catalog`), the model (`elax.models`), the registries (optimizer, schedule, mask update) and, once the
+data is read, what depends on it. Each raises ConfigError naming the key to fix, before anything is written.
+"""
+
+import math
+
+import jax
+import ml_collections
+
+from elax import config as config_lib, mask_updates, models, optim, transfer
+from elax.config import fail
+from elax.data import catalog
+
+
+def check_training(c: ml_collections.ConfigDict) -> None:
+    """What every mode that trains needs of its config, before any data is read."""
+    config_lib.check(c)
+    catalog.check_config(c.data)
+    check_model_name("model.name", c.model.name)
+    info = catalog.get(c.data.name)
+    if info.streamed_only:   # encoded images are cropped to data.image_size: known before any scan
+        check_input_size(c, (c.data.image_size, c.data.image_size))
+    for key, registry in (("train.optimizer", optim.OPTIMIZERS), ("train.schedule", optim.SCHEDULES),
+                          ("mask_update.method", mask_updates.MASK_UPDATES)):
+        section, name = key.split(".")
+        if c[section][name] not in registry:
+            fail(key, registry.unknown(c[section][name]))
+
+
+def check_model_name(key: str, name: str):
+    """The model `name` resolves, builds (traced, not run) as its family's protocol asks, with no empty layer;
+    returns the model."""
+    try:
+        model = models.get_model(name)
+        models.check_model(model)
+    except ValueError as e:
+        fail(key, str(e))
+    shapes = models.variable_shapes(model, models.family_of(model).input_shape)
+    empty = [path for path, leaf in jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
+             if math.prod(leaf.shape) == 0]
+    if empty:
+        fail(key, f"{name!r} has empty layers (e.g. {jax.tree_util.keystr(empty[0])}).", "Check its width and depth.")
+    return model
+
+
+def check_input_size(c: ml_collections.ConfigDict, image_shape: tuple) -> None:
+    """The model's downsampling leaves something of images of `image_shape`."""
+    size = models.family_of(c.model.name).min_input_size
+    if min(image_shape[:2]) >= size:
+        return
+    if catalog.get(c.data.name).streamed_only:
+        has, fix = (f"config.data.image_size={c.data.image_size} crops {image_shape[0]}x{image_shape[1]}.",
+                    f"Use config.data.image_size={size} (and a config.data.resize_size of at least that).")
+    else:
+        has, fix = (f"{c.data.name} has {image_shape[0]}x{image_shape[1]}.",
+                    f"Pad them (config.data.pad_to={size}) or use a dataset of larger images.")
+    fail("model.name", f"{c.model.name} needs images of at least {size}x{size} (its pools and strides would "
+         f"leave nothing of smaller ones); {has}", fix)
+
+
+def check_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_shape: tuple, devices: int) -> None:
+    """The checks that need the training set's size and image shape (known once the data is read, before any
+    step) and the number of devices."""
+    check_input_size(c, image_shape)
+    t = c.train
+    if t.batch_size > num_train:
+        fail("train.batch_size", f"{t.batch_size} is larger than the {num_train} training images.",
+             "Use a smaller batch (or more data).")
+    if t.batch_size % devices:
+        fail("train.batch_size", f"{t.batch_size} must be divisible by the {devices} devices.")
+    per_epoch = config_lib.steps_per_epoch(num_train, t.batch_size)
+    if c.lottery.rewind_steps >= t.epochs * per_epoch:
+        fail("lottery.rewind_steps", f"{c.lottery.rewind_steps} is not before the end of training "
+             f"({t.epochs} epochs x {per_epoch} steps = {t.epochs * per_epoch}), so pruned levels would train "
+             "nothing.", "Use a smaller rewind step or more epochs.")
+
+
+def check_transfer_options(t: ml_collections.ConfigDict) -> None:
+    for name in transfer.OPTIONS:
+        if problem := transfer.option_problem(name, t[name]):
+            fail(f"transfer.{name}", problem)
+
+
+def check_plan(source: str, target: str, strategy: str, fix: str = "", *, models_key: str) -> transfer.Plan:
+    """The transfer plan from `source` to `target` by `strategy`; ConfigError naming the key if there is none."""
+    try:
+        transfer.check_transferable(source, target)
+    except ValueError as e:
+        fail(models_key, f"{target} cannot take tickets of {source}: {e}")
+    try:
+        return transfer.plan(source, target, strategy)
+    except ValueError as e:
+        fail("transfer.strategy", f"{strategy!r} cannot move {source} to {target}: {e}", fix)
