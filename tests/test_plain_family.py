@@ -22,8 +22,8 @@ def experiment(tmp_path_factory):
         "mode": "experiment", "model.name": "plain_2", "experiment.source_model": "plain_2",
         "experiment.target_models": ("plain_3",), "experiment.baselines": ("random", "snip"),
         "train.optimizer": "adamw", "train.schedule": "cosine", "train.lr": 0.02, "train.weight_decay": 0.05,
-        "train.warmup_epochs": 0.5, "train.milestones": (), "lottery.levels": 2,
-        "lottery.prune_fraction": PRUNE_FRACTION, "baseline.snip_batches": 2})
+        "train.warmup_epochs": 0.25, "train.milestones": (), "lottery.levels": 2,
+        "lottery.prune_fraction": PRUNE_FRACTION, "baseline.snip_batches": 2, "train.epochs": 1})
     runs.run_experiment(config, workdir, log=lambda _: None)
     return workdir
 
@@ -42,7 +42,7 @@ def test_every_run_trains_without_batch_stats_and_with_the_adamw_recipe(experime
     assert len(ids) == 1   # transfers and baselines inherit the optimizer and schedule of their IMP run
     recipe = wd.recipe(wd.read_json(os.path.join(experiment, names[0], wd.CONFIG_FILE)))
     assert (recipe["train.optimizer"], recipe["train.schedule"], recipe["train.warmup_epochs"]) == (
-        "adamw", "cosine", 0.5)
+        "adamw", "cosine", 0.25)
     for level in (0, 2):
         ticket = runs.load_ticket(os.path.join(experiment, "imp_plain_3"), level)
         assert ticket.batch_stats == {}

@@ -6,7 +6,7 @@ import math
 
 import ml_collections
 
-from elax import checkpoint, masks, pruning, workdir as wd
+from elax import checkpoint, masks, models, pruning, workdir as wd
 from elax.runs.checks import check_training
 from elax.runs.context import RunContext, open_run
 from elax.runs.loop import chunk_end, train_and_record
@@ -46,8 +46,8 @@ def check_levels_keep_weights(ctx: RunContext) -> None:
     """Refuse, before anything is written, a schedule whose last level would keep no weight (in a layer, with
     layer-wise pruning)."""
     lot = ctx.config.lottery
-    sizes = {name: leaf.size for name, leaf in masks.prunable_leaves(ctx.template_state.params,
-                                                                      ctx.prunable).items()}
+    params = models.variable_shapes(ctx.model, ctx.data.image_shape)["params"]   # traced: no init compiled yet
+    sizes = {name: math.prod(leaf.shape) for name, leaf in masks.prunable_leaves(params, ctx.prunable).items()}
     groups = {"the network": sum(sizes.values())} if lot.scope == "global" else sizes
     for name, kept in groups.items():
         for level in range(1, lot.levels + 1):
