@@ -122,6 +122,9 @@ SCHEMA = (
         _k("scope", "global", "global | layer: rank weights over all prunable layers, or within each",
            recipe=ALWAYS),
         _k("exclude", (), "param path prefixes never pruned, e.g. ('head',)", recipe=ALWAYS),
+        _k("layer_fractions", (), "((path prefix, fraction), ...): layers pruned on their own, at their own "
+           "fraction per level (Frankle & Carbin prune the output layer at half the rate: (('head', 0.1),))",
+           recipe=IF_SET),
     )),
     Section("transfer", "Elastic ticket transformation (mode transfer).", (
         _k("source", "", "workdir of the source IMP run (its data and train recipe are used)", path=True,
@@ -304,6 +307,11 @@ def _check_lottery(lot) -> None:
         fail("lottery.rewind_steps", f"must be >= 0, got {lot.rewind_steps}.")
     if lot.scope not in ("global", "layer"):
         fail("lottery.scope", f"must be 'global' or 'layer', got {lot.scope!r}.")
+    for entry in lot.layer_fractions:
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
+                and _finite(entry[1]) and 0 < entry[1] < 1):
+            fail("lottery.layer_fractions", f"must be (path prefix, fraction in (0, 1)) pairs, got {entry!r}.",
+                 "E.g. config.lottery.layer_fractions=\"(('head', 0.1),)\".")
 
 
 def check_experiment_values(c: ml_collections.ConfigDict) -> None:

@@ -53,10 +53,14 @@ def _prunable_kernels(exclude: tuple[str, ...]) -> Predicate:
 
     def predicate(path, leaf) -> bool:
         name = path_str(path)
-        excluded = any(name == prefix or name.startswith(prefix.rstrip("/") + "/") for prefix in exclude)
-        return name.endswith("kernel") and np.ndim(leaf) >= 2 and not excluded
+        return name.endswith("kernel") and np.ndim(leaf) >= 2 and not any(under(name, p) for p in exclude)
 
     return predicate
+
+
+def under(path: str, prefix: str) -> bool:
+    """Whether the leaf at `path` ('stage1_block0/conv1/kernel') is `prefix` or lies under it."""
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
 default_prunable = prunable_kernels()

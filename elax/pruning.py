@@ -6,6 +6,7 @@ Counts are exact: pruning a fraction f of the remaining weights removes exactly 
 
 import functools
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -39,35 +40,52 @@ def _keep_top(scores: np.ndarray, alive: np.ndarray, n_keep: int) -> np.ndarray:
     return keep & alive
 
 
-def keep_top(scores, mask, n_keep_fn, prunable: Predicate = default_prunable, scope: str = "global"):
+def keep_top(scores, mask, n_keep_fn, prunable: Predicate = default_prunable, scope: str = "global",
+             layer_n_keep: Callable[[str], Callable | None] = lambda path: None):
     """The mask that keeps, among weights alive in `mask`, the top `n_keep_fn(alive, size)` by score.
 
-    scope="global" ranks all prunable weights together; scope="layer" ranks each prunable leaf on its own.
-    Non-prunable leaves come back all-True.
+    scope="global" ranks all prunable weights together; scope="layer" ranks each prunable leaf on its own. A leaf
+    for which `layer_n_keep(path)` gives a function is ranked on its own with that function instead. Non-prunable
+    leaves come back all-True.
     """
     masks_lib.validate(mask, scores)
     treedef, score_leaves, is_prunable, paths = _flat(scores, prunable)
     mask_leaves = [np.asarray(m) for m in jax.tree.leaves(mask)]
     _check_finite(paths, score_leaves, mask_leaves, is_prunable)
-    out = [np.ones(m.shape, bool) for m in mask_leaves]
-    groups = [[i] for i, p in enumerate(is_prunable) if p]
-    if scope == "global":
-        groups = [sum(groups, [])]
-    elif scope != "layer":
+    if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}.")
-    for group in groups:
+    out = [np.ones(m.shape, bool) for m in mask_leaves]
+    own = [i for i, p in enumerate(is_prunable) if p and layer_n_keep(paths[i])]
+    pooled = [i for i, p in enumerate(is_prunable) if p and i not in own]
+    groups = [([i], layer_n_keep(paths[i])) for i in own]
+    groups += [(pooled, n_keep_fn)] if scope == "global" and pooled else [([i], n_keep_fn) for i in pooled]
+    for group, n_keep in groups:
         s = np.concatenate([score_leaves[i].ravel() for i in group])
         alive = np.concatenate([mask_leaves[i].ravel() for i in group])
-        keep = _keep_top(s, alive, n_keep_fn(int(alive.sum()), alive.size))
+        keep = _keep_top(s, alive, n_keep(int(alive.sum()), alive.size))
         for i, piece in zip(group, np.split(keep, np.cumsum([mask_leaves[i].size for i in group])[:-1])):
             out[i] = piece.reshape(mask_leaves[i].shape)
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(m) for m in out])
 
 
-def prune_fraction(scores, mask, fraction: float, prunable: Predicate = default_prunable, scope="global"):
-    """Remove exactly ceil(fraction * remaining) of the alive weights with the lowest scores."""
+def fraction_of(layer_fractions: dict) -> Callable[[str], float | None]:
+    """path -> the fraction of the first `layer_fractions` prefix it lies under, or None."""
+    def lookup(path: str) -> float | None:
+        return next((f for prefix, f in layer_fractions.items() if masks_lib.under(path, prefix)), None)
+    return lookup
+
+
+def prune_fraction(scores, mask, fraction: float, prunable: Predicate = default_prunable, scope="global",
+                   layer_fractions: dict | None = None):
+    """Remove exactly ceil(fraction * remaining) of the alive weights with the lowest scores; the leaves under a
+    prefix of `layer_fractions` ({prefix: fraction}) are pruned on their own, at their own fraction."""
     masks_lib.check_fraction(fraction)
-    return keep_top(scores, mask, lambda alive, size: alive - math.ceil(fraction * alive), prunable, scope)
+    removing = lambda f: (lambda alive, size: alive - math.ceil(f * alive))
+    lookup = fraction_of(layer_fractions or {})
+    for f in (layer_fractions or {}).values():
+        masks_lib.check_fraction(f)
+    return keep_top(scores, mask, removing(fraction), prunable, scope,
+                    lambda path: removing(lookup(path)) if lookup(path) is not None else None)
 
 
 def prune_to_sparsity(scores, mask, sparsity: float, prunable: Predicate = default_prunable, scope="global"):
@@ -91,9 +109,11 @@ def _abs(params):  # one call for the tree, not one compiled op per leaf shape
     return jax.tree.map(jnp.abs, params)
 
 
-def prune_magnitude(params, mask, fraction: float, prunable: Predicate = default_prunable, scope="global"):
-    """One IMP pruning step: remove `fraction` of the remaining weights with the smallest |w|."""
-    return prune_fraction(magnitude_scores(params), mask, fraction, prunable, scope)
+def prune_magnitude(params, mask, fraction: float, prunable: Predicate = default_prunable, scope="global",
+                    layer_fractions: dict | None = None):
+    """One IMP pruning step: remove `fraction` of the remaining weights with the smallest |w| (per-layer
+    fractions as in `prune_fraction`)."""
+    return prune_fraction(magnitude_scores(params), mask, fraction, prunable, scope, layer_fractions)
 
 
 def permute_within_layers(mask, key, prunable: Predicate = default_prunable):

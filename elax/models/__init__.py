@@ -6,7 +6,7 @@ registry; each built-in family is one module that registers itself: CIFAR ResNet
 docs/ or tests/toy_family.py).
 """
 
-from elax.models import cifar_resnet, cifar_vgg, imagenet_resnet  # noqa: F401  (each registers its family)
+from elax.models import cifar_resnet, cifar_vgg, imagenet_resnet, mlp, vit  # noqa: F401  (each registers its family)
 from elax.models.family import (BLOCK_NAME, FAMILIES, Family, block_shapes, check_model, family_of, fixed_blocks,
                                 get, get_model, init_variables, model_name, names, register, split_variables,
                                 stage_sizes, variable_shapes)

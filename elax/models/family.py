@@ -3,9 +3,12 @@ about a model, so that they never look inside a module.
 
 A family declares (fields of `Family`): its registry `name`; how model names read (`pattern`, `regex`) and are
 built (`build(*regex groups, num_classes=, dtype=)`) and named back (`name_of`); `examples`; the `input_shape`
-(H, W, C) its models are traced on; `input_channels(params)`, the channels the params were built for;
-`min_input_size`; `prune_exclude`, path prefixes never pruned (besides leaves that are not kernels);
-`pin_first_blocks` (E-LTH keeps block 0 of every stage in place); `classifier`, the unit holding the classifier.
+(H, W, C) its models are traced on; what images the params were built for: `input_channels(params)` (the
+channels, when the params do not depend on the image size) or `input_shape_from(params)` (H, W, C, when they do,
+as a ViT's position embedding); `min_input_size` and `input_problem(model, image_shape)` (what a model cannot
+take, e.g. patches that do not tile the image); `prune_exclude`, path prefixes never pruned (besides leaves that
+are not kernels); `pin_first_blocks` (E-LTH keeps block 0 of every stage in place); `classifier`, the unit
+holding the classifier.
 
 A model (a Flax linen module) of a family must have:
 - `family`: the family's registry name, and `stage_sizes`: blocks per stage;
@@ -48,7 +51,9 @@ class Family:
     prune_exclude: tuple[str, ...] = ()
     pin_first_blocks: bool = False
     input_channels: Callable[[Any], int] | None = None
+    input_shape_from: Callable[[Any], tuple[int, int, int]] | None = None
     min_input_size: int = 1
+    input_problem: Callable[[nn.Module, tuple], str | None] | None = None
     classifier: str = "head"
 
     @property
@@ -60,7 +65,10 @@ class Family:
         return int(params[self.classifier]["kernel"].shape[-1])
 
     def input_shape_of(self, params) -> tuple[int, int, int]:
-        """The family's input shape with the channels that `params` were built for (e.g. 1 for MNIST)."""
+        """An input shape that `params` fit: the family's with their channels (e.g. 1 for MNIST), or the shape
+        they were built for."""
+        if self.input_shape_from:
+            return tuple(self.input_shape_from(params))
         h, w, c = self.input_shape
         return h, w, self.input_channels(params) if self.input_channels else c
 

@@ -8,7 +8,7 @@ import math
 import jax
 import ml_collections
 
-from elax import config as config_lib, mask_updates, models, optim, transfer
+from elax import config as config_lib, mask_updates, masks, models, optim, transfer
 from elax.config import fail
 from elax.data import catalog
 
@@ -18,6 +18,7 @@ def check_training(c: ml_collections.ConfigDict) -> None:
     config_lib.check(c)
     catalog.check_config(c.data)
     check_model_name("model.name", c.model.name)
+    check_prefixes(c)
     info = catalog.get(c.data.name)
     if info.streamed_only:   # encoded images are cropped to data.image_size: known before any scan
         check_input_size(c, (c.data.image_size, c.data.image_size))
@@ -44,9 +45,36 @@ def check_model_name(key: str, name: str):
     return model
 
 
+def check_prefixes(c: ml_collections.ConfigDict) -> None:
+    """Every path prefix of lottery.exclude and lottery.layer_fractions names a layer the model prunes (a typo
+    would silently prune it, or prune it at the global rate)."""
+    model = models.get_model(c.model.name)
+    family = models.family_of(model)
+    shapes = models.variable_shapes(model, family.input_shape)["params"]
+    kernels = list(masks.prunable_leaves(shapes, family.prunable))
+    pruned = list(masks.prunable_leaves(shapes, masks.prunable_kernels(family.prune_exclude + tuple(
+        c.lottery.exclude))))
+    for key, prefixes, paths in (("lottery.exclude", c.lottery.exclude, kernels),
+                                 ("lottery.layer_fractions", [e[0] for e in c.lottery.layer_fractions], pruned)):
+        for prefix in prefixes:
+            if not any(masks.under(path, prefix) for path in paths):
+                fail(key, f"{prefix!r} names no layer that {c.model.name} prunes.",
+                     f"Its prunable layers: {', '.join(_layer_names(paths))}.")
+
+
+def _layer_names(paths: list[str], shown: int = 8) -> str:
+    names = list(dict.fromkeys(path.rpartition("/")[0] for path in paths))
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 def check_input_size(c: ml_collections.ConfigDict, image_shape: tuple) -> None:
-    """The model's downsampling leaves something of images of `image_shape`."""
-    size = models.family_of(c.model.name).min_input_size
+    """The model takes images of `image_shape`: its downsampling leaves something of them, and its family finds
+    no other problem (e.g. patches that do not tile them)."""
+    family = models.family_of(c.model.name)
+    size = family.min_input_size
+    problem = family.input_problem(models.get_model(c.model.name), image_shape) if family.input_problem else None
+    if problem:
+        fail("model.name", f"{problem}.", "Pick a model that fits the images, or pad them (config.data.pad_to).")
     if min(image_shape[:2]) >= size:
         return
     if catalog.get(c.data.name).streamed_only:

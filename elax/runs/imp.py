@@ -48,12 +48,18 @@ def check_levels_keep_weights(ctx: RunContext) -> None:
     lot = ctx.config.lottery
     params = models.variable_shapes(ctx.model, ctx.data.image_shape)["params"]   # traced: no init compiled yet
     sizes = {name: math.prod(leaf.shape) for name, leaf in masks.prunable_leaves(params, ctx.prunable).items()}
-    groups = {"the network": sum(sizes.values())} if lot.scope == "global" else sizes
-    for name, kept in groups.items():
+    own = pruning.fraction_of(dict(lot.layer_fractions))
+    pooled = {name: size for name, size in sizes.items() if own(name) is None}
+    groups = {name: (size, own(name)) for name, size in sizes.items() if own(name) is not None}
+    if lot.scope == "global" and pooled:
+        groups["the network"] = (sum(pooled.values()), lot.prune_fraction)
+    else:
+        groups.update({name: (size, lot.prune_fraction) for name, size in pooled.items()})
+    for name, (kept, fraction) in groups.items():
         for level in range(1, lot.levels + 1):
-            kept -= math.ceil(lot.prune_fraction * kept)
+            kept -= math.ceil(fraction * kept)
             if kept < 1:
-                raise ValueError(f"config.lottery.levels={lot.levels}: with prune_fraction {lot.prune_fraction}, "
+                raise ValueError(f"config.lottery.levels={lot.levels}: with prune_fraction {fraction}, "
                                  f"level {level} would leave no weight in {name}. Use fewer levels or a smaller "
                                  "prune_fraction.")
 
@@ -84,7 +90,8 @@ def imp_ticket(ctx: RunContext, workdir: str, level: int, log=print) -> Ticket:
         raise RuntimeError(f"level {level - 1} in {workdir} has not finished training (step {int(previous.step)} "
                            f"of {ctx.total_steps}); delete {wd.level_dir(workdir, level - 1)} to retrain it.")
     lot = ctx.config.lottery
-    mask = pruning.prune_magnitude(previous.params, previous.mask, lot.prune_fraction, ctx.prunable, lot.scope)
+    mask = pruning.prune_magnitude(previous.params, previous.mask, lot.prune_fraction, ctx.prunable, lot.scope,
+                                   dict(lot.layer_fractions))
     _warn_empty_layers(ctx, mask, level, log)
     rewind = _rewind_state(ctx, workdir, log)
     return Ticket(ctx.model, ctx.model_name, mask, masks.apply(rewind["params"], mask), rewind.get("batch_stats", {}),
