@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from elax import config as config_lib, data as data_lib, masks, pruning, runs, train
-from elax.models import family_of, get_model, init_variables
+from elax.models import family_of, get_model, init_variables, split_variables
 
 from bench_floors import CIFAR_SHAPE, xla_costs
 
@@ -49,13 +49,12 @@ def build(model_name: str, **options):
 def make_ticket(model_name: str, image_shape=CIFAR_SHAPE, levels: int = PRUNE_LEVELS, seed: int = 0):
     """(params, batch_stats, mask): init weights and an IMP-style global magnitude mask after `levels` levels, over
     the weights the family prunes."""
-    variables = init_variables(build(model_name), jax.random.key(seed), image_shape)
-    params = variables["params"]
+    params, batch_stats = split_variables(init_variables(build(model_name), jax.random.key(seed), image_shape))
     mask = masks.build(params)
     prunable = family_of(model_name).prunable
     for _ in range(levels):
         mask = pruning.prune_magnitude(params, mask, 0.2, prunable)
-    return params, variables["batch_stats"], mask
+    return params, batch_stats, mask
 
 
 @dataclasses.dataclass(frozen=True)

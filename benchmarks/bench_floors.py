@@ -13,18 +13,27 @@ CIFAR_SHAPE = (32, 32, 3)
 
 
 def model_costs(model, image_shape=CIFAR_SHAPE) -> dict:
-    """Conv/dense multiply-accumulates and conv-output elements per image, counted over the layers a traced (not
-    run) forward pass calls: any family."""
+    """Conv/dense multiply-accumulates (with attention's projections and products) and conv-output elements per
+    image, counted over the layers a traced (not run) forward pass calls: any family."""
     macs = acts = 0
 
     def count(next_fun, args, kwargs, context):
         nonlocal macs, acts
         out = next_fun(*args, **kwargs)
         layer = context.module
-        if context.method_name == "__call__" and isinstance(layer, (flax.linen.Conv, flax.linen.Dense)):
+        if context.method_name != "__call__":
+            return out
+        if isinstance(layer, (flax.linen.Conv, flax.linen.Dense)):
             outputs = math.prod(out.shape[1:])
             macs += outputs * math.prod(getattr(layer, "kernel_size", ())) * args[0].shape[-1]
             acts += outputs if isinstance(layer, flax.linen.Conv) else 0
+        elif isinstance(layer, flax.linen.DenseGeneral):   # attention's projections: positions x kernel size
+            contracted = len(layer.axis) if isinstance(layer.axis, tuple) else 1
+            positions = math.prod(args[0].shape[1:-contracted])
+            macs += math.prod(out.shape[1:]) * math.prod(args[0].shape[1:]) // positions
+        elif isinstance(layer, flax.linen.MultiHeadDotProductAttention):   # Q K^T and (softmax) V
+            tokens, width = args[0].shape[-2], layer.qkv_features or args[0].shape[-1]
+            macs += 2 * tokens * tokens * width
         return out
 
     with flax.linen.intercept_methods(count):

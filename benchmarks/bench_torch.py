@@ -122,7 +122,9 @@ def torch_model(model_name: str):
         return torch_resnet(6 * model.stage_sizes[0] + 2, model.width, model.num_classes)
     if family == "cifar_vgg":
         return torch_vgg(model.stage_channels, model.num_classes)
-    return torch_imagenet_resnet(model.stage_sizes, model.bottleneck, model.width, model.num_classes)
+    if family.startswith("imagenet_resnet"):
+        return torch_imagenet_resnet(model.stage_sizes, model.bottleneck, model.width, model.num_classes)
+    raise NotImplementedError(f"no PyTorch reference of the {family!r} family")
 
 
 def torch_device():
@@ -191,6 +193,10 @@ def bench_torch_all(model_name, plan: Plan, *, compile=False, image_shape=CIFAR_
     except ImportError:
         return {}, "torch is not installed (pip install torch): PyTorch reference skipped"
     device = torch_device()
+    try:
+        torch_model(model_name)
+    except NotImplementedError as e:
+        return {}, f"{e}: PyTorch reference skipped"
     if device is None:
         return {}, f"torch cannot use JAX's backend {jax.default_backend()!r}: PyTorch reference skipped"
     results, notes = {}, []

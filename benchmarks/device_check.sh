@@ -46,6 +46,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $LOGS/NA
 if [[ ${1:-} == --smoke ]]; then   # tiny sizes on any machine (CPU): checks that every step runs
   SMOKE=1; QS=(--config.lottery.levels=1 --config.train.epochs=2 "--config.experiment.baselines=('random',)")
   STACKED=(--smoke); FAMILIES=(--models cifar_vgg_11_8 --steps 2 --repeats 1 --warmup 1)
+  VIT=(--models vit_2_64_p4 --batch-size 8 --steps 2 --repeats 1 --warmup 1)
   STEP20=(--models cifar_resnet_8_4 --batch-size 16 --steps 2 --repeats 1 --warmup 1)
   IMAGENET=(--models imagenet_resnet_18_8 --batch-size 8 --steps 2 --repeats 1 --warmup 1)
   CLI=(--config.model.name=cifar_resnet_8_4 --config.train.batch_size=64 --config.train.epochs=1
@@ -54,6 +55,7 @@ else
   SMOKE=0; QS=(); STACKED=(--models cifar_resnet_56 --stacks 1,8 --dtypes bfloat16 --epoch-images 6400)
   STEP20=(--models cifar_resnet_20 --steps 50 --repeats 3)
   FAMILIES=(--models cifar_vgg_16 --batch-size 128 --steps 30 --repeats 3)
+  VIT=(--models vit_6_192_p4,vit_6_64_p7 --batch-size 128 --steps 30 --repeats 3)
   IMAGENET=(--models imagenet_resnet_18,imagenet_resnet_50 --batch-size 256 --steps 20 --repeats 3)
   CLI=(--config.train.epochs=3); CIFAR_N=10000
   PIPE=(--images 1000 --workers 0,16 --batches 10 --decoder-seconds 1)
@@ -80,6 +82,10 @@ step bench_imagenet 150 python3 benchmarks/throughput.py "${IMAGENET[@]}" "${STE
   --out "$LOGS/bench_imagenet.json"
 step bench_vgg 60 python3 benchmarks/throughput.py "${FAMILIES[@]}" --variants torch_eager_fp32,elax_step_masked_bf16 \
   --skip-other-path --out "$LOGS/bench_vgg.json"
+# Issue 30: the ViT's train step (configs/vit.py's model on CIFAR shapes, and the Fashion-MNIST evidence's);
+# no PyTorch reference for this family yet.
+step bench_vit 60 python3 benchmarks/throughput.py "${VIT[@]}" --variants elax_step_masked_fp32,elax_step_dense_fp32,elax_step_masked_bf16 \
+  --skip-torch --skip-other-path --out "$LOGS/bench_vit.json"
 # Issue 10: the cost of deterministic GPU kernels (train.deterministic): the same step with and without them.
 for mode in default deterministic; do
   flags=""; [[ $mode == deterministic ]] && flags="--xla_gpu_deterministic_ops=true"

@@ -52,6 +52,13 @@ CONFIG_PROBES = [
     ({"data.train_subset": 99999}, "--config.data.train_subset: size 99999 is outside 1..1437, the 1437 training "
                                    "images of digits (0 keeps them all)."),
     ({"data.pad_to": -1}, "config.data.pad_to: must be >= 0 (0 = images as they are), got -1."),
+    ({"lottery.exclude": ("hed",)}, "--config.lottery.exclude: 'hed' names no layer that cifar_resnet_14_4 prunes. "
+                                   "Its prunable layers: head, stage1_block0/conv1, stage1_block0/conv2, "
+                                   "stage1_block1/conv1, stage1_block1/conv2, stage2_block0/conv1, "
+                                   "stage2_block0/conv2, stage2_block0/shortcut_conv, ... (16 in all)."),
+    ({"lottery.layer_fractions": (("head", 1.5),)}, "--config.lottery.layer_fractions: must be (path prefix, "
+                                                    "fraction in (0, 1)) pairs, got ('head', 1.5)."),
+    ({"lottery.layer_fractions": (("stem", 0.5),)}, "--config.lottery.layer_fractions: 'stem' names no layer"),
     ({"data.pad_to": 4}, "--config.data.pad_to: side 4 is smaller than the 8x8 images of digits: use 0 (as they "
                          "are) or at least 8."),
     ({"data.name": "imagefolder", "data.dir": "/x", "data.pad_to": 256},

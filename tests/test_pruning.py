@@ -74,6 +74,27 @@ def test_layer_scope_prunes_each_layer(resnet8_variables):
         assert m.all(), name
 
 
+def test_layer_fractions_prune_those_layers_on_their_own(resnet8_variables):
+    params = resnet8_variables["params"]
+    dense = masks.build(params)
+    own = {"head": 0.1, "stage3_block0/conv2": 0.5}
+    layer = pruning.prune_magnitude(params, dense, 0.2, scope="layer", layer_fractions=own)
+    for l in masks.layer_report(layer):
+        fraction = 0.1 if l.name.startswith("head") else 0.5 if l.name.startswith("stage3_block0/conv2") else 0.2
+        assert l.kept == l.total - math.ceil(fraction * l.total), l.name
+    pooled = pruning.prune_magnitude(params, dense, 0.2, layer_fractions=own)   # global scope for the rest
+    report = {l.name: l for l in masks.layer_report(pooled)}
+    assert report["head/kernel"].kept == 160 - math.ceil(0.1 * 160)
+    conv2 = report["stage3_block0/conv2/kernel"]
+    assert conv2.kept == conv2.total - math.ceil(0.5 * conv2.total)
+    rest = [l for n, l in report.items() if not n.startswith(("head", "stage3_block0/conv2"))]
+    rest_total = sum(l.total for l in rest)
+    assert sum(l.kept for l in rest) == rest_total - math.ceil(0.2 * rest_total)
+    assert len({round(l.kept / l.total, 3) for l in rest}) > 1   # pooled: ranked together, uneven per layer
+    with pytest.raises(ValueError, match="prune_fraction must be in"):
+        pruning.prune_magnitude(params, dense, 0.2, layer_fractions={"head": 1.0})
+
+
 def test_exclude_head_keeps_head_dense(resnet8_variables):
     params = resnet8_variables["params"]
     prunable = masks.prunable_kernels(exclude=("head",))

@@ -59,12 +59,12 @@ def check_prefixes(c: ml_collections.ConfigDict) -> None:
         for prefix in prefixes:
             if not any(masks.under(path, prefix) for path in paths):
                 fail(key, f"{prefix!r} names no layer that {c.model.name} prunes.",
-                     f"Its prunable layers: {', '.join(_layer_names(paths))}.")
+                     f"Its prunable layers: {_layer_names(paths)}.")
 
 
 def _layer_names(paths: list[str], shown: int = 8) -> str:
     names = list(dict.fromkeys(path.rpartition("/")[0] for path in paths))
-    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def check_input_size(c: ml_collections.ConfigDict, image_shape: tuple) -> None:
