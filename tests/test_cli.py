@@ -46,7 +46,7 @@ def test_cli_run_prints_levels_and_table(uninterrupted):
     records = results(workdir)
     assert [r["level"] for r in records] == [0, 1, 2]
     assert f"level  2 | imp       | cifar_resnet_14_4 | sparsity {records[2]['sparsity']:7.2%}" in out
-    assert "| sparsity % | remaining % | imp (cifar_resnet_14_4) |" in out
+    assert "| sparsity % | remaining % | IMP ResNet-14 (w4) |" in out
     for level in range(3):
         assert os.path.isdir(os.path.join(workdir, f"level_{level:02d}", "checkpoints"))
         with open(os.path.join(workdir, f"level_{level:02d}", "metrics.jsonl")) as f:
@@ -173,8 +173,9 @@ def test_report_mode_reads_runs_and_writes_the_report(uninterrupted, tmp_path):
                                         f"--config.report.out={out}", f"--workdir={tmp_path}"]), timeout=120)
     assert code == 0, err
     assert stdout.startswith(f"elax report of {run_dir} into {out}\n")
-    assert "| sparsity % | remaining % | imp (cifar_resnet_14_4) |" in stdout
-    assert sorted(os.listdir(out)) == ["accuracy_vs_sparsity.png", "report.md", "results.csv"]
+    assert "| sparsity % | remaining % | IMP ResNet-14 (w4) |" in stdout
+    assert sorted(os.listdir(out)) == ["accuracy_vs_sparsity.pdf", "accuracy_vs_sparsity.png",
+                                       "accuracy_vs_sparsity.svg", "report.md", "results.csv", "results_per_seed.csv"]
 
 
 def as_an_ordinary_user():

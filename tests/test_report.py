@@ -18,6 +18,9 @@ IMP = "imp (cifar_resnet_32)"
 ETT = "ett cifar_resnet_20→cifar_resnet_32 (append)"
 REINIT = "reinit (cifar_resnet_32)"
 SNIP = "snip (cifar_resnet_32)"
+# Their labels in figures and markdown (one target model: baselines do not name it).
+LABELS = {IMP: "IMP ResNet-32", ETT: "ETT ResNet-20 → 32 (append)", REINIT: "Reinit", SNIP: "SNIP"}
+HEADER = "| sparsity % | remaining % | IMP ResNet-32 | ETT ResNet-20 → 32 (append) |"
 
 # test_accuracy by seed, for imp on cifar_resnet_32 at sparsities 0, 0.2, 0.36.
 IMP_ACC = {0: (0.92, 0.91, 0.90), 1: (0.93, 0.91, 0.90), 2: (0.94, 0.94, 0.90)}
@@ -99,7 +102,7 @@ def test_summarize_cells(table):
 
 def test_to_markdown_exact(table):
     assert report.to_markdown(table) == (
-        f"| sparsity % | remaining % | {IMP} | {ETT} | {REINIT} | {SNIP} |\n"
+        f"{HEADER} Reinit | SNIP |\n"
         "|---:|---:|---:|---:|---:|---:|\n"
         "| 0.00 | 100.00 | 93.00 ± 0.82 (n=3) |  |  |  |\n"
         "| 20.00 | 80.00 | 92.00 ± 1.41 (n=3) | 91.00 ± 1.00 (n=2) | 80.00 |  |\n"
@@ -115,29 +118,63 @@ def test_column_order_imp_ett_then_alphabetical():
         "grasp (cifar_resnet_32)", "random (cifar_resnet_32)", "synflow (cifar_resnet_32)")
 
 
+CSV_HEADER = ["series", "label", "method", "model", "source", "strategy", "structure", "sparsity", "row_sparsity",
+              "test_accuracy_mean_pct", "test_accuracy_std_pct", "n"]
+# What each series is, in the CSVs: method, model, source, strategy, structure.
+DESCRIBED = {IMP: ["imp", "cifar_resnet_32", "", "", "unstructured"],
+             ETT: ["ett", "cifar_resnet_32", "cifar_resnet_20", "append", "unstructured"],
+             REINIT: ["reinit", "cifar_resnet_32", "", "", "unstructured"],
+             SNIP: ["snip", "cifar_resnet_32", "", "", "unstructured"]}
+
+
 def _csv_rows(table):
+    """The CSV's lines as (series, sparsity, row_sparsity, mean %, std %, n) strings, after checking the header
+    and the label and description columns."""
     rows = list(csv.reader(io.StringIO(report.to_csv(table))))
-    assert rows[0] == ["series", "sparsity", "row_sparsity", "mean", "std", "n"]
-    return [(r[0], *map(float, r[1:5]), int(r[5])) for r in rows[1:]]
-
-
-def _assert_rows(got, expected):
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert g[0] == e[0] and g[5] == e[5]
-        assert g[1:5] == pytest.approx(e[1:5], abs=1e-12)
+    assert rows[0] == CSV_HEADER
+    for row in rows[1:]:
+        assert row[1] == LABELS[row[0]] and row[2:7] == DESCRIBED[row[0]]
+    return [(r[0], *r[7:]) for r in rows[1:]]
 
 
 def test_to_csv_rows(table):
-    _assert_rows(_csv_rows(table), [
-        (IMP, 0.0, 0.0, 0.93, (0.0002 / 3) ** 0.5, 3),
-        (IMP, 0.2, 0.2, 0.92, 0.0002 ** 0.5, 3),
-        (IMP, 0.36, 0.36, 0.90, 0.0, 3),
-        (ETT, 0.2, 0.2, 0.91, 0.01, 2),
-        (ETT, 0.36, 0.36, 0.885, 0.005, 2),
-        (REINIT, 0.2, 0.2, 0.80, 0.0, 1),
-        (SNIP, 0.36, 0.36, 0.85, 0.0, 1),
-    ])
+    # Percent with 2 decimals, fractions with 4; one record has no spread (empty std), not a spread of 0.
+    assert _csv_rows(table) == [
+        (IMP, "0.0000", "0.0000", "93.00", "0.82", "3"),
+        (IMP, "0.2000", "0.2000", "92.00", "1.41", "3"),
+        (IMP, "0.3600", "0.3600", "90.00", "0.00", "3"),
+        (ETT, "0.2000", "0.2000", "91.00", "1.00", "2"),
+        (ETT, "0.3600", "0.3600", "88.50", "0.50", "2"),
+        (REINIT, "0.2000", "0.2000", "80.00", "", "1"),
+        (SNIP, "0.3600", "0.3600", "85.00", "", "1"),
+    ]
+
+
+def test_csv_rounds_away_float32_noise():
+    # float32 values as results.json holds them: 0.2 is 0.20000000298..., 0.9248 is 0.92479997873...
+    records = [_rec("imp", 0.20000000298023224, 0.9247999787330627, seed=s, level=1) for s in (0, 1)]
+    records.append(_ett(0.2048999965190887, 0.9778000116348267, 0, 1))
+    assert _csv_rows(report.summarize(records)) == [(IMP, "0.2000", "0.2000", "92.48", "0.00", "2"),
+                                                    (ETT, "0.2049", "0.2000", "97.78", "", "1")]
+
+
+def test_per_seed_csv(runs):
+    root, baselines = runs
+    records = report.load_records([root, baselines])
+    rows = list(csv.DictReader(io.StringIO(report.to_seed_csv(records))))
+    assert list(rows[0]) == ["series", "method", "model", "source", "strategy", "structure", "seed", "level",
+                             "sparsity", "row_sparsity", "test_accuracy_pct"]
+    assert len(rows) == len(records) == 15
+    # Series order, then row, level and seed; the 0.2000001 ticket is in the 0.2 row, rounded.
+    assert [(r["series"], r["seed"], r["level"], r["sparsity"], r["test_accuracy_pct"]) for r in rows[:6]] == [
+        (IMP, "0", "0", "0.0000", "92.00"), (IMP, "1", "0", "0.0000", "93.00"), (IMP, "2", "0", "0.0000", "94.00"),
+        (IMP, "0", "1", "0.2000", "91.00"), (IMP, "1", "1", "0.2000", "91.00"), (IMP, "2", "1", "0.2000", "94.00")]
+    ett = [r for r in rows if r["series"] == ETT]
+    assert [(r["seed"], r["sparsity"], r["row_sparsity"], r["test_accuracy_pct"]) for r in ett] == [
+        ("0", "0.2000", "0.2000", "90.00"), ("1", "0.2000", "0.2000", "92.00"),
+        ("0", "0.3600", "0.3600", "88.00"), ("1", "0.3600", "0.3600", "89.00")]
+    assert [ett[0][k] for k in ("method", "model", "source", "strategy", "structure")] == DESCRIBED[ETT]
+    assert [r["series"] for r in rows[-2:]] == [REINIT, SNIP]
 
 
 def _ett_records():
@@ -164,7 +201,7 @@ def test_ett_shares_imp_rows_markdown_exact():
     table = report.summarize(_ett_records())
     assert table.sparsities == (0.2, 0.36)
     assert report.to_markdown(table) == (
-        f"| sparsity % | remaining % | {IMP} | {ETT} |\n"
+        f"{HEADER}\n"
         "|---:|---:|---:|---:|\n"
         "| 20.00 | 80.00 | 92.00 ± 1.00 (n=2) | 97.78 (at 20.49%) |\n"
         "| 36.00 | 64.00 | 90.00 | 92.50 ± 0.50 (n=2, at 36.80%) |\n"
@@ -174,12 +211,12 @@ def test_ett_shares_imp_rows_markdown_exact():
 
 
 def test_ett_shares_imp_rows_csv():
-    _assert_rows(_csv_rows(report.summarize(_ett_records())), [
-        (IMP, 0.2, 0.2, 0.92, 0.01, 2),
-        (IMP, 0.36, 0.36, 0.90, 0.0, 1),
-        (ETT, 0.2049, 0.2, 0.9778, 0.0, 1),
-        (ETT, 0.368, 0.36, 0.925, 0.005, 2),
-    ])
+    assert _csv_rows(report.summarize(_ett_records())) == [
+        (IMP, "0.2000", "0.2000", "92.00", "1.00", "2"),
+        (IMP, "0.3600", "0.3600", "90.00", "", "1"),
+        (ETT, "0.2049", "0.2000", "97.78", "", "1"),
+        (ETT, "0.3680", "0.3600", "92.50", "0.50", "2"),
+    ]
 
 
 def test_real_ett_shifts_share_imp_rows():
@@ -283,13 +320,187 @@ def _assert_png(path):
     assert len(data) > 10_000
 
 
-def test_plot_writes_png(table, tmp_path):
+def _assert_pdf_and_svg(png_path):
+    pdf, svg = png_path.with_suffix(".pdf"), png_path.with_suffix(".svg")
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1000
+    assert "<svg" in svg.read_text(encoding="utf-8") and svg.stat().st_size > 1000
+
+
+def test_plot_writes_png_pdf_and_svg(table, tmp_path):
     path = tmp_path / "plot.png"
-    report.plot(table, path, title="resnet-32")
+    assert report.plot(table, path, title="resnet-32") == [path, tmp_path / "plot.pdf", tmp_path / "plot.svg"]
     _assert_png(path)
+    _assert_pdf_and_svg(path)
 
 
-@pytest.mark.parametrize("name, columns", [("x", 3), ("x" * 20, 2), ("W" * 25, 1), ("x" * 60, 1)])
+@pytest.mark.parametrize("model, label", [
+    ("cifar_resnet_20", "ResNet-20"), ("cifar_resnet_20_8", "ResNet-20 (w8)"), ("cifar_resnet_56_16", "ResNet-56"),
+    ("cifar_vgg_16", "VGG-16"), ("cifar_vgg_19_32", "VGG-19 (w32)"), ("imagenet_resnet_18", "ResNet-18"),
+    ("imagenet_resnet_50_8", "ResNet-50 (w8)"), ("vit_6_64_p7", "ViT-6 (64, p7)"),
+    ("vit_4_64_p4_h4_gap", "ViT-4 (64, p4, h4, gap)"), ("mlp_300_100", "MLP 300-100"), ("mlp_4x300", "MLP 4x300"),
+    ("my_resnet_v2", "my_resnet_v2"), ("cifar_resnet_20x", "cifar_resnet_20x")])
+def test_model_labels_of_each_family(model, label):
+    assert str(report.model_label(model)) == label
+
+
+@pytest.mark.parametrize("method, label", [
+    ("imp", "IMP"), ("ett", "ETT"), ("random", "Random"), ("reinit", "Reinit"), ("snip", "SNIP"), ("grasp", "GraSP"),
+    ("synflow", "SynFlow"), ("magnitude", "One-shot magnitude"), ("rigl", "RigL"), ("set", "SET"),
+    ("my_method", "my_method")])
+def test_method_labels(method, label):
+    assert report.method_label(method) == label
+
+
+def _labels(records):
+    table = report.summarize(records)
+    return [report.series_labels(table)[s] for s in table.series]
+
+
+def test_series_labels_of_a_report():
+    records = [_rec("imp", 0.2, 0.9, level=1, model=m) for m in ("cifar_resnet_14_8", "cifar_resnet_20_8")]
+    records += [{**_ett(0.2, 0.9, 0, 1), "source_model": "cifar_resnet_14_8", "model": "cifar_resnet_20_8"}]
+    records += [_rec(m, 0.2, 0.8, level=1, model="cifar_resnet_20_8") for m in ("random", "magnitude", "synflow")]
+    assert _labels(records) == ["IMP ResNet-14 (w8)", "IMP ResNet-20 (w8)", "ETT ResNet-14 → 20 (w8, append)",
+                                "One-shot magnitude", "Random", "SynFlow"]
+    # Across families (or widths) the target is named in full.
+    cross = {**_ett(0.2, 0.9, 0, 1), "source_model": "cifar_vgg_16"}
+    assert _labels([cross]) == ["ETT VGG-16 → ResNet-32 (append)"]
+    assert _labels([_ett(0.2, 0.9, 0, 1)]) == ["ETT ResNet-20 → 32 (append)"]
+
+
+def test_baselines_name_their_model_where_the_report_has_several_targets():
+    records = [_rec("imp", 0.2, 0.9, level=1, model=m) for m in ("cifar_resnet_20", "cifar_resnet_32")]
+    records += [_rec("snip", 0.2, 0.8, level=1, model=m) for m in ("cifar_resnet_20", "cifar_resnet_32")]
+    assert _labels(records) == ["IMP ResNet-20", "IMP ResNet-32", "SNIP ResNet-20", "SNIP ResNet-32"]
+    # A source (ResNet-20 here, with IMP only) is no target: one target, baselines unnamed.
+    records = [_rec("imp", 0.2, 0.9, level=1, model=m) for m in ("cifar_resnet_20", "cifar_resnet_32")]
+    records += [_ett(0.2, 0.9, 0, 1), _rec("snip", 0.2, 0.8, level=1)]
+    table = report.summarize(records)
+    assert (report.sources(table), report.targets(table)) == ({"cifar_resnet_20"}, {"cifar_resnet_32"})
+    assert _labels(records)[-1] == "SNIP"
+
+
+def test_labels_of_structures_recipes_and_collisions():
+    # N:M tickets are series of their own, labelled with their structure.
+    records = [_rec("imp", 0.5, 0.9, level=1), _rec("imp", 0.5, 0.85, level=1, structure="2:4")]
+    table = report.summarize(records)
+    assert table.series == (IMP, f"{IMP} [2:4]") and _labels(records) == ["IMP ResNet-32", "IMP ResNet-32, 2:4"]
+    # Several recipes: each label names its recipe.
+    records = [_rec("imp", 0.5, 0.9, recipe_id="aaaa"), _rec("imp", 0.5, 0.9, recipe_id="bbbb")]
+    assert _labels(records) == ["IMP ResNet-32 [recipe aaaa]", "IMP ResNet-32 [recipe bbbb]"]
+    # One model by two names would give two series one label: both keep their names.
+    records = [_rec("imp", 0.5, 0.9, model="cifar_resnet_32_16"), _rec("imp", 0.5, 0.9)]
+    assert _labels(records) == ["imp (cifar_resnet_32)", "imp (cifar_resnet_32_16)"]
+
+
+def _figure_records():
+    """Target IMP (ResNet-32, 3 seeds), ETT 20→32 (3 seeds), the source's IMP (ResNet-20, 2 seeds), random
+    (1 seed)."""
+    records = []
+    for seed in range(3):
+        records += [_rec("imp", s, a - seed / 100, seed=seed, level=level)
+                    for level, (s, a) in enumerate(((0.0, 0.93), (0.2, 0.92), (0.36, 0.90)))]
+        records += [_ett(0.2049, 0.925, seed, 1), _ett(0.368, 0.91, seed, 2)]
+    for seed in range(2):
+        records += [_rec("imp", s, a, seed=seed, level=level, model="cifar_resnet_20")
+                    for level, (s, a) in enumerate(((0.0, 0.92), (0.2, 0.915), (0.36, 0.89)))]
+    return records + [_rec("random", 0.2, 0.85, level=1), _rec("random", 0.36, 0.80, level=2)]
+
+
+def _lines(fig):
+    """{legend label: Line2D} of the axes (error bar caps have no label of their own)."""
+    return {line.get_label(): line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
+
+
+def test_figure_styles_markers_and_the_dashed_source():
+    import matplotlib.pyplot as plt
+
+    fig = report.figure(report.summarize(_figure_records()))
+    try:
+        lines = _lines(fig)
+        series = ["IMP ResNet-32", "IMP ResNet-20", "ETT ResNet-20 → 32 (append)", "Random"]
+        assert set(lines) == {*series, "Dense ResNet-32"}
+        markers = [lines[s].get_marker() for s in series]
+        assert len(set(markers)) == len(series)
+        assert len({lines[s].get_color() for s in series}) == len(series)
+        assert {lines[s].get_color() for s in series} <= set(plotting.PALETTE)
+        # The line style says the role: the source's IMP dashed, the target's IMP and ETT solid, baselines -.
+        assert [lines[s].get_linestyle() for s in series] == ["-", "--", "-", "-."]
+        assert fig.axes[0].get_title() == "Test accuracy vs. sparsity, n = 1-3 seeds"
+    finally:
+        plt.close(fig)
+
+
+def test_styles_stay_distinct_for_many_series():
+    table = report.summarize([_rec(f"method{i:02}", 0.2, 0.9) for i in range(24)])
+    styles = report.series_styles(table)
+    assert len({(s["color"], s["marker"]) for s in styles.values()}) == 24
+    assert len({s["marker"] for s in list(styles.values())[:12]}) == 12
+
+
+def test_dense_line_per_target_model():
+    import matplotlib.pyplot as plt
+
+    records = _figure_records() + [_rec("imp", 0.0, 0.95, seed=s, level=0, model="cifar_vgg_16") for s in (0, 1)]
+    records += [_rec("imp", 0.2, 0.94, level=1, model="cifar_vgg_16")]
+    table = report.summarize(records)
+    # IMP level 0's mean for each target; none for the source, ResNet-20.
+    assert [(label, round(acc, 6)) for label, acc, _ in report.dense_lines(table)] == [
+        ("Dense ResNet-32", 92.0), ("Dense VGG-16", 95.0)]
+    fig = report.figure(table)
+    try:
+        lines = _lines(fig)
+        for label, accuracy, series in report.dense_lines(table):
+            assert list(lines[label].get_ydata()) == [accuracy, accuracy]
+            assert lines[label].get_linestyle() == ":"
+            assert lines[label].get_color() == lines[report.series_labels(table)[series]].get_color()
+        assert "Dense ResNet-20" not in lines
+    finally:
+        plt.close(fig)
+
+
+def test_y_range_leaves_out_far_outliers_below():
+    # A ticket collapsed to 10% would squash the others into a few pixels.
+    points = [(93.0, 0.8), (92.0, 1.4), (90.0, 0.0), (91.0, 1.0), (88.5, 0.5), (10.0, 0.0)]
+    low, high, hidden = report.y_range(points)
+    # Lowest mean - std of the rest 88.0, highest mean + std 93.8; padding 5% of 5.8, at least 0.5 pp.
+    assert (low, high, hidden) == (pytest.approx(87.5), pytest.approx(94.3), 1)
+    # A gradual decline is no outlier: all of it is shown.
+    decline = [(93.0 - 5 * i, 0.0) for i in range(10)]
+    assert report.y_range(decline) == (pytest.approx(48.0 - 2.25), pytest.approx(93.0 + 2.25), 0)
+    # Nearly equal points: the IQR counts as at least 1 pp, so 88 beside four 90s stays.
+    assert report.y_range([(90.0, 0.0)] * 4 + [(88.0, 0.0)])[2] == 0
+    # Fewer than 4 values: no outliers; dense lines count; kept within [0, 100].
+    assert report.y_range([(10.0, 0.0), (99.9, 0.3)], lines=[99.8]) == (pytest.approx(5.49), 100.0, 0)
+
+
+def test_figure_y_range_and_its_note():
+    import matplotlib.pyplot as plt
+
+    records = _figure_records() + [_rec("random", 0.59, 0.10, level=3)]
+    fig = report.figure(report.summarize(records))
+    try:
+        # 10% is left out; the rest is shown: from random's 80% to IMP's 92.82 (92 + 0.82 std), padded 5%.
+        assert fig.axes[0].get_ylim() == (pytest.approx(80 - 0.641, abs=1e-3), pytest.approx(92.816 + 0.641, abs=1e-3))
+        assert [t.get_text() for t in fig.axes[0].texts] == ["1 point below the y-range"]
+    finally:
+        plt.close(fig)
+    fig = report.figure(report.summarize(records), ylim=(0, 100))
+    try:
+        assert fig.axes[0].get_ylim() == (0, 100) and len(fig.axes[0].texts) == 0
+    finally:
+        plt.close(fig)
+
+
+def test_plot_title_counts_seeds():
+    assert report.plot_title("T", [3, 3]) == "T, 3 seeds"
+    assert report.plot_title("T", [1]) == "T, 1 seed"
+    assert report.plot_title("T", [1, 3, 2]) == "T, n = 1-3 seeds"
+    assert report.plot_title(None, [2]) == "Test accuracy vs. sparsity, 2 seeds"
+    assert report.plot_title("E-LTH on Fashion-MNIST (3 seeds)", [3]) == "E-LTH on Fashion-MNIST (3 seeds)"
+
+
+@pytest.mark.parametrize("name, columns", [("x", 3), ("x" * 38, 2), ("W" * 35, 1), ("x" * 60, 1)])
 def test_plot_legend_sits_below_the_axes(name, columns):
     """However many series and however long their names, the legend hides no point and stays in the figure."""
     import matplotlib.pyplot as plt
@@ -324,9 +535,31 @@ def test_write_report(runs, tmp_path):
     assert markdown.startswith("| sparsity % | remaining % |")
     assert "# T" in (out / "report.md").read_text()
     assert markdown in (out / "report.md").read_text()
-    assert (out / "results.csv").read_text().startswith(
-        "series,sparsity,row_sparsity,mean,std,n\n")
+    assert (out / "results.csv").read_text().startswith(",".join(CSV_HEADER) + "\n")
+    assert (out / "results_per_seed.csv").read_text().count("\n") == 1 + 15
     _assert_png(out / "accuracy_vs_sparsity.png")
+    _assert_pdf_and_svg(out / "accuracy_vs_sparsity.png")
+    assert sorted(os.listdir(out)) == sorted(report.REPORT_FILES) == [
+        "accuracy_vs_sparsity.pdf", "accuracy_vs_sparsity.png", "accuracy_vs_sparsity.svg", "report.md",
+        "results.csv", "results_per_seed.csv"]
+
+
+def test_ylim_reaches_the_plot(runs, tmp_path, monkeypatch, capsys):
+    from elax.report import write
+
+    got = []
+    monkeypatch.setattr(write, "plot", lambda table, path, title=None, ylim=None: got.append(ylim))
+    root, _ = runs
+    assert report.main([str(root), "--out", str(tmp_path / "a"), "--ylim", "80,95.5"]) == 0
+    report.write_report([root], tmp_path / "b", ylim=[70, 100])
+    assert report.main([str(root), "--out", str(tmp_path / "c")]) == 0
+    assert got == [(80.0, 95.5), (70.0, 100.0), None]
+    capsys.readouterr()
+    for bad, says in (("95,80", "0 <= LOW < HIGH <= 100"), ("80", "give LOW,HIGH"), ("a,b", "give LOW,HIGH")):
+        assert report.main([str(root), "--out", str(tmp_path / "d"), "--ylim", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("elax: error: ") and says in err
+    assert not (tmp_path / "d").exists()   # refused before anything is written
 
 
 def test_main_tolerance_flag(tmp_path, capsys):
@@ -347,9 +580,9 @@ def test_cli(runs, tmp_path):
     proc = _run_cli(root, baselines, "--out", out, "--title", "cli", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "| 36.00 | 64.00 | 90.00 ± 0.00 (n=3) |" in proc.stdout
-    for name in ("report.md", "results.csv", "accuracy_vs_sparsity.png"):
+    for name in report.REPORT_FILES:
         assert (out / name).is_file()
-        assert str(out / name) in proc.stdout
+        assert f"wrote {out / name}\n" in proc.stdout
 
 
 def test_cli_error_exit_code(tmp_path):
@@ -503,5 +736,6 @@ def test_claims_with_one_seed_say_there_is_no_spread(tmp_path):
     _write(tmp_path / "r" / "results.json", _claims_records())
     report.write_report([tmp_path / "r"], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "## Claims" in md and "| random (cifar_resnet_32) | +10.00 ± 1.73 | 3 | 3 / 0 | yes |" in md
+    # In the report the claims name series by their labels.
+    assert "## Claims" in md and "| ETT ResNet-20 → 32 (append) | Random | +10.00 ± 1.73 | 3 | 3 / 0 | yes |" in md
     assert (tmp_path / "out" / "accuracy_vs_sparsity.png").stat().st_size > 10_000

@@ -54,8 +54,10 @@ def claims(records, tolerance=DEFAULT_TOLERANCE):
     return out
 
 
-def claims_markdown(claim_list):
-    """The claims as a markdown table, differences in percentage points."""
+def claims_markdown(claim_list, labels=None):
+    """The claims as a markdown table, differences in percentage points; series shown by `labels` ({name: label},
+    e.g. `labels.series_labels(table)`) where given, else by name."""
+    label = (labels or {}).get
     if not claim_list:
         return "No claims: the report has no ETT series with a comparison of the same target model.\n"
     lines = ["ETT minus each comparison in the same row, in percentage points of test accuracy, paired by seed: "
@@ -67,6 +69,7 @@ def claims_markdown(claim_list):
     for c in claim_list:
         verdict = "yes" if c.exceeds_spread else "one seed" if c.n == 1 else "no"
         spread = f" ± {100 * c.std:.2f}" if c.n > 1 else ""   # one seed has no spread, not a spread of 0
-        lines.append(md_row([f"{100 * c.row:.2f}", c.ett, c.other, f"{100 * c.mean:+.2f}{spread}",
+        lines.append(md_row([f"{100 * c.row:.2f}", label(c.ett, c.ett), label(c.other, c.other),
+                             f"{100 * c.mean:+.2f}{spread}",
                              c.n, f"{c.above} / {c.below}", verdict]))
     return "\n".join(lines) + "\n"

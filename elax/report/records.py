@@ -11,17 +11,29 @@ from elax.workdir import ETT, ETT_KEYS, RESULTS_FILE
 
 # The record keys a report needs (records of older runs lack some of workdir.RECORD_KEYS).
 REQUIRED_KEYS = ("level", "sparsity", "test_accuracy", "model", "method", "seed")
+UNSTRUCTURED = "unstructured"  # the structure of records that name none
 
 
 def series_name(record, with_recipe=False):
-    """Line/column label, e.g. 'imp (cifar_resnet_32)' or
-    'ett cifar_resnet_20→cifar_resnet_32 (append)'; `with_recipe` appends ' [recipe <id>]'."""
-    method, model = record["method"], record["model"]
-    if method == ETT:
-        name = f"ett {record['source_model']}→{model} ({record['strategy']})"
-    else:
-        name = f"{method} ({model})"
+    """A series' machine-readable name, e.g. 'imp (cifar_resnet_32)' or
+    'ett cifar_resnet_20→cifar_resnet_32 (append)'; a structure other than unstructured appends ' [2:4]',
+    `with_recipe` appends ' [recipe <id>]'. (Figures and tables show `elax.report.labels` instead.)"""
+    method, model, source, strategy, structure = describe(record)
+    name = f"ett {source}→{model} ({strategy})" if method == ETT else f"{method} ({model})"
+    # Tickets of different structures are different series: averaged together, an N:M curve would hide.
+    if structure != UNSTRUCTURED:
+        name += f" [{structure}]"
     return name + (f" [recipe {record.get('recipe_id')}]" if with_recipe else "")
+
+
+def describe(record):
+    """(method, model, source, strategy, structure) of a record: the method with its layer distribution when the
+    record names one ('random-erk'), source and strategy '' except for ETT, structure the record's `structure`
+    (e.g. '2:4') or 'unstructured' (records before N:M tickets)."""
+    is_ett = record["method"] == ETT
+    method = record["method"] + (f"-{record['distribution']}" if record.get("distribution") else "")
+    return (method, record["model"], record["source_model"] if is_ett else "",
+            record["strategy"] if is_ett else "", record.get("structure") or UNSTRUCTURED)
 
 
 def load_records(paths, mix_recipes=False):

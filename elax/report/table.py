@@ -3,10 +3,10 @@ sparsities, and each cell's test accuracy averaged over seeds."""
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from elax.report.records import series_name
+from elax.report.records import UNSTRUCTURED, describe, series_name
 from elax.workdir import ETT, IMP
 
 SPARSITY_DECIMALS = 4
@@ -26,9 +26,24 @@ class Cell(NamedTuple):
     sparsity: float
 
 
+class Series(NamedTuple):
+    """What one series is (`records.describe` of its records), its recipe id (None in older runs), how many
+    seeds it has, and for IMP `dense`: the mean test accuracy (fraction) of level 0, None without level 0."""
+
+    method: str
+    model: str
+    source: str = ""
+    strategy: str = ""
+    structure: str = UNSTRUCTURED
+    recipe: str | None = None
+    seeds: int = 1
+    dense: float | None = None
+
+
 @dataclass(frozen=True)
 class Table:
-    """Summary table: `cells[(series, row)]`, `row` being a row label in `sparsities`.
+    """Summary table: `cells[(series, row)]`, `row` being a row label in `sparsities`; `info[series]`, its
+    `Series` (empty in a table built by hand: labels then fall back to the series names).
 
     Series and row labels (ascending) are ordered as in `summarize`.
     """
@@ -36,6 +51,7 @@ class Table:
     series: tuple
     sparsities: tuple
     cells: dict
+    info: dict = field(default_factory=dict)
 
     def get(self, series, sparsity):
         """The Cell of `series` in the row labelled `sparsity`, or None when absent."""
@@ -65,10 +81,11 @@ def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
     sparsity (4 decimals). Records of one non-IMP series at different
     sparsities in one row (possible with a large `tolerance`) are aggregated
     into one cell.
-    Rows ascend; series are ordered imp, then ett, then the rest alphabetically.
+    Rows ascend; series are ordered imp, then ett, then the rest alphabetically. `info` describes each series
+    (`Series`: what it is, its seeds, IMP's dense accuracy).
     """
-    groups = {}
-    for name, row, record in place(records, tolerance):
+    groups, placed = {}, place(records, tolerance)
+    for name, row, record in placed:
         group = groups.setdefault((name, row), ([], []))
         group[0].append(float(record["test_accuracy"]))
         group[1].append(float(record["sparsity"]))
@@ -78,7 +95,23 @@ def summarize(records, *, tolerance=DEFAULT_TOLERANCE):
         for key, (accs, sparsities) in groups.items()
     }
     series = tuple(sorted({s for s, _ in cells}, key=series_key))
-    return Table(series, tuple(sorted({label for _, label in cells})), cells)
+    return Table(series, tuple(sorted({label for _, label in cells})), cells, _series_info(placed))
+
+
+def _series_info(placed):
+    """{series name: Series} of `place`'s output."""
+    records_of = {}
+    for name, _, record in placed:
+        records_of.setdefault(name, []).append(record)
+    return {name: _series(records) for name, records in records_of.items()}
+
+
+def _series(records):
+    """The Series of one series' records (which share method, models, strategy and structure by their name)."""
+    first = records[0]
+    dense = [float(r["test_accuracy"]) for r in records if first["method"] == IMP and r["level"] == 0]
+    return Series(*describe(first), recipe=first.get("recipe_id"), seeds=len({r["seed"] for r in records}),
+                  dense=statistics.fmean(dense) if dense else None)
 
 
 def place(records, tolerance=DEFAULT_TOLERANCE):
