@@ -60,6 +60,8 @@ SCHEMA = (
         _k("name", "cifar10", "a registered dataset (python main.py --help lists them)", recipe=ALWAYS),
         _k("dir", "", "where its files are; '' = the default places (elax.data.looks_for)", resumable=True,
            path=True, host_local=True),
+        _k("download", False, "fetch a missing CIFAR-10/100 from its official URL (MD5-checked) into data.dir, "
+           "$ELAX_DATA_DIR or ~/.elax/data; False: elax never downloads", resumable=True),
         _k("augment", True, "random crop (pad 4) + horizontal flip of data held on the devices; "
            "RandomResizedCrop + flip of streamed images", recipe=ALWAYS),
         _k("train_subset", 0, "train on this many images (a fixed subset, the same for every seed); 0 = all",
@@ -68,8 +70,8 @@ SCHEMA = (
            recipe=IF_SET),
         _k("source", "auto", "auto | device | stream: the whole dataset on the devices, or streamed from disk by "
            "Grain (auto: stream the datasets that only stream)", recipe=STREAMED),
-        _k("workers", -1, "streamed: Grain worker processes; -1 = one per core (at most 16); 0 = threads",
-           resumable=True),
+        _k("workers", -1, "streamed: Grain worker processes; -1 = one per core (at most 16); 0 = threads; at most "
+           "2 per core, the batches of an epoch and what free memory holds (~200 MB each)", resumable=True),
         _k("image_size", 224, "streamed encoded images: train RandomResizedCrop / eval centre crop (pixels)",
            recipe=STREAMED),
         _k("resize_size", 256, "streamed encoded images: eval resizes the shorter side to this, then crops",
@@ -122,6 +124,9 @@ SCHEMA = (
         _k("scope", "global", "global | layer: rank weights over all prunable layers, or within each",
            recipe=ALWAYS),
         _k("exclude", (), "param path prefixes never pruned, e.g. ('head',)", recipe=ALWAYS),
+        _k("structure", "unstructured", "unstructured | N:M: every group of M weights along a kernel's input axis "
+           "keeps at most N, reached over the levels (elax.nm); recorded with every level, like a transfer's "
+           "strategy"),
         _k("layer_fractions", (), "((path prefix, fraction), ...): layers pruned on their own, at their own "
            "fraction per level (Frankle & Carbin prune the output layer at half the rate: (('head', 0.1),))",
            recipe=IF_SET),
@@ -139,9 +144,16 @@ SCHEMA = (
         _k("reference", "", "workdir of an IMP run of the same model: its sparsities and recipe", path=True,
            run_path=True),
         _k("levels", (), "reference levels to match; () = all finished levels >= 1", resumable=True),
+        _k("distribution", "global", "how the sparsity spreads over layers: global (one ranking; random: the IMP "
+           "level's layer densities, the paper's control) | uniform | erk (elax.distributions)"),
         _k("snip_batches", 0, "batches summed by SNIP/GraSP; 0 = one epoch"),
         _k("synflow_rounds", 100, "rounds of iterative SynFlow"),
         _k("grasp_temperature", 200.0, "GraSP's softmax temperature"),
+        _k("dst_distribution", "erk", "set, rigl: the initial mask's layer densities (RigL's ERK)"),
+        _k("dst_every", 100, "set, rigl: steps between mask updates (RigL's 100)"),
+        _k("dst_drop_fraction", 0.3, "set, rigl: fraction of each layer's kept weights dropped and regrown, "
+           "decayed by a cosine to 0 (RigL's 0.3)"),
+        _k("dst_end_fraction", 0.75, "set, rigl: no mask update after this fraction of training (RigL's 0.75)"),
     ), read_by=("baseline", "experiment")),
     Section("experiment", "The E-LTH experiment in one command (mode experiment).", (
         _k("source_model", "cifar_resnet_8", "the model whose IMP tickets are transferred", resumable=True),
@@ -312,6 +324,15 @@ def _check_lottery(lot) -> None:
                 and _finite(entry[1]) and 0 < entry[1] < 1):
             fail("lottery.layer_fractions", f"must be (path prefix, fraction in (0, 1)) pairs, got {entry!r}.",
                  "E.g. config.lottery.layer_fractions=\"(('head', 0.1),)\".")
+
+
+def check_baseline_values(b) -> None:
+    """The baseline keys whose values alone decide (the method and distributions are checked by elax.runs)."""
+    if not _whole(b.dst_every) or b.dst_every < 1:
+        fail("baseline.dst_every", f"must be a whole number of steps >= 1, got {b.dst_every!r}.")
+    for key in ("dst_drop_fraction", "dst_end_fraction"):
+        if not (_finite(b[key]) and 0 < b[key] <= 1):
+            fail(f"baseline.{key}", f"must be in (0, 1], got {b[key]!r}.")
 
 
 def check_experiment_values(c: ml_collections.ConfigDict) -> None:

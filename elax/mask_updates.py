@@ -14,10 +14,15 @@ update ("none"), and their train step has no trace of one.
 
 A method of your own is one function and one `register` call:
     MASK_UPDATES.register("my_method", my_update)
+Built in: "set" and "rigl", the dynamic sparse training baselines (their settings: `UpdateContext.settings`
+"drop_fraction" and "end_fraction").
 """
 
 import dataclasses
 from typing import Callable
+
+import jax
+import jax.numpy as jnp
 
 from elax.masks import Predicate
 from elax.registry import Registry
@@ -59,3 +64,55 @@ def bind(method: str, ctx: UpdateContext) -> MaskUpdate | None:
     """The update registered as `method` bound to `ctx`; None for static masks ("none")."""
     fn = MASK_UPDATES.get(method)
     return None if fn is None else MaskUpdate(fn, ctx)
+
+
+# -- dynamic sparse training: drop the smallest kept weights, grow as many elsewhere -------------------------------
+
+def _rank(scores):
+    """The rank of every entry of a flat array (0 = smallest), ties by position."""
+    return jnp.argsort(jnp.argsort(scores, stable=True), stable=True)
+
+
+def drop_fraction(step, ctx: UpdateContext):
+    """The fraction of a layer's kept weights that an update at `step` replaces: `drop_fraction` decayed by a
+    cosine to 0 at `end_fraction` of training, and 0 from there on (RigL's schedule)."""
+    end = ctx.setting("end_fraction", 0.75) * ctx.total_steps
+    decayed = 0.5 * ctx.setting("drop_fraction", 0.3) * (1.0 + jnp.cos(jnp.pi * jnp.minimum(step / end, 1.0)))
+    return jnp.where(step < end, decayed, 0.0)
+
+
+def drop_and_grow(params, mask, grow_scores, step, ctx: UpdateContext):
+    """In every prunable layer: drop the floor(fraction x kept) kept weights of smallest magnitude and grow as many
+    of the weights pruned before this update with the highest `grow_scores` (ties by position). A layer keeps
+    its count; a weight dropped now is not grown back in the same update."""
+    fraction = drop_fraction(step, ctx)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(mask)
+    out = []
+    for (path, m), p, g in zip(flat, jax.tree.leaves(params), jax.tree.leaves(grow_scores)):
+        if not ctx.prunable(path, m):
+            out.append(m)
+            continue
+        kept, p, g = m.ravel(), p.ravel(), g.ravel()
+        n = jnp.minimum(jnp.floor(fraction * kept.sum()).astype(jnp.int32), (~kept).sum())
+        drop = _rank(jnp.where(kept, jnp.abs(p), jnp.inf)) < n
+        grow = _rank(jnp.where(kept, jnp.inf, -g)) < n
+        out.append(((kept & ~drop) | grow).reshape(m.shape))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def set_update(params, mask, grads, step, key, ctx: UpdateContext):
+    """SET (Mocanu et al. 2018): drop the smallest magnitudes, grow at random."""
+    leaves = jax.tree.leaves(mask)
+    keys = jax.random.split(key, len(leaves))
+    scores = jax.tree.unflatten(jax.tree.structure(mask),
+                                [jax.random.uniform(k, m.shape) for k, m in zip(keys, leaves)])
+    return drop_and_grow(params, mask, scores, step, ctx)
+
+
+def rigl_update(params, mask, grads, step, key, ctx: UpdateContext):
+    """RigL (Evci et al. 2020): drop the smallest magnitudes, grow the largest dense-gradient magnitudes."""
+    return drop_and_grow(params, mask, jax.tree.map(jnp.abs, grads), step, ctx)
+
+
+MASK_UPDATES.register("set", set_update)
+MASK_UPDATES.register("rigl", rigl_update)

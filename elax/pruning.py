@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from elax import masks as masks_lib
+from elax import distributions, masks as masks_lib
 from elax.masks import Predicate, default_prunable
 
 
@@ -88,15 +88,33 @@ def prune_fraction(scores, mask, fraction: float, prunable: Predicate = default_
                     lambda path: removing(lookup(path)) if lookup(path) is not None else None)
 
 
-def prune_to_sparsity(scores, mask, sparsity: float, prunable: Predicate = default_prunable, scope="global"):
-    """Keep the round((1 - sparsity) * total) highest-scoring alive weights (per layer with scope="layer").
+def prune_to_sparsity(scores, mask, sparsity: float, prunable: Predicate = default_prunable, scope="global",
+                      distribution: str = "global"):
+    """Keep the round((1 - sparsity) * total) highest-scoring alive weights: ranked over every prunable weight
+    ("global"), or within each layer at the kept counts of a per-layer `distribution` ("uniform", "erk";
+    `elax.distributions`). scope="layer" with "global" keeps round((1 - sparsity) * size) in every layer.
 
     One-shot baselines start from the dense mask; a sparser `mask` keeps at most its alive weights.
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}.")
+    if distribution != "global":
+        shapes = {path: np.shape(leaf) for path, leaf in masks_lib.prunable_leaves(mask, prunable).items()}
+        counts = distributions.kept_counts(shapes, sparsity, distribution)
+        layer = lambda path: (lambda alive, size: min(alive, counts[path]))
+        return keep_top(scores, mask, None, prunable, "layer", layer)
     n_keep = lambda alive, size: min(alive, round((1.0 - sparsity) * size))
     return keep_top(scores, mask, n_keep, prunable, scope)
+
+
+def random_scores(tree, key):
+    """Uniform random scores shaped like `tree`, from one flat draw (one RNG call, not one compilation per leaf
+    shape)."""
+    sizes = [np.size(leaf) for leaf in jax.tree.leaves(tree)]
+    flat = np.asarray(jax.random.uniform(key, (sum(sizes),)))
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    return jax.tree.unflatten(jax.tree.structure(tree),
+                              [p.reshape(np.shape(leaf)) for p, leaf in zip(pieces, jax.tree.leaves(tree))])
 
 
 def magnitude_scores(params):
@@ -134,10 +152,4 @@ def _permute_leaves(key, leaves, which):
 def random_prune(mask, fraction: float, key, prunable: Predicate = default_prunable):
     """Remove ceil(fraction * remaining) alive weights uniformly at random in every layer (keeps layer density)."""
     masks_lib.check_fraction(fraction)
-    # One flat draw (one RNG call, not one compilation per leaf shape); non-prunable leaves are never read.
-    sizes = [np.size(m) for m in jax.tree.leaves(mask)]
-    flat = np.asarray(jax.random.uniform(key, (sum(sizes),)))
-    pieces = np.split(flat, np.cumsum(sizes)[:-1])
-    scores = jax.tree.unflatten(jax.tree.structure(mask),
-                                [p.reshape(np.shape(m)) for p, m in zip(pieces, jax.tree.leaves(mask))])
-    return prune_fraction(scores, mask, fraction, prunable, scope="layer")
+    return prune_fraction(random_scores(mask, key), mask, fraction, prunable, scope="layer")

@@ -178,21 +178,24 @@ def synflow_schedule(sparsity: float, rounds: int) -> list[float]:
 
 
 def synflow_masks(apply_fn, params, batch_stats, input_shape, sparsity: float, *, rounds: int = 100,
-                  prunable: Predicate = default_prunable):
-    """Yield the mask after each round of iterative SynFlow, from the dense mask to `sparsity`."""
+                  prunable: Predicate = default_prunable, distribution: str = "global"):
+    """Yield the mask after each round of iterative SynFlow, from the dense mask to `sparsity` (each round ranked
+    as `pruning.prune_to_sparsity` does with `distribution`)."""
     score = _synflow_scorer(apply_fn, tuple(input_shape))
     mask = masks_lib.build(params)
     for target in synflow_schedule(sparsity, rounds):
-        mask = pruning.prune_to_sparsity(score(params, batch_stats, mask), mask, target, prunable)
+        mask = pruning.prune_to_sparsity(score(params, batch_stats, mask), mask, target, prunable,
+                                         distribution=distribution)
         yield mask
 
 
 def synflow_prune(apply_fn, params, batch_stats, input_shape, sparsity: float, *, rounds: int = 100,
-                  prunable: Predicate = default_prunable):
+                  prunable: Predicate = default_prunable, distribution: str = "global"):
     """The mask of iterative SynFlow: `rounds` rounds of re-scoring the masked net and pruning (global scope).
 
     Keeps exactly round((1 - sparsity) * total) prunable weights; non-prunable leaves stay all-True.
     """
-    for mask in synflow_masks(apply_fn, params, batch_stats, input_shape, sparsity, rounds=rounds, prunable=prunable):
+    for mask in synflow_masks(apply_fn, params, batch_stats, input_shape, sparsity, rounds=rounds, prunable=prunable,
+                              distribution=distribution):
         pass
     return mask

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from elax import checkpoint, config as config_lib, masks, runs as runs_lib, transfer, workdir as wd
+from elax import checkpoint, config as config_lib, distributions, masks, runs as runs_lib, transfer, workdir as wd
 from elax.runs import BASELINES
 from elax.runs.baselines import Matched
 from conftest import tiny_config
@@ -217,6 +217,12 @@ def test_every_baseline_hits_the_reference_sparsity_exactly(baseline_inputs, met
     if method == "reinit":
         jax.tree.map(np.testing.assert_array_equal, mask, imp.mask)
         assert not np.array_equal(params["head"]["kernel"], dense.params["head"]["kernel"])
+    elif method in ("set", "rigl"):   # from the initialisation, at ERK's layer counts
+        jax.tree.map(np.testing.assert_array_equal, params, exp.init_variables(exp.config.seed)[0])
+        shapes = {l.name: np.shape(m) for l, m in zip(masks.layer_report(mask),
+                                                      masks.prunable_leaves(mask, exp.prunable).values())}
+        counts = distributions.kept_counts(shapes, record["sparsity"], "erk")
+        assert {l.name: l.kept for l in masks.layer_report(mask, exp.prunable)} == counts
     else:
         jax.tree.map(np.testing.assert_array_equal, params, dense.params)
     if method == "random":

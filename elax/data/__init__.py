@@ -1,7 +1,8 @@
 """Datasets and the batch sources that feed training.
 
 - `catalog`: the datasets elax knows (classes, formats, whether they stream) and the checks of `config.data`.
-- `files`, `datasets`: read a dataset from files on disk into host memory (`load`), never downloading.
+- `files`, `datasets`: read a dataset from files on disk into host memory (`load`); `download` fetches CIFAR
+  when asked (`data.download`), never otherwise.
 - `augment`: on-device augmentation and normalisation (jit-able).
 - `device`: the device-resident batch source (`DeviceSource`), the fast path for data that fits on a device.
 - `stream`: the streamed batch source (`StreamSource`, Grain) for data that does not; `records` and `images`

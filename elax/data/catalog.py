@@ -15,6 +15,15 @@ CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
 @dataclasses.dataclass(frozen=True)
+class Download:
+    """An official archive that `data.download` may fetch (`elax.data.download`)."""
+
+    archive: str    # file name at the download base URL
+    md5: str        # as published on the dataset's page
+    folder: str     # the one folder the archive unpacks to
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     name: str
     num_classes: int | None       # None: as many as its files have (an ImageFolder's class folders)
@@ -22,6 +31,7 @@ class DatasetInfo:
     streamed_only: bool = False   # too large for memory, or encoded files: read by the streamed pipeline only
     system_dirs: tuple[str, ...] = ()   # where system packages install it
     advice: str = ""              # how to provide it
+    download: Download | None = None   # what `data.download=True` fetches; None: elax cannot download it
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -64,8 +74,16 @@ def check_config(d) -> None:
                       ("pad_to", f"Leave it 0 (its images are cropped to data.image_size).")):
         if d[key] and info.streamed_only:
             raise ConfigError(f"data.{key}", f"applies to datasets held in memory, not to {d.name}.", what)
+    if d.get("download", False) and info.download is None:
+        raise ConfigError("data.download", f"elax cannot download {d.name} (only {', '.join(downloadable())}).",
+                          f"Set it False and provide the data: {info.advice or 'see elax.data.looks_for'}.")
     if is_streamed(d):
         check_stream_settings(d)
+
+
+def downloadable() -> tuple[str, ...]:
+    """The datasets `data.download=True` can fetch."""
+    return tuple(name for name, info in DATASETS.items() if info.download is not None)
 
 
 def _idx_advice(name: str, package: str) -> str:
@@ -79,13 +97,19 @@ def _cifar_advice(name: str, archive: str, folder: str) -> str:
     return (f"download {archive} from {CIFAR_URL} on a machine with internet, extract it (it unpacks to "
             f"{folder}/), and pass config.data.dir=DIR (the folder holding {folder}, or that folder itself); or "
             f"point config.data.dir at a prepared tensorflow_datasets data dir (one containing "
-            f"{name}/<version>/dataset_info.json); or set $ELAX_DATA_DIR")
+            f"{name}/<version>/dataset_info.json); or set $ELAX_DATA_DIR; or let elax fetch {archive} "
+            "(config.data.download=True)")
 
 
+# The binary archives (elax's preferred format) and the MD5s published on CIFAR_URL.
 register(DatasetInfo("cifar10", 10, ("cifar10-binary", "cifar10-python", "tfds"),
-                     advice=_cifar_advice("cifar10", "cifar-10-binary.tar.gz", "cifar-10-batches-bin")))
+                     advice=_cifar_advice("cifar10", "cifar-10-binary.tar.gz", "cifar-10-batches-bin"),
+                     download=Download("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530",
+                                       "cifar-10-batches-bin")))
 register(DatasetInfo("cifar100", 100, ("cifar100-binary", "cifar100-python", "tfds"),
-                     advice=_cifar_advice("cifar100", "cifar-100-binary.tar.gz", "cifar-100-binary")))
+                     advice=_cifar_advice("cifar100", "cifar-100-binary.tar.gz", "cifar-100-binary"),
+                     download=Download("cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8",
+                                       "cifar-100-binary")))
 register(DatasetInfo("mnist", 10, ("mnist-idx", "tfds"), system_dirs=("/usr/share/datasets/mnist",),
                      advice=_idx_advice("MNIST", "")))
 register(DatasetInfo("fashion_mnist", 10, ("fashion_mnist-idx", "tfds"),

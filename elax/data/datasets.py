@@ -1,9 +1,10 @@
 """Datasets held in host memory as uint8 numpy arrays: where to look for them (`looks_for`), reading them
 (`load`), and the fixed subsets and padding a recipe may ask for.
 
-Loading never touches the network: each dataset is read from files already on disk in one of its formats
-(`elax.data.files`, `elax.data.catalog`), or from a package that bundles it. Missing data fails fast with a
-`DataNotFoundError` that lists every place looked and how to provide it.
+Loading never touches the network unless asked (`load(..., download=True)`, `elax.data.download`): each dataset
+is read from files already on disk in one of its formats (`elax.data.files`, `elax.data.catalog`), or from a
+package that bundles it. Missing data fails fast with a `DataNotFoundError` that lists every place looked and how
+to provide it.
 """
 
 import dataclasses
@@ -38,6 +39,13 @@ def default_roots() -> list[str]:
     roots = [os.environ["ELAX_DATA_DIR"]] if os.environ.get("ELAX_DATA_DIR") else []
     roots += ["~/tensorflow_datasets", "~/.elax/data", os.path.join(os.getcwd(), "data")]
     return [os.path.abspath(os.path.expanduser(r)) for r in roots]
+
+
+def download_root(data_dir: str | None = None) -> str:
+    """Where `load(..., download=True)` puts a dataset: `data_dir`, else $ELAX_DATA_DIR, else ~/.elax/data (default
+    roots, so later loads find it; ~/tensorflow_datasets is left to TFDS)."""
+    root = data_dir or os.environ.get("ELAX_DATA_DIR") or "~/.elax/data"
+    return os.path.abspath(os.path.expanduser(root))
 
 
 def tfds_version(root: str, name: str) -> str | None:
@@ -185,12 +193,25 @@ def _check_name(name: str) -> None:
                          "(elax.data.records.open_splits).")
 
 
-def load(name: str, data_dir: str | None = None) -> Dataset:
-    """Loads dataset `name` from `data_dir` (or the default places) into host memory."""
+def load(name: str, data_dir: str | None = None, download: bool = False) -> Dataset:
+    """Loads dataset `name` from `data_dir` (or the default places) into host memory. `download`: when it is not
+    on disk, first fetch its official archive into `download_root(data_dir)` (`elax.data.download.fetch`)."""
     _check_name(name)
     bundled = [f for f in _formats(name) if isinstance(f, Bundled)]
     if bundled:
         return _make_dataset(name, bundled[0].read(), "sklearn")
+    try:
+        return _load_files(name, data_dir)
+    except DataNotFoundError:
+        if not (download and catalog.get(name).download):
+            raise
+    from elax.data.download import fetch   # urllib and tarfile only when asked
+
+    fetch(name, download_root(data_dir))
+    return _load_files(name, data_dir)
+
+
+def _load_files(name: str, data_dir: str | None) -> Dataset:
     candidates = _candidates(name, data_dir)
     for f, d in candidates:
         if isinstance(f, PreparedTFDS):

@@ -2,11 +2,16 @@
 
 `BASELINES` is the registry of methods: adding a baseline is one function and one `BASELINES.register` call.
 - reinit:    the reference level's IMP mask on a fresh random init.
-- random:    that mask permuted within each layer (same per-layer density), on the rewind weights.
-- magnitude: one-shot global magnitude pruning of the rewind weights.
-- snip, grasp, synflow: pruning-at-initialization scores (elax.scores) of the rewind weights, pruned globally.
-The one-shot methods keep exactly as many weights as the reference level (`pruning.prune_to_sparsity`); SNIP and
-GraSP score the batches that training reads at steps 0, 1, ... (`Trainer.batch`).
+- random:    that mask permuted within each layer (same per-layer density), on the rewind weights; with
+             `baseline.distribution` uniform or erk, a random mask at that distribution's layer densities.
+- magnitude: one-shot magnitude pruning of the rewind weights.
+- snip, grasp, synflow: pruning-at-initialization scores (elax.scores) of the rewind weights.
+- set, rigl: dynamic sparse training (`elax.mask_updates`) from the dense network's initialisation at step 0,
+             with a random mask at `baseline.dst_distribution` (ERK) whose layers keep their counts while it
+             moves every `baseline.dst_every` steps.
+The one-shot methods keep exactly as many weights as the reference level (`pruning.prune_to_sparsity`), ranked
+globally or at the kept counts of `baseline.distribution`; SNIP and GraSP score the batches that training reads
+at steps 0, 1, ... (`Trainer.batch`).
 """
 
 import dataclasses
@@ -16,11 +21,11 @@ from typing import Callable
 import jax
 import ml_collections
 
-from elax import masks, pruning, scores, workdir as wd
+from elax import mask_updates, masks, pruning, scores, workdir as wd
 from elax.config import fail
 from elax.registry import Registry
-from elax.runs.checks import check_training
-from elax.runs.context import RunContext, open_run
+from elax.runs.checks import check_baseline_settings, check_training
+from elax.runs.context import RunContext, open_run, with_mask_update
 from elax.runs.loop import Level, train_levels
 from elax.runs.sources import check_same_classes, imp_record, inherit_recipe, select_levels, source_run
 from elax.runs.tickets import load_ticket
@@ -57,6 +62,7 @@ class _Reference:
 def check_baseline(c: ml_collections.ConfigDict) -> None:
     """A baseline run's config: what every training run needs, a known method and a reference run."""
     check_training(c)
+    check_baseline_settings(c.baseline)
     if c.baseline.method not in BASELINES:
         fail("baseline.method", BASELINES.unknown(c.baseline.method))
     if not c.baseline.reference:
@@ -71,11 +77,15 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     if reference_config["model"]["name"] != config.model.name:
         raise ValueError(f"The reference run is of {reference_config['model']['name']}, this baseline of "
                          f"{config.model.name}: baselines prune the same model as their reference IMP run. "
-                         f"Set --config.model.name={reference_config['model']['name']} or use another reference.")
+                         f"Set config.model.name={reference_config['model']['name']} or use another reference.")
     config = inherit_recipe(config, reference_config, "reference run", log)
     levels = select_levels(b.levels, reference_config, reference_records, f"baseline.reference {b.reference}",
                            "baseline.levels", minimum=1, log=log)
     ctx = open_run(config, log)
+    method = BASELINES.get(b.method)
+    if getattr(method, "mask_update", None):
+        ctx = with_mask_update(ctx, mask_updates.MaskUpdate(mask_updates.MASK_UPDATES.get(method.mask_update),
+                                                            dst_context(ctx)))
     sparsities = {level: imp_record(reference_records, level)["sparsity"] for level in levels}
     reference = _Reference(b.reference)
     if any(not wd.finished(workdir, level) for level in levels):  # else nothing of the reference is needed
@@ -83,16 +93,47 @@ def run_baseline(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     with ctx.claimed(workdir):
         train_levels(ctx, workdir, [
             Level(level, functools.partial(baseline_ticket, ctx, reference, level, sparsity),
-                  f"{b.method} {ctx.model_name} level {level}", b.method, {"reference_sparsity": sparsity})
+                  f"{b.method} {ctx.model_name} level {level}", b.method,
+                  {"reference_sparsity": sparsity, **record_extras(method, b)})
             for level, sparsity in sparsities.items()], log=log)
     return wd.load_results(workdir)
 
 
 def baseline_ticket(ctx: RunContext, reference: _Reference, level: int, sparsity: float) -> Ticket:
     """The ticket of the config's baseline method matching the reference run's `level` at `sparsity`."""
-    params, batch_stats, mask = BASELINES.get(ctx.config.baseline.method)(ctx, reference.matched(level, sparsity))
+    method = BASELINES.get(ctx.config.baseline.method)
+    params, batch_stats, mask = method(ctx, reference.matched(level, sparsity))
     return Ticket(ctx.model, ctx.model_name, mask, masks.apply(params, mask), batch_stats, level=level,
-                  rewind_step=ctx.rewind_step)
+                  rewind_step=0 if getattr(method, "from_init", False) else ctx.rewind_step)
+
+
+def record_extras(method, b: ml_collections.ConfigDict) -> dict:
+    """What a baseline's records say besides the method: a distribution other than the method's default, and the
+    step a method that trains from the initialisation starts at."""
+    dynamic = bool(getattr(method, "mask_update", None))
+    distribution, default = (b.dst_distribution, "erk") if dynamic else (b.distribution, "global")
+    return {**({"distribution": distribution} if distribution != default else {}),
+            **({"rewind_step": 0} if getattr(method, "from_init", False) else {})}
+
+
+def dst_context(ctx: RunContext) -> mask_updates.UpdateContext:
+    """The mask updates' context of a dynamic sparse training baseline (`baseline.dst_*`)."""
+    b = ctx.config.baseline
+    return mask_updates.UpdateContext(ctx.prunable, b.dst_every, ctx.total_steps, (
+        ("drop_fraction", b.dst_drop_fraction), ("end_fraction", b.dst_end_fraction)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A method whose ticket trains differently from the others: from the initialisation (step 0), with a
+    registered mask update. Plain functions (ctx, matched) -> (params, batch_stats, mask) are baselines too."""
+
+    make: Callable
+    mask_update: str | None = None
+    from_init: bool = False
+
+    def __call__(self, ctx: RunContext, m: Matched):
+        return self.make(ctx, m)
 
 
 # -- the methods: (ctx, matched) -> (params, batch_stats, mask) ---------------------------------------------------
@@ -103,8 +144,25 @@ def reinit(ctx: RunContext, m: Matched):
 
 
 def random(ctx: RunContext, m: Matched):
-    mask = pruning.permute_within_layers(m.imp.mask, jax.random.key(ctx.config.seed), ctx.prunable)
+    distribution = ctx.config.baseline.distribution
+    if distribution == "global":   # the paper's: the IMP level's layer densities
+        mask = pruning.permute_within_layers(m.imp.mask, jax.random.key(ctx.config.seed), ctx.prunable)
+    else:
+        mask = _random_mask(ctx, m.dense.params, m.sparsity, distribution)
     return m.dense.params, m.dense.batch_stats, mask
+
+
+def _random_mask(ctx: RunContext, params, sparsity: float, distribution: str):
+    """A random mask of `params` at `sparsity`, spread over the layers as `distribution` says."""
+    scores = pruning.random_scores(params, jax.random.key(ctx.config.seed))
+    return pruning.prune_to_sparsity(scores, masks.build(params), sparsity, ctx.prunable, distribution=distribution)
+
+
+def dynamic_start(ctx: RunContext, m: Matched):
+    """The dense network's initialisation (the reference's, for the same seed) under a random mask at the dynamic
+    baselines' distribution."""
+    params, batch_stats = ctx.init_variables(ctx.config.seed)
+    return params, batch_stats, _random_mask(ctx, params, m.sparsity, ctx.config.baseline.dst_distribution)
 
 
 def one_shot(score_fn: Callable) -> Callable:
@@ -114,7 +172,8 @@ def one_shot(score_fn: Callable) -> Callable:
         if score_fn not in m.dense_scores:
             m.dense_scores[score_fn] = score_fn(ctx, m.dense)
         score = m.dense_scores[score_fn]
-        mask = pruning.prune_to_sparsity(score, masks.build(m.dense.params), m.sparsity, ctx.prunable)
+        mask = pruning.prune_to_sparsity(score, masks.build(m.dense.params), m.sparsity, ctx.prunable,
+                                         distribution=ctx.config.baseline.distribution)
         return m.dense.params, m.dense.batch_stats, mask
 
     return method
@@ -122,7 +181,8 @@ def one_shot(score_fn: Callable) -> Callable:
 
 def synflow(ctx: RunContext, m: Matched):
     mask = scores.synflow_prune(m.dense.model.apply, m.dense.params, m.dense.batch_stats, ctx.data.image_shape,
-                                m.sparsity, rounds=ctx.config.baseline.synflow_rounds, prunable=ctx.prunable)
+                                m.sparsity, rounds=ctx.config.baseline.synflow_rounds, prunable=ctx.prunable,
+                                distribution=ctx.config.baseline.distribution)
     return m.dense.params, m.dense.batch_stats, mask
 
 
@@ -164,3 +224,5 @@ BASELINES.register("magnitude", one_shot(_magnitude))
 BASELINES.register("snip", one_shot(_snip))
 BASELINES.register("grasp", one_shot(_grasp))
 BASELINES.register("synflow", synflow)
+BASELINES.register("set", Baseline(dynamic_start, mask_update="set", from_init=True))
+BASELINES.register("rigl", Baseline(dynamic_start, mask_update="rigl", from_init=True))

@@ -8,7 +8,7 @@ import math
 import jax
 import ml_collections
 
-from elax import config as config_lib, mask_updates, masks, models, optim, transfer
+from elax import config as config_lib, distributions, mask_updates, masks, models, nm, optim, transfer
 from elax.config import fail
 from elax.data import catalog
 
@@ -16,6 +16,10 @@ from elax.data import catalog
 def check_training(c: ml_collections.ConfigDict) -> None:
     """What every mode that trains needs of its config, before any data is read."""
     config_lib.check(c)
+    try:
+        nm.parse(c.lottery.structure)
+    except ValueError as e:
+        fail("lottery.structure", str(e))
     catalog.check_config(c.data)
     check_model_name("model.name", c.model.name)
     check_prefixes(c)
@@ -102,6 +106,15 @@ def check_for_dataset(c: ml_collections.ConfigDict, num_train: int, image_shape:
         fail("lottery.rewind_steps", f"{c.lottery.rewind_steps} is not before the end of training "
              f"({t.epochs} epochs x {per_epoch} steps = {t.epochs * per_epoch}), so pruned levels would train "
              "nothing.", "Use a smaller rewind step or more epochs.")
+
+
+def check_baseline_settings(b: ml_collections.ConfigDict) -> None:
+    """The baseline section's values (the method is checked by the mode that reads it)."""
+    config_lib.check_baseline_values(b)
+    for key in ("distribution", "dst_distribution"):
+        if b[key] not in distributions.DISTRIBUTIONS:
+            fail(f"baseline.{key}", f"unknown distribution {b[key]!r}.",
+                 f"Valid: {', '.join(distributions.DISTRIBUTIONS)}.")
 
 
 def check_transfer_options(t: ml_collections.ConfigDict) -> None:

@@ -6,7 +6,7 @@ import os
 
 import ml_collections
 
-from elax import transfer, workdir as wd
+from elax import nm, transfer, workdir as wd
 from elax.config import fail
 from elax.runs.checks import check_plan, check_training, check_transfer_options
 from elax.runs.context import RunContext, open_run
@@ -22,6 +22,7 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
     t = config.transfer
     source_config, source_records = source_run(t.source, "transfer.source")
     config = inherit_recipe(config, source_config, "source run", log)
+    config = _with_source_structure(config, source_config, log)
     levels = select_levels(t.levels, source_config, source_records, f"transfer.source {t.source}",
                            "transfer.levels", log=log)
     ctx = open_run(config, log)
@@ -40,6 +41,17 @@ def run_transfer(config: ml_collections.ConfigDict, workdir: str, log=print) -> 
                                        "strategy": strategy_label(t)})
             for level in levels], log=log)
     return wd.load_results(workdir)
+
+
+def _with_source_structure(config: ml_collections.ConfigDict, source_config: dict, log):
+    """The source's `lottery.structure`: an N:M ticket stays N:M, and its sparsity counts the same layers."""
+    structure = source_config.get("lottery", {}).get("structure", nm.UNSTRUCTURED)
+    if config.lottery.structure == structure:
+        return config
+    config = config.copy_and_resolve_references()
+    config.lottery.structure = structure
+    log(f"Structure of the source run: lottery.structure={structure!r}")
+    return config
 
 
 def check_transfer(c: ml_collections.ConfigDict) -> None:

@@ -6,7 +6,7 @@ import math
 
 import ml_collections
 
-from elax import checkpoint, masks, models, pruning, workdir as wd
+from elax import checkpoint, masks, models, nm, pruning, workdir as wd
 from elax.runs.checks import check_training
 from elax.runs.context import RunContext, open_run
 from elax.runs.loop import chunk_end, train_and_record
@@ -19,6 +19,7 @@ def run_imp(config: ml_collections.ConfigDict, workdir: str, log=print) -> list[
     check_training(config)
     ctx = open_run(config, log)
     check_levels_keep_weights(ctx)
+    _say_dense_layers(ctx, log)
     with ctx.claimed(workdir):
         for level in range(config.lottery.levels + 1):
             if not wd.finished(workdir, level):
@@ -40,6 +41,20 @@ def _train_level(ctx: RunContext, workdir: str, level: int, log) -> None:
     else:
         train_and_record(ctx, workdir, level, functools.partial(imp_ticket, ctx, workdir, level, log=log), desc,
                          wd.IMP, log=log)
+
+
+def _say_dense_layers(ctx: RunContext, log) -> None:
+    """An N:M run leaves dense the kernels whose group axis M does not divide: say which."""
+    structure = nm.parse(ctx.config.lottery.structure)
+    if not structure:
+        return
+    params = models.variable_shapes(ctx.model, ctx.data.image_shape)["params"]
+    kernels = masks.prunable_leaves(params, masks.prunable_kernels(ctx.family.prune_exclude + tuple(
+        ctx.config.lottery.exclude)))
+    dense = [name for name in kernels if name not in masks.prunable_leaves(params, ctx.prunable)]
+    if dense:
+        log(f"lottery.structure={ctx.config.lottery.structure}: {', '.join(dense)} left dense (their input axis "
+            f"is not a multiple of {structure[1]})")
 
 
 def check_levels_keep_weights(ctx: RunContext) -> None:
@@ -89,13 +104,25 @@ def imp_ticket(ctx: RunContext, workdir: str, level: int, log=print) -> Ticket:
     if int(previous.step) != ctx.total_steps:
         raise RuntimeError(f"level {level - 1} in {workdir} has not finished training (step {int(previous.step)} "
                            f"of {ctx.total_steps}); delete {wd.level_dir(workdir, level - 1)} to retrain it.")
-    lot = ctx.config.lottery
-    mask = pruning.prune_magnitude(previous.params, previous.mask, lot.prune_fraction, ctx.prunable, lot.scope,
-                                   dict(lot.layer_fractions))
+    mask = prune_level(ctx, previous.params, previous.mask, level)
     _warn_empty_layers(ctx, mask, level, log)
     rewind = _rewind_state(ctx, workdir, log)
     return Ticket(ctx.model, ctx.model_name, mask, masks.apply(rewind["params"], mask), rewind.get("batch_stats", {}),
                   level=level, rewind_step=ctx.rewind_step)
+
+
+def prune_level(ctx: RunContext, params, mask, level: int):
+    """The mask of `level` from the final `params` and `mask` of the level before: `lottery.prune_fraction` of the
+    remaining weights by magnitude (globally or per layer, `layer_fractions` on their own), or, with an N:M
+    `lottery.structure`, the weights per group of M of that level's `nm.schedule`."""
+    lot = ctx.config.lottery
+    structure = nm.parse(lot.structure)
+    if structure:
+        n, m = structure
+        return nm.prune(pruning.magnitude_scores(params), mask, nm.schedule(n, m, lot.prune_fraction, level)[level],
+                        m, ctx.prunable)
+    return pruning.prune_magnitude(params, mask, lot.prune_fraction, ctx.prunable, lot.scope,
+                                   dict(lot.layer_fractions))
 
 
 def _rewind_state(ctx: RunContext, workdir: str, log) -> dict:

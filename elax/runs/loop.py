@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from elax import checkpoint, distributed, masks, models, train, workdir as wd
+from elax import checkpoint, distributed, masks, models, nm, train, workdir as wd
 from elax.data import catalog
 from elax.runs.context import RunContext
 from elax.stopping import STOP, TrainingDiverged, stopped
@@ -177,7 +177,13 @@ def make_record(ctx: RunContext, state: train.TrainState, test: dict, level: int
             "seed": ctx.config.seed, "recipe_id": wd.recipe_id(ctx.config.to_dict()),
             "sparsity": 1.0 - kept / total, "kept_weights": kept, "prunable_weights": total,
             "test_accuracy": test["accuracy"], "test_loss": test["loss"], "steps": int(state.step),
-            "rewind_step": ctx.rewind_step, **extra}
+            "rewind_step": ctx.rewind_step, **_structure(ctx.config), **extra}
+
+
+def _structure(config) -> dict:
+    """The record's `structure` key: only for N:M runs, so unstructured records stay as they were."""
+    structure = config.lottery.structure
+    return {} if structure == nm.UNSTRUCTURED else {"structure": structure}
 
 
 def _progress(total, initial, desc, enabled):
