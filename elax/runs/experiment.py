@@ -19,8 +19,9 @@ from elax import config as config_lib, distributed, report, workdir as wd
 from elax.config import fail
 from elax.data import catalog
 from elax.runs import jobs
-from elax.runs.baselines import BASELINES, run_baseline
-from elax.runs.checks import check_model_name, check_plan, check_training, check_transfer_options
+from elax.runs.baselines import BASELINES, record_extras, run_baseline
+from elax.runs.checks import (check_baseline_settings, check_model_name, check_plan, check_training,
+                              check_transfer_options)
 from elax.runs.ett import run_transfer, strategy_label
 from elax.runs.imp import run_imp
 
@@ -82,6 +83,7 @@ def check_experiment(c: ml_collections.ConfigDict) -> None:
     for method in e.baselines:
         if method not in BASELINES:
             fail("experiment.baselines", BASELINES.unknown(method))
+    check_baseline_settings(c.baseline)
     config_lib.check_experiment_values(c)
 
 
@@ -139,6 +141,13 @@ def ett_run_name(folder: str, source: str, target: str, transfer) -> str:
     return f"{plain}_{label.replace('/', '-')}"
 
 
+def baseline_run_name(method: str, baseline, target: str) -> str:
+    """<method>_<target>, or <method>-<distribution>_<target> for a layer distribution other than the method's
+    default (its records name it too), so that both kinds fit in one workdir."""
+    distribution = record_extras(BASELINES.get(method), baseline).get("distribution")
+    return f"{method}-{distribution}_{target}" if distribution else f"{method}_{target}"
+
+
 def _seed_jobs(config: ml_collections.ConfigDict, workdir: str, prefix: str) -> list[jobs.Job]:
     """The runs of one seed in WORKDIR/`prefix`: IMP on the source and the targets, ETT source -> each target,
     the baselines on each target."""
@@ -162,7 +171,8 @@ def _seed_jobs(config: ml_collections.ConfigDict, workdir: str, prefix: str) -> 
                        f"Elastic transfer {e.source_model} -> {target}", after=(source,),
                        transfer={"source": os.path.join(workdir, prefix, source)}))
         for method in e.baselines:
-            out.append(job(run_baseline, "baseline", target, f"{method}_{target}", f"Baseline {method} on {target}",
+            out.append(job(run_baseline, "baseline", target, baseline_run_name(method, config.baseline, target),
+                           f"Baseline {method} on {target}",
                            after=(reference,), baseline={"method": method,
                                                          "reference": os.path.join(workdir, prefix, reference)}))
     return out
