@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "checkpoint", "cli", "config", "data", "distributed", "exits", "mask_updates", "masks", "models", "optim",
-    "pruning", "registry", "report", "runs", "scores", "stopping", "ticket", "train", "transfer", "watchdog", "workdir",
+    "pruning", "registry", "report", "runs", "scores", "stopping", "ticket", "tickets", "train", "transfer",
+    "watchdog", "workdir",
 )
 
 
