@@ -6,6 +6,7 @@ Imports no JAX at module level: main.py imports this module while it parses flag
 
 import os
 import sys
+import threading
 
 import ml_collections
 
@@ -72,12 +73,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
         print_table(records)
 
 
+_LOG_LOCK = threading.Lock()   # runs trained side by side log from their threads
+
+
 def _print_above_progress_bars(line: str) -> None:
     """print(), but above the progress bars (concurrent runs show several) instead of through them, with config
-    keys spelt as the command line's flags."""
-    from tqdm.auto import tqdm
-    tqdm.write(exits.as_flags(line), file=sys.stdout)
-    sys.stdout.flush()
+    keys spelt as the command line's flags. Each line is written and flushed whole, so that lines of runs trained
+    side by side, and stderr's lines in a log file, never glue to each other."""
+    from elax.runs import loop
+    text = exits.as_flags(line)
+    with _LOG_LOCK:
+        if loop.interactive():
+            from tqdm.auto import tqdm
+            tqdm.write(text, file=sys.stdout)
+        else:   # no bars to draw around
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def use_deterministic_gpu_kernels() -> None:

@@ -51,7 +51,10 @@ SCHEMA = (
     Section("", "What the run is.", (
         _k("mode", "imp", "imp | transfer | baseline | experiment | report"),
         _k("seed", 0, "replicate id: init, data order and augmentation all derive from it"),
-        _k("progress", True, "progress bars (stderr)", resumable=True),
+        _k("progress", True, "progress: a bar per run on a terminal (stderr); a line per epoch when the output is a "
+           "file or a pipe (stdout)", resumable=True),
+        _k("tensorboard", False, "also write each epoch's metrics as TensorBoard scalars into its level_XX folder "
+           "(pip install tensorboardX)", resumable=True),
     )),
     Section("model", "The network.", (
         _k("name", "cifar_resnet_20", "a registered model name, e.g. cifar_resnet_20, cifar_vgg_16_8"),
@@ -350,3 +353,42 @@ def check_experiment_values(c: ml_collections.ConfigDict) -> None:
     if not _whole(e.concurrent_runs) or e.concurrent_runs < 0:
         fail("experiment.concurrent_runs", f"must be an integer >= 0, got {e.concurrent_runs!r}.",
              "0 picks by backend (3 on CPU, 1 on accelerators or for streamed data); 1 runs one at a time.")
+
+
+# -- the reference page (docs/configuration.md) ------------------------------------------------------------------
+
+_RECIPE_WORDS = {ALWAYS: "recipe", STREAMED: "recipe of streamed runs", IF_SET: "recipe when set"}
+
+
+def _roles(key: Key) -> str:
+    roles = [_RECIPE_WORDS[key.recipe]] if key.recipe else []
+    roles += [word for flag, word in ((key.resumable, "resumable"), (key.path, "path"), (key.run_path, "a run's dir"),
+                                      (key.host_local, "per host"), (key.names, "names")) if flag]
+    return ", ".join(roles)
+
+
+def reference_markdown() -> str:
+    """The configuration reference: every key of the schema with its default, meaning and role; written to
+    docs/configuration.md by `python -m elax.config > docs/configuration.md` (a test checks it is current)."""
+    lines = ["# Configuration reference", "",
+             "Every key of `elax.config.default_config()`; set any with `--config.SECTION.KEY=VALUE` or in a config "
+             "file. Generated from the schema in `elax/config.py` (`python -m elax.config > docs/configuration.md`).",
+             "", "Roles: **recipe** keys change results and make the recipe id that every record carries (runs of "
+             "different recipes are never averaged); *recipe of streamed runs* only for streamed data; *recipe when "
+             "set* only when not at the default (keys added later, so that earlier runs keep their ids). "
+             "**resumable** keys may change when a run resumes. A section read only by some modes may differ "
+             "freely in the others' workdirs.", ""]
+    for section in SCHEMA:
+        readers = f" Read by modes: {', '.join(section.read_by)}." if section.read_by else ""
+        lines += [f"## {section.name or 'top level'}", "", f"{section.doc}{readers}", "",
+                  "| key | default | meaning | role |", "|---|---|---|---|"]
+        for key in section.keys:
+            name = f"{section.name}.{key.name}" if section.name else key.name
+            doc = key.doc.replace("|", "\\|")
+            lines.append(f"| `{name}` | `{key.default!r}` | {doc} | {_roles(key)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

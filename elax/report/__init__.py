@@ -17,8 +17,9 @@ name carries its recipe id.
 
 Modules, each using only those before it: records (load and check results.json), table (summarize into cells),
 labels (readable names, source and target models), formats (markdown, CSVs), comparisons (claims), plotting (the
-figure; matplotlib imported when drawing), write (the report folder), cli (the command line). Importing the package loads only the standard library and
-elax.workdir.
+figure; matplotlib imported when drawing), write (the report folder), cli (the command line); metrics
+(`load_metrics`: the per-epoch metrics lines of runs as rows) stands apart. Importing the package loads only the
+standard library and elax.workdir.
 """
 
 from elax.report.cli import main
@@ -26,6 +27,7 @@ from elax.report.comparisons import Claim, claims, claims_markdown
 from elax.report.formats import (CSV_COLUMNS, SEED_CSV_COLUMNS, SPARSITY_NOTE_THRESHOLD, format_cell, to_csv,
                                  to_markdown, to_seed_csv)
 from elax.report.labels import method_label, model_label, series_label, series_labels, sources, targets
+from elax.report.metrics import load_metrics, run_name
 from elax.report.plotting import (LEGEND_ROW_INCHES, PLOT_FILE, PLOT_FORMATS, dense_lines, figure, plot, plot_title,
                                   series_styles, y_range)
 from elax.report.records import REQUIRED_KEYS, UNSTRUCTURED, load_records, series_name
@@ -35,8 +37,8 @@ from elax.report.write import REPORT_FILES, write_report
 __all__ = [
     "CSV_COLUMNS", "Cell", "Claim", "DEFAULT_TOLERANCE", "LEGEND_ROW_INCHES", "PLOT_FILE", "PLOT_FORMATS",
     "REPORT_FILES", "REQUIRED_KEYS", "SEED_CSV_COLUMNS", "SPARSITY_DECIMALS", "SPARSITY_NOTE_THRESHOLD", "Series",
-    "Table", "UNSTRUCTURED", "claims", "claims_markdown", "dense_lines", "figure", "format_cell", "load_records",
-    "main", "method_label", "model_label", "place", "plot", "plot_title", "series_label", "series_labels",
-    "series_name", "series_styles", "sources", "summarize", "targets", "to_csv", "to_markdown", "to_seed_csv",
-    "write_report", "y_range",
+    "Table", "UNSTRUCTURED", "claims", "claims_markdown", "dense_lines", "figure", "format_cell", "load_metrics",
+    "load_records", "main", "method_label", "model_label", "place", "plot", "plot_title", "run_name", "series_label",
+    "series_labels", "series_name", "series_styles", "sources", "summarize", "targets", "to_csv", "to_markdown",
+    "to_seed_csv", "write_report", "y_range",
 ]

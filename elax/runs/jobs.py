@@ -5,6 +5,9 @@ thread) and its host work (evaluation, Orbax saves, Python) leaves that core idl
 once finish the quickstart sooner on 2 cores (docs/performance.md). Every run is a deterministic function of
 its config and its inputs' files, so the schedule changes no result (results.json is byte-identical).
 
+Each run in flight keeps a row of the terminal for its progress bar (`loop.progress_row`), and its log lines are
+prefixed with its name; in a log file, the runs' per-epoch lines interleave whole, each prefixed.
+
 When one run fails or the user presses Ctrl-C, nothing new starts and the runs in flight stop at their next epoch
 end after saving a checkpoint (`elax.stopping.STOP`), so the same command resumes them.
 """
@@ -16,6 +19,7 @@ from typing import Callable
 import jax
 
 from elax import distributed
+from elax.runs import loop
 from elax.stopping import STOP, RunStopped
 
 
@@ -61,12 +65,15 @@ def run_jobs(jobs: list[Job], workers: int, log=print) -> None:
 
 def _schedule(jobs: list[Job], workers: int, pool: cf.Executor, log) -> None:
     pending, running, done, failure = list(jobs), {}, set(), None
+    rows = {}   # future -> the terminal row of its run's progress bars
     while running or (pending and failure is None):
         if failure is None:
             for job in [j for j in pending if set(j.after) <= done][:workers - len(running)]:
                 pending.remove(job)
                 log(f"== {job.title} ({job.name})")
-                running[pool.submit(job.run, _prefixed(log, job.name))] = job
+                row = min(set(range(workers)) - set(rows.values()))
+                future = pool.submit(_run_in_row, job, row, _prefixed(log, job.name))
+                running[future], rows[future] = job, row
         if not running:   # nothing can start: a job depends on one that is not in the list
             raise ValueError(f"jobs {[j.name for j in pending]} wait for jobs that never run")
         try:
@@ -78,6 +85,7 @@ def _schedule(jobs: list[Job], workers: int, pool: cf.Executor, log) -> None:
             continue
         for future in finished:
             job, error = running.pop(future), future.exception()
+            rows.pop(future)
             if error is None:
                 done.add(job.name)
             elif not isinstance(error, RunStopped) and failure is None:
@@ -86,6 +94,11 @@ def _schedule(jobs: list[Job], workers: int, pool: cf.Executor, log) -> None:
                 STOP.set()
     if failure is not None:
         raise failure
+
+
+def _run_in_row(job: Job, row: int, log):
+    with loop.progress_row(row):
+        return job.run(log)
 
 
 def _prefixed(log, name: str):
