@@ -9,7 +9,7 @@ import signal
 import sys
 import traceback
 
-from elax import exits   # standard library only: the handlers below need it before the slow imports
+from elax import exits, stopping   # standard library only: the handlers below need them before the slow imports
 
 
 def _interrupted_before_start(signum, frame):
@@ -69,6 +69,8 @@ def parse_flags(argv):
         return flags.FLAGS(last_overrides_win(argv))
     except flags.Error as error:  # a value of the wrong type, an error inside the config file, ...
         message = flag_error_message(str(error))
+    except SyntaxError as error:  # in the config file or a module it imports; not wrapped by absl
+        message = syntax_error_message(error)
     except (AttributeError, KeyError) as error:  # ml_collections, for `--config.<unknown key>=...`
         message = unknown_key_message(error, argv)
         if message is None:  # not an override's key (e.g. a bug inside the config file): keep the traceback
@@ -108,6 +110,14 @@ def flag_error_message(message: str) -> str:
             "arguments it takes)")
 
 
+def syntax_error_message(error: SyntaxError) -> str:
+    """'--config: FILE, line L, column C: SyntaxError: MESSAGE. ...' (the file may be a module the config file
+    imports). Not the line's text: it may hold `config.a.b`, which elax's errors print as the flag."""
+    column = f", column {error.offset}" if error.offset else ""
+    return (f"--config: {error.filename}, line {error.lineno}{column}: {type(error).__name__}: {error.msg}. Fix the "
+            "file and run the same command.")
+
+
 def unknown_key_message(error: Exception, argv) -> str | None:
     """'--config.a.b: the config has no key 'b'. <advice>', or None if no override names that key."""
     message = error
@@ -123,12 +133,24 @@ def unknown_key_message(error: Exception, argv) -> str | None:
     return f"{flag}: the config has no key {key}. {advice}"
 
 
+def handle_stop_signals() -> None:
+    """Once the run may start: Ctrl-C and SIGTERM stop it (`_stop`), and a second one ends the process at once even
+    while the main thread waits inside XLA, where no Python handler runs (`stopping.exit_on_second_signal`)."""
+    _handle_stop_signals(_stop)  # also replaces the SIGTERM handler JAX installs, which only logs the signal
+    stopping.exit_on_second_signal(_stopped_at_once, exits.INTERRUPTED)
+
+
+def _stopped_at_once() -> None:
+    exits.error("interrupted twice: stopped at once. The same command resumes the run from its last checkpoint; "
+                "finished levels are kept.", exits.INTERRUPTED)
+
+
 def _stop(signum, frame):
     """Ctrl-C or SIGTERM (as schedulers stop jobs) once the run has started. One process stops at once (the last
     checkpoint stays); `STOP` backs that up, since Python drops an exception raised in a garbage-collection
     callback. The processes of a multi-process run stop together at the next epoch end, after saving (one of them
     stopping alone would strand the others in a collective); a second signal stops at once."""
-    from elax import distributed, stopping
+    from elax import distributed
     if not stopping.STARTED.is_set():   # still importing JAX and elax's runs: nothing is written yet
         _interrupted_before_start(signum, frame)
     first = not stopping.STOP.is_set()
@@ -162,7 +184,7 @@ def main(argv):
         except ValueError as error:
             return exits.error(error, exits.BAD_INPUT)
         distributed.watch_peers(on_peer_lost=exits.report_lost_peer)
-    _handle_stop_signals(_stop)  # also replaces the SIGTERM handler JAX installs, which only logs the signal
+    handle_stop_signals()
     try:
         code = cli.main(_CONFIG.value, _WORKDIR.value or default_workdir())
     except Exception:  # a bug or a crash: its traceback, then end as a multi-process run must

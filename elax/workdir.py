@@ -108,16 +108,25 @@ def write_json(path: str, obj) -> None:
 
 
 def read_json(path: str, default=None):
-    """The JSON in `path`, or `default` if there is no such file; a damaged file is a one-line error naming it."""
+    """The strict JSON in `path`, or `default` if there is no such file; a damaged file is a one-line error naming
+    it. NaN and Infinity (which Python's json reads) count as damage: `write_json` could not write them back."""
     if not os.path.exists(path):
         return default
     try:
         with open(path) as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return json.load(f, parse_constant=_not_strict_json)
+    except (json.JSONDecodeError, UnicodeDecodeError, _NotStrictJSON) as e:
         rebuilt = _REBUILT_BY_A_RERUN.get(os.path.basename(path), "")
         raise ValueError(f"{path} is damaged ({e}). Restore it from a copy, or delete it and run the run's command "
                          f"again{rebuilt}.") from None
+
+
+class _NotStrictJSON(ValueError):
+    pass
+
+
+def _not_strict_json(name: str):
+    raise _NotStrictJSON(f"{name} is not a JSON number")
 
 
 _REBUILT_BY_A_RERUN = {RESULTS_FILE: ": each finished level's record is taken again from its last checkpoint",

@@ -217,6 +217,6 @@ def test_a_layer_emptied_by_global_pruning_is_said_not_refused(imp_run):
     lines = []
     imp._warn_empty_layers(ctx, mask, 4, lines.append)
     assert lines == ["warning: level 4 prunes every weight of stage3_block0/conv2/kernel (global magnitude pruning "
-                     "emptied it); --config.lottery.scope=layer keeps weights in every layer."]
+                     "emptied it); config.lottery.scope=layer keeps weights in every layer."]
     imp._warn_empty_layers(ctx, runs.load_ticket(workdir, 3).mask, 4, lines.append)
     assert len(lines) == 1

@@ -138,7 +138,7 @@ def test_invalid_depth_lists_valid_depths(name):
     assert get_model("cifar_resnet_1202").stage_sizes == (200, 200, 200)   # the deepest of He et al. (2016)
 
 
-@pytest.mark.parametrize("name", ["resnet_20", "cifar_resnet", "cifar_resnet_20_x", "mlp_99", ""])
+@pytest.mark.parametrize("name", ["resnet_20", "cifar_resnet", "cifar_resnet_20_x", "mlp_99x", ""])
 def test_unknown_name_lists_valid_names(name):
     with pytest.raises(ValueError) as info:
         get_model(name)
@@ -183,6 +183,32 @@ def test_output_shape_and_init_statistics(resnet8_variables):
     logits = get_model("cifar_resnet_8_4").apply(resnet8_variables, x, train=False)
     assert logits.shape == (3, 10) and logits.dtype == jnp.float32
     assert np.all(np.isfinite(logits))
+
+
+def test_imagenet_resnets_are_initialised_as_the_official_elth_code():
+    """OpenLTH's kaiming_normal, which the official E-LTH code applies to every conv and the classifier: std
+    sqrt(2 / fan_in). torchvision's fan-out init is 4.6x (the stem at width 64), 2x (1x1 expansions) or sqrt(2)
+    (convs that double the channels: stride-2 downsampling) away from it. One layer of each kind, to 10% (its mean
+    to a tenth of the std), in a two-stage Bottleneck network: it compiles fast and its convs are built as
+    BasicBlock's are (`_Block.layers`)."""
+    from elax.models import init_variables
+    from elax.models.imagenet_resnet import ImageNetResNet
+    model = ImageNetResNet((1, 1), bottleneck=True, family="imagenet_resnet_bottleneck", width=32)
+    params = init_variables(model, jax.random.key(0), (32, 32, 3))["params"]
+    kinds = {"stem_conv": "7x7/2 stem", "stage1_block0/conv1": "1x1", "stage1_block0/conv2": "3x3",
+             "stage1_block0/conv3": "1x1 expansion", "stage1_block0/downsample_conv": "1x1 downsampling",
+             "stage2_block0/conv2": "3x3/2", "stage2_block0/downsample_conv": "1x1/2 downsampling",
+             "head": "classifier"}
+    for path, kind in kinds.items():
+        w = np.asarray(_leaf(params, f"{path}/kernel"))
+        std = np.sqrt(2.0 / np.prod(w.shape[:-1]))
+        assert w.size >= 1024 and abs(w.std() / std - 1) < 0.1 and abs(w.mean()) < 0.1 * std, (kind, w.std(), std)
+
+
+def _leaf(tree, path: str):
+    for key in path.split("/"):
+        tree = tree[key]
+    return tree
 
 
 def test_bfloat16_model_float32_params_and_logits(resnet8_variables):

@@ -1,17 +1,22 @@
 """The hostile user's probes (bad configs, damaged files, divergence, two processes, paths), table-driven and in
 process through `elax.cli.main`, which main.py runs: each probe's exit code, the words of its one-line message,
-and that no finished level is lost. Damaged-file probes work on copies of the shared tiny IMP run."""
+and that no finished level is lost. Damaged-file probes work on copies of the shared tiny IMP run. Those that need
+a process of their own (signals, Grain workers, main.py's flag parsing) run a small one."""
 
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 
 from elax import checkpoint, cli, runs, workdir as wd
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 
 
 def run_cli(capsys, config, workdir):
@@ -37,6 +42,9 @@ CONFIG_PROBES = [
     ({"train.lr": float("inf")}, "config.train.lr: must be a finite number > 0"),
     ({"train.gamma": -1.0}, "config.train.gamma: must be in (0, 1]"),
     ({"train.warmup_epochs": -1.0}, "config.train.warmup_epochs: must be a finite number >= 0, got -1.0"),
+    ({"train.warmup_epochs": float("inf")}, "config.train.warmup_epochs: must be a finite number >= 0, got inf."),
+    ({"train.warmup_epochs": 3.0}, "config.train.warmup_epochs: 3.0 is longer than the training (2 epochs)."),
+    ({"seed": 2**70}, "config.seed: must be a whole number in [0, 4294967295], got 1180591620717411303424."),
     ({"train.momentum": 1.5}, "config.train.momentum: must be in [0, 1) (SGD's momentum; the paper uses 0.9), got 1.5"),
     ({"train.weight_decay": -1e-4}, "config.train.weight_decay: must be a finite number >= 0, got -0.0001"),
     ({"train.milestones": (0,)}, "config.train.milestones: must be increasing epochs > 0, got (0,)"),
@@ -385,3 +393,186 @@ def test_ctrl_c_is_one_line_and_keeps_finished_levels(capsys, imp_copy, monkeypa
     assert one_line_error(err) == ("elax: error: interrupted. The same command resumes the run from its last "
                                    "checkpoint; finished levels are kept.")
     assert wd.load_results(workdir) == records   # level 3's record stays until the level is trained again
+
+
+# -- streamed data: worker counts, damaged images --------------------------------------------------------------------
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("requested, images, cores, memory, workers, note", [
+    (1000, 24, 2, 23 * GIB, 3, "config.data.workers=1000 lowered to 3: an epoch has 3 batches, and a worker makes "
+                               "whole batches."),
+    (1000, 800, 2, 23 * GIB, 4, "config.data.workers=1000 lowered to 4: at most 2 per CPU core (2 cores)."),
+    (64, 10**6, 64, 2 * GIB, 5, "config.data.workers=64 lowered to 5: the available memory (2.0 GiB) holds about 5 "
+                                "for the training and the test pipelines at ~200 MB a worker."),
+    (-1, 10**6, 32, 23 * GIB, 16, ""),       # the default: one per core, at most 16
+    (-1, 10**6, 32, 1 * GIB, 2, "config.data.workers=-1 lowered to 2: the available memory (1.0 GiB) holds about "
+                                "2 for the training and the test pipelines at ~200 MB a worker."),
+    (3, 800, 2, None, 3, ""),                # memory unknown: not a limit
+    (0, 24, 2, 23 * GIB, 0, ""),             # threads
+])
+def test_a_worker_count_the_machine_cannot_use_is_lowered_with_the_reason(monkeypatch, requested, images, cores,
+                                                                         memory, workers, note):
+    from elax.runs import context
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(context, "available_memory", lambda: memory)
+    assert context.stream_workers(requested, images, batch_size=8) == (workers, note)
+
+
+def test_a_streamed_run_says_why_it_has_fewer_workers(monkeypatch, tmp_path):
+    from elax.runs import context
+    for name in ("cat", "dog", "eel"):
+        for split, count in (("train", 8), ("val", 1)):
+            (tmp_path / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                (tmp_path / split / name / f"{i}.jpg").write_bytes(b"\xff\xd8 a scan reads names only")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(context, "available_memory", lambda: 23 * GIB)
+    config = tiny_config(**{"model.name": "imagenet_resnet_18_4", "data.name": "imagefolder",
+                            "data.dir": str(tmp_path), "data.workers": 1000, "data.image_size": 32,
+                            "data.resize_size": 36, "train.batch_size": 8, "lottery.rewind_steps": 1})
+    lines = []
+    ctx = context.open_run(config, lines.append)
+    assert ctx.data.workers == 3
+    assert lines == ["note: config.data.workers=1000 lowered to 3: an epoch has 3 batches, and a worker makes whole "
+                     "batches.",
+                     f"data: imagefolder, 24 training images, streamed from ImageFolder {tmp_path} by 3 Grain worker "
+                     "processes (data.source=stream)"]
+
+
+# Reads the first batch of an ImageFolder (argv[1]) whose every batch holds a damaged image, through 2 workers.
+FIRST_BATCH_DAMAGED = """if True:
+    import multiprocessing, sys
+    from elax import data, train
+    from elax.data import records
+    splits = records.open_splits("imagefolder", sys.argv[1])
+    source = data.StreamSource(splits.train, splits.test, splits.num_classes, splits.mean, splits.std,
+                               data.ImageOptions(16, 16), workers=2)
+    try:
+        next(source.train_batches(data.BatchSpec(seed=0, batch_size=4, steps_per_epoch=1, augment=False), 0, 1,
+                                  train.make_mesh()))
+    except ValueError as error:
+        print(error)
+    print(len(multiprocessing.active_children()), "workers left")
+"""
+
+
+def test_a_damaged_image_met_by_grain_workers_is_one_line_and_leaves_no_worker(tmp_path):
+    """Its pipeline used to stay open when the first batch failed: its workers lived on, and Grain's finalizers
+    closed them at exit while Grain's threads still used them (a traceback after the error, in 3 of 8 runs)."""
+    import simplejpeg
+    image = simplejpeg.encode_jpeg(np.zeros((20, 24, 3), np.uint8))
+    for split in ("train", "val"):
+        for name in ("ant", "bee"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(2):
+                (tmp_path / split / name / f"{i}.jpg").write_bytes(image)
+    (tmp_path / "train" / "bee" / "1.jpg").write_bytes(b"hello\n")
+    done = subprocess.run([sys.executable, "-c", FIRST_BATCH_DAMAGED, str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (f"cannot decode {tmp_path / 'train' / 'bee' / '1.jpg'}: not a JPEG, PNG or BMP image, or "
+                           "damaged. Replace or delete it and run the same command; finished levels are kept.\n"
+                           "0 workers left\n")
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+# -- signals, damaged results, config files, reports, transfers ----------------------------------------------------
+
+# main.py's signal handling, with the main thread held inside a C call for good, as inside XLA: a mutex locked
+# twice (signals interrupt its wait, which then resumes; Python's handlers never run). "waiting" is printed once
+# the main thread is in there: glibc marks the mutex 2 when a thread waits for it.
+HELD_IN_C = """if True:
+    import ctypes, sys, threading, time
+    sys.path.insert(0, %r)
+    import main
+    from elax import stopping
+    main.handle_stop_signals()
+    stopping.STARTED.set()
+    libc = ctypes.CDLL(None)
+    mutex = ctypes.create_string_buffer(64)
+    libc.pthread_mutex_init(mutex, None)
+    libc.pthread_mutex_lock(mutex)
+
+    def announce():
+        while ctypes.c_int.from_buffer(mutex).value != 2:
+            time.sleep(0.01)
+        print("waiting", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    libc.pthread_mutex_lock(mutex)
+""" % ROOT
+
+
+def test_a_second_signal_ends_a_process_waiting_inside_a_c_call(tmp_path):
+    held = subprocess.Popen([sys.executable, "-c", HELD_IN_C], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline() == "waiting\n"
+        held.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert held.poll() is None          # the first cannot take effect there
+        held.send_signal(signal.SIGINT)
+        _, err = held.communicate(timeout=10)
+    finally:
+        held.kill()
+    assert (held.returncode, err) == (130, "elax: error: interrupted twice: stopped at once. The same command "
+                                           "resumes the run from its last checkpoint; finished levels are kept.\n")
+
+
+def test_nan_in_results_json_is_named_before_anything_trains(capsys, imp_copy):
+    """Python's json reads NaN, which the strict JSON of results files cannot hold: a run that read it trained a
+    level and then failed to write its record, naming neither the file nor the record."""
+    workdir, _ = imp_copy
+    path = os.path.join(workdir, "results.json")
+    records = wd.read_json(path)
+    records[1]["test_loss"] = float("nan")
+    with open(path, "w") as f:
+        json.dump(records, f)
+    code, _, err = run_cli(capsys, tiny_config(**{"lottery.levels": 4}), workdir)
+    assert code == 2 and one_line_error(err) == (
+        f"elax: error: {path} is damaged (NaN is not a JSON number). Restore it from a copy, or delete it and run "
+        "the run's command again: each finished level's record is taken again from its last checkpoint.")
+    assert not os.path.exists(wd.level_dir(workdir, 4))
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def get_config(:\n    pass\n", "line 1, column 16: SyntaxError: invalid syntax."),
+    ("def get_config():\nreturn 1\n", "line 2, column 1: IndentationError: expected an indented block after "
+                                      "function definition on line 1."),
+])
+def test_a_config_file_with_a_syntax_error_is_one_line(tmp_path, source, message):
+    (tmp_path / "broken.py").write_text(source)
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--config", str(tmp_path / "broken.py")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"elax: error: --config: {tmp_path / 'broken.py'}, {message} Fix the file and run the same "
+               "command.\n")
+
+
+def test_runs_of_one_seed_and_two_recipes_are_named_as_such(tmp_path):
+    from elax import config as config_lib, report
+    configs = [config_lib.default_config().to_dict(), config_lib.default_config().to_dict()]
+    configs[1]["train"]["lr"] = 0.05
+    for i, config in enumerate(configs):
+        record = {"level": 0, "sparsity": 0.0, "test_accuracy": 0.9, "model": "cifar_resnet_20", "method": "imp",
+                  "seed": 0, "recipe_id": wd.recipe_id(config)}
+        wd.write_json(str(tmp_path / f"run{i}" / "results.json"), [record])
+        wd.write_json(str(tmp_path / f"run{i}" / "config.json"), config)
+    with pytest.raises(ValueError) as info:
+        report.load_records([tmp_path / "run0", tmp_path / "run1"])
+    assert str(info.value) == (
+        f"the runs have 2 different recipes, which are never averaged together: {tmp_path / 'run0' / 'results.json'} "
+        f"has recipe {wd.recipe_id(configs[0])}, {tmp_path / 'run1' / 'results.json'} has "
+        f"{wd.recipe_id(configs[1])} (they differ in train.lr: 0.1 vs 0.05). Report runs of one recipe, or pass "
+        "--mix-recipes to show each recipe as series of its own.")
+
+
+def test_the_transfer_plan_suggests_a_config_of_any_family(capsys):
+    from elax.transfer import cli as transfer_cli
+    assert transfer_cli.main(["imagenet_resnet_26", "imagenet_resnet_18", "--strategy", "drop_last"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "  python main.py --config configs/transfer.py --config.transfer.source=RUN_DIR "
+        "--config.model.name=imagenet_resnet_18 --config.transfer.strategy='drop_last' --workdir WORKDIR")
+

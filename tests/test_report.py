@@ -613,7 +613,7 @@ def test_a_run_read_twice_is_not_averaged_as_two_seeds(tmp_path):
         report.load_records([first.parent, copy.parent])
     assert str(info.value) == (f"{first} and {copy} both hold level 0 of {IMP} with seed 0: averaged they would "
                                "pass for two replicates. Report one of them (runs of other seeds differ in "
-                               "--config.seed).")
+                               "config.seed).")
     _write(copy, [dict(r, seed=1) for r in records])
     assert report.summarize(report.load_records([first.parent, copy.parent])).get(IMP, 0.2).n == 2
 

@@ -370,4 +370,4 @@ def test_an_experiment_without_seeds_over_seed_folders_is_refused(tmp_path):
         _refuse_seedless_run_over_seed_folders(str(tmp_path), 0)
     assert str(info.value) == (f"{tmp_path} holds the runs of seeds 0,2 (seed_<s>/), and this command gives no "
                                "experiment.seeds: it would train seed 0's runs again outside them. Pass "
-                               "--config.experiment.seeds='(0,2)' to resume or report them (add seeds to extend).")
+                               "config.experiment.seeds='(0,2)' to resume or report them (add seeds to extend).")

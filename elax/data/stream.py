@@ -8,16 +8,23 @@ of an epoch wraps around), and example r of that batch is augmented with numpy's
 resumed run reads exactly what an uninterrupted one would, on any number of processes, and a small dataset read
 through this path without augmentation gives exactly the device source's batches.
 
-One Grain pipeline serves one epoch from the step it starts at (its workers receive that epoch's record indices);
-it is built again when a run jumps (resume, a new level at the rewind step). While the device runs a step, the
-host keeps the next two batches on their way to the devices (jitted steps and device puts are asynchronous), while
-Grain's workers decode the ones after them.
+One Grain pipeline serves the training from the step it starts at for up to `SPAN_EPOCHS` epochs (its workers
+receive those epochs' record indices, computed here); it is built again when a run jumps (resume, a new level at
+the rewind step) or reaches the end of that span. The test split has one pipeline that repeats, kept between
+evaluations: starting Grain's worker processes takes seconds (each imports JAX), which used to be paid every
+epoch and every evaluation. While the device runs a step, the host keeps the next two batches on their way to
+the devices (jitted steps and device puts are asynchronous), while Grain's workers decode the ones after them.
+Pipelines are closed in this process, by `StreamSource.close` (at the end of a run) or at exit, never left to
+Grain's finalizers, which race with Grain's own threads.
 """
 
+import atexit
 import collections
 import contextlib
 import dataclasses
+import functools
 import os
+import weakref
 from typing import Any, Iterator
 
 import jax
@@ -25,6 +32,11 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from elax.data import images as image_ops
+
+# A training pipeline covers at most this many epochs and examples of this process (its record indices are
+# pickled into every worker: an ImageNet epoch is one span, a CIFAR-size dataset spans several epochs).
+SPAN_EPOCHS = 16
+SPAN_EXAMPLES = 2**18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +97,9 @@ class StreamSource:
         self.train_records, self.test_records = train, test
         self.num_classes, self.mean, self.std = num_classes, tuple(mean), tuple(std)
         self.options, self.workers, self.where = options, workers, where
-        self._cursor = None   # (next step, iterator) of the pipeline in use
+        self._cursor = None   # (next step, end of its span, batches) of the training pipeline in use
+        self._eval = None     # (batch size, batches) of the test split's repeating pipeline
+        _OPEN.add(self)
 
     def describe(self) -> str:
         readers = f"{self.workers} Grain worker processes" if self.workers else "Grain threads in this process"
@@ -106,17 +120,29 @@ class StreamSource:
             return (self.options.image_size, self.options.image_size, 3)
         return tuple(self.train_records.images.shape[1:])
 
+    def close(self) -> None:
+        """Stop the pipelines kept between calls (and their worker processes); the next call starts new ones."""
+        self.close_training()
+        self._close_eval()
+
     # -- training -------------------------------------------------------------------------------------------
     def train_batches(self, spec, step: int, num_steps: int, mesh) -> Iterator[tuple[jax.Array, jax.Array]]:
         """The global (images uint8, labels) of steps step .. step+num_steps-1 (within one epoch)."""
-        next_step, batches = self._cursor if self._cursor else (None, None)
-        if next_step != step or step % spec.steps_per_epoch == 0:  # a jump, or the previous epoch is used up
-            if batches is not None:
-                batches.close()   # stops its Grain threads and workers now, in this thread
-            batches = _on_devices_ahead(self._epoch_batches(spec, step, mesh))
+        next_step, stop, batches = self._cursor or (None, None, None)
+        if next_step != step or step + num_steps > stop:  # a jump, or the span is used up
+            self.close_training()
+            stop = _span_end(spec, step)
+            batches = _on_devices_ahead(self._span_batches(spec, step, stop, mesh))
+            self._cursor = (step, stop, batches)   # closed by the next jump even if this call is cut short
         for _ in range(num_steps):
             yield next(batches)
-        self._cursor = (step + num_steps, batches)
+        self._cursor = (step + num_steps, stop, batches)
+
+    def close_training(self) -> None:
+        """Stop the training pipeline in use, in this thread (its Grain threads and workers)."""
+        cursor, self._cursor = self._cursor, None
+        if cursor:
+            cursor[2].close()
 
     def host_batch(self, spec, step: int) -> tuple[np.ndarray, np.ndarray]:
         """This process's share of the batch of `step` as numpy (uint8 images, labels); no workers."""
@@ -124,9 +150,8 @@ class StreamSource:
         examples = [example(item) for item in self._train_items(spec, step, step + 1)]
         return np.stack([e[0] for e in examples]), np.stack([e[1] for e in examples])
 
-    def _epoch_batches(self, spec, step: int, mesh):
-        end = (step // spec.steps_per_epoch + 1) * spec.steps_per_epoch
-        items = self._train_items(spec, step, end)
+    def _span_batches(self, spec, step: int, stop: int, mesh):
+        items = self._train_items(spec, step, stop)
         # Grain iterators are closed here, in this thread: left to the garbage collector, one may be closed from
         # one of its own prefetch threads, which fails.
         with contextlib.closing(self._pipeline(items, self._example(spec, train=True),
@@ -135,14 +160,15 @@ class StreamSource:
                 yield _to_global(mesh, images), _to_global(mesh, labels)
 
     def _train_items(self, spec, start: int, stop: int) -> np.ndarray:
-        """(record, step, row) of this process's examples of steps start..stop-1 (one epoch)."""
+        """(record, step, row) of this process's examples of steps start..stop-1."""
         n, local = self.num_train, _local_batch(spec.batch_size)
-        epoch = start // spec.steps_per_epoch
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(spec.key(1), epoch), n))
         steps = np.repeat(np.arange(start, stop), local)
         rows = np.tile(jax.process_index() * local + np.arange(local), stop - start)
+        epochs = steps // spec.steps_per_epoch
+        first = start // spec.steps_per_epoch
+        orders = np.stack([_epoch_order(spec, epoch, n) for epoch in range(first, int(epochs[-1]) + 1)])
         positions = (steps % spec.steps_per_epoch) * spec.batch_size + rows
-        return np.stack([order[positions % n], steps, rows], axis=1)
+        return np.stack([orders[epochs - first, positions % n], steps, rows], axis=1)
 
     def _example(self, spec, train: bool) -> _Example:
         return _Example(self.train_records if train else self.test_records, spec.seed if spec else 0, train,
@@ -155,25 +181,65 @@ class StreamSource:
         n, local = len(self.test_records), _local_batch(batch_size)
         batches = -(-n // batch_size)
         rows = (np.arange(batches)[:, None] * batch_size + jax.process_index() * local + np.arange(local)).ravel()
-        items = np.stack([rows % n, np.zeros_like(rows), rows], axis=1)
         valid = (rows < n).reshape(batches, local)
-        with contextlib.closing(self._pipeline(items, self._example(None, train=False), local)) as pipeline:
-            for (images, labels), ok in zip(pipeline, valid):
+        if self._eval is None or self._eval[0] != batch_size:
+            self._close_eval()
+            items = np.stack([rows % n, np.zeros_like(rows), rows], axis=1)
+            self._eval = (batch_size, self._pipeline(items, self._example(None, train=False), local, repeat=True))
+        pipeline = self._eval[1]
+        try:
+            for ok in valid:
+                images, labels = next(pipeline)
                 yield _to_global(mesh, images), _to_global(mesh, labels), _to_global(mesh, ok)
+        except BaseException:  # an evaluation cut short (a damaged image, Ctrl-C): the next one starts afresh
+            self._close_eval()
+            raise
+
+    def _close_eval(self) -> None:
+        evaluation, self._eval = self._eval, None
+        if evaluation:
+            evaluation[1].close()
 
     # -- Grain ----------------------------------------------------------------------------------------------
-    def _pipeline(self, items: np.ndarray, example: _Example, batch: int):
+    def _pipeline(self, items: np.ndarray, example: _Example, batch: int, repeat: bool = False):
+        """Batches of `example` over `items` (over and over if `repeat`), as a closable iterator."""
         import grain
+        _close_at_exit()
         dataset = grain.MapDataset.source(items).map(example).batch(batch, drop_remainder=True)
+        if repeat:
+            dataset = dataset.repeat()
         threads = 0 if self.workers else min(16, os.cpu_count() or 1)
         stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4 * batch))
         if self.workers:
             _absl_flags_parsed()
             _quiet_resource_tracker()
             stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers),
-                                        worker_init_fn=_exit_with_parent)
+                                        worker_init_fn=functools.partial(_exit_with_parent, parent=os.getpid()))
             return _workers_deaf_to_ctrl_c(stream)
         return iter(stream)
+
+
+def _span_end(spec, step: int) -> int:
+    """The step after the last of the training pipeline that starts at `step`: the end of an epoch."""
+    per_epoch = spec.steps_per_epoch * _local_batch(spec.batch_size)
+    epochs = min(SPAN_EPOCHS, max(1, SPAN_EXAMPLES // per_epoch))
+    return (step // spec.steps_per_epoch + epochs) * spec.steps_per_epoch
+
+
+def _epoch_order(spec, epoch: int, n: int) -> np.ndarray:
+    """The order of the training records in `epoch` (the device source's: a function of seed and epoch)."""
+    return np.asarray(jax.random.permutation(jax.random.fold_in(spec.key(1), epoch), n))
+
+
+# Every StreamSource, to close their pipelines before Python's exit runs Grain's finalizers.
+_OPEN = weakref.WeakSet()
+
+
+@functools.cache
+def _close_at_exit() -> None:
+    """Close every source's pipelines at exit, before multiprocessing's finalizers (registered earlier, so run
+    later) would close them while Grain's threads still use them: a traceback after the run's last line."""
+    atexit.register(lambda: [source.close() for source in list(_OPEN)])
 
 
 def _workers_deaf_to_ctrl_c(stream):
@@ -184,26 +250,31 @@ def _workers_deaf_to_ctrl_c(stream):
     import signal
     from multiprocessing import resource_tracker
     resource_tracker.ensure_running()   # starting it later, in a thread of Grain's, would unblock SIGINT there
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:  # a Ctrl-C now waits until the mask is restored: nothing is lost
-        batches = iter(stream)
-        first = next(batches, None)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    try:
+    batches = None
+    try:  # closed however it ends, a failing first batch (a damaged image) included
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:  # a Ctrl-C now waits until the mask is restored: nothing is lost
+            batches = iter(stream)
+            first = next(batches, None)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if first is not None:
             yield first
             yield from batches
     finally:
-        batches.close()
+        if batches is not None:
+            batches.close()
 
 
-def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+def _exit_with_parent(worker_index: int, worker_count: int, parent: int) -> None:
     """Grain worker init: a SIGKILLed run has no chance to stop its workers, and each holds its memory (~200 MB)
-    until it is killed by hand. So every worker watches its parent and exits within a second of it."""
+    until it is killed by hand. So every worker watches its parent (`parent`, the pid of the process that made
+    the pipeline: a worker that starts after its parent died has another parent already) and exits within a
+    second of it."""
     import threading
     import time
-    parent = os.getppid()
+    if os.getppid() != parent:
+        os._exit(0)
 
     def watch():
         while os.getppid() == parent:

@@ -4,8 +4,11 @@ ResNet-50 tickets deeper members of their own block type to move to.
 
 stem 7x7/2 conv (no bias) - BN - ReLU - 3x3/2 max-pool; four stages of blocks with W, 2W, 4W, 8W channels (x4 at
 the output of a Bottleneck); block 0 of a stage holds the downsampling 1x1 conv + BN when the stride or the channels
-change; global average pool; dense `head`. Kaiming-normal (fan_out) convs as torchvision; BN scale ~ U[0, 1), bias
-0 (ELTH.md). Every conv kernel and the classifier kernel are prunable.
+change; global average pool; dense `head`. Every conv (stem, stride-2 and downsampling ones included) and the
+classifier are Kaiming-normal with fan_in, std sqrt(2 / fan_in): OpenLTH's `kaiming_normal`, which the official
+E-LTH code applies over torchvision's fan_out init (the stem's scale differs 4.6x, that of convs that change the
+channels sqrt(2) or 2x); `kernel_init=kaiming_fan_out` gives torchvision's convs. BN scale ~ U[0, 1), bias 0
+(ELTH.md). Every conv kernel and the classifier kernel are prunable.
 
 The two block types are two families (`imagenet_resnet`, `imagenet_resnet_bottleneck`): tickets move between
 depths of one block type only.
@@ -13,7 +16,7 @@ depths of one block type only.
 
 import functools
 import re
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -24,12 +27,12 @@ from elax.models import common
 STAGES = {18: (2, 2, 2, 2), 26: (2, 3, 4, 3), 34: (3, 4, 6, 3),
           50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 BOTTLENECK_DEPTHS = (50, 101, 152)
-kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")   # torchvision's convs
 
 
-def _conv(features, kernel_size, strides=1, *, dtype, name):
+def _conv(features, kernel_size, strides=1, *, dtype, kernel_init, name):
     return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides), padding=kernel_size // 2,
-                   use_bias=False, kernel_init=kaiming_fan_out, dtype=dtype, name=name)
+                   use_bias=False, kernel_init=kernel_init, dtype=dtype, name=name)
 
 
 class _Block(nn.Module):
@@ -38,10 +41,11 @@ class _Block(nn.Module):
     features: int
     strides: int = 1
     dtype: Any = jnp.float32
+    kernel_init: Callable = common.kaiming_normal
 
     def layers(self, train: bool):
-        """(conv, norm) constructors of this block's dtype."""
-        return (functools.partial(_conv, dtype=self.dtype),
+        """(conv, norm) constructors of this block's dtype and init."""
+        return (functools.partial(_conv, dtype=self.dtype, kernel_init=self.kernel_init),
                 functools.partial(common.batch_norm, train=train, dtype=self.dtype))
 
 
@@ -83,17 +87,20 @@ class ImageNetResNet(nn.Module):
     width: int = 64
     num_classes: int = 1000
     dtype: Any = jnp.float32
+    kernel_init: Callable = common.kaiming_normal   # of the convs; the classifier is always fan_in
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = _conv(self.width, 7, 2, dtype=self.dtype, name="stem_conv")(x.astype(self.dtype))
+        x = _conv(self.width, 7, 2, dtype=self.dtype, kernel_init=self.kernel_init, name="stem_conv")(
+            x.astype(self.dtype))
         x = nn.relu(common.batch_norm(train=train, dtype=self.dtype, name="stem_bn")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         block = Bottleneck if self.bottleneck else BasicBlock
         for s, num_blocks in enumerate(self.stage_sizes, start=1):
             for b in range(num_blocks):
                 strides = 2 if (s > 1 and b == 0) else 1
-                x = block(self.width * 2 ** (s - 1), strides, self.dtype, name=f"stage{s}_block{b}")(x, train)
+                x = block(self.width * 2 ** (s - 1), strides, self.dtype, self.kernel_init,
+                          name=f"stage{s}_block{b}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return common.dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
 

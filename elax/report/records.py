@@ -106,13 +106,17 @@ def _validate(record, file, index):
 
 def _check_not_twice(record, file, file_of_result, mix_recipes):
     """Two records of one series, level and seed from two files are one run read twice (a copy, or two runs with
-    the same seed): averaged, they would pass for two replicates."""
+    the same seed): averaged, they would pass for two replicates. Of two recipes, they are two runs that differ in
+    recipe (never averaged together), and the message says so."""
     key = (series_name(record, with_recipe=mix_recipes), record["level"], record.get("seed"))
-    other = file_of_result.setdefault(key, file)
-    if other != file:
-        raise ValueError(f"{other} and {file} both hold level {record['level']} of {key[0]} with seed {key[2]}: "
-                         "averaged they would pass for two replicates. Report one of them (runs of other seeds "
-                         "differ in --config.seed).")
+    other, other_recipe = file_of_result.setdefault(key, (file, record.get("recipe_id")))
+    if other == file:
+        return
+    if other_recipe != record.get("recipe_id"):
+        raise ValueError(_mixed_recipes_message({other_recipe: other, record.get("recipe_id"): file}))
+    raise ValueError(f"{other} and {file} both hold level {record['level']} of {key[0]} with seed {key[2]}: "
+                     "averaged they would pass for two replicates. Report one of them (runs of other seeds "
+                     "differ in config.seed).")
 
 
 def _mixed_recipes_message(files_of_recipe):

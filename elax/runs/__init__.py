@@ -17,7 +17,8 @@ from elax.runs.experiment import run_experiment
 from elax.runs.imp import run_imp
 from elax.runs.loop import train_and_record, train_ticket
 from elax.runs.modes import MODES, Mode, check, mode_of
+from elax.runs.sources import config_of
 from elax.runs.tickets import load_ticket
 
-__all__ = ["BASELINES", "MODES", "Mode", "RunContext", "check", "load_ticket", "make_trainer", "mode_of",
+__all__ = ["BASELINES", "MODES", "Mode", "RunContext", "check", "config_of", "load_ticket", "make_trainer", "mode_of",
            "run_baseline", "run_experiment", "run_imp", "run_transfer", "setup", "train_and_record", "train_ticket"]

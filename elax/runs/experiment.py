@@ -96,7 +96,7 @@ def _refuse_seedless_run_over_seed_folders(workdir: str, seed: int) -> None:
         listed = ",".join(map(str, present))
         raise ValueError(f"{workdir} holds the runs of seeds {listed} (seed_<s>/), and this command gives no "
                          f"experiment.seeds: it would train seed {seed}'s runs again outside them. Pass "
-                         f"--config.experiment.seeds='({listed})' to resume or report them (add seeds to extend).")
+                         f"config.experiment.seeds='({listed})' to resume or report them (add seeds to extend).")
 
 
 def _adopt_single_seed_runs(workdir: str, seeds: tuple, recipe_id: str, log) -> None:

@@ -85,7 +85,7 @@ def _warn_empty_layers(ctx: RunContext, mask, level: int, log) -> None:
     empty = [r.name for r in masks.layer_report(mask, ctx.prunable) if r.kept == 0]
     if empty:
         log(f"warning: level {level} prunes every weight of {', '.join(empty)} (global magnitude pruning emptied "
-            f"{'it' if len(empty) == 1 else 'them'}); --config.lottery.scope=layer keeps weights in every layer.")
+            f"{'it' if len(empty) == 1 else 'them'}); config.lottery.scope=layer keeps weights in every layer.")
 
 
 def dense_ticket(ctx: RunContext) -> Ticket:

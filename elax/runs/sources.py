@@ -16,6 +16,17 @@ def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
     return config, wd.load_results(workdir)
 
 
+def config_of(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was made with, as a config to change and run again: the defaults overlaid with its
+    config.json (keys added to the schema since keep their defaults, which the run had)."""
+    config = config_lib.default_config()
+    for key, value in wd.flatten(wd.run_config(workdir)).items():
+        if key in config_lib.KEYS:
+            section, _, name = key.rpartition(".")
+            (config[section] if section else config)[name] = tuple(value) if isinstance(value, list) else value
+    return config
+
+
 def inherit_recipe(config: ml_collections.ConfigDict, source_config: dict, what: str,
                    log=print) -> ml_collections.ConfigDict:
     """`config` with the recipe (every key `elax.config` declares part of one) of the run it builds on: E-LTH trains
@@ -85,4 +96,4 @@ def check_same_classes(ticket, ctx, what: str) -> None:
         d = ctx.config.data
         raise ValueError(f"{what} was trained on {source_classes} classes, this run's data ({d.name}"
                          f"{f' in {d.dir}' if d.dir else ''}) has {ctx.num_classes}: a ticket keeps its classifier. "
-                         "Train on the source's data (--config.data.dir), with the same classes.")
+                         "Train on the source's data (config.data.dir), with the same classes.")

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     print(block_plan)
     print(f"mapping string: {block_plan.to_string()}")
     print("To train the transferred tickets of an IMP run of the source (its recipe is reused):\n"
-          "  python main.py --config configs/cifar_transfer.py --config.transfer.source=RUN_DIR "
+          "  python main.py --config configs/transfer.py --config.transfer.source=RUN_DIR "
           f"--config.model.name={block_plan.target} --config.transfer.strategy='{block_plan.strategy}' "
           "--workdir WORKDIR")
     return 0
