@@ -25,14 +25,16 @@ if __name__ == "__main__":   # not in a process that imports this module (the te
 from absl import app, flags, logging  # noqa: E402 (after the handlers: importing takes seconds)
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A get_config() file; `file.py:arg` passes arg.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A get_config() file (configs/*.py); `file.py:arg` passes "
+                                          "arg. Required, unless --list.")
+_LIST = flags.DEFINE_bool("list", False, "Print the modes, model families, datasets, baselines, transfer strategies, "
+                          "optimizers, schedules and mask updates this installation knows, then exit.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created, or resumed if it exists). "
                                "Default: runs/<config file name>.")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process runs: HOST:PORT of process 0 (every process "
                                    "runs the same command; see the README's multi-host section).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes take part.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0..N-1.")
-flags.mark_flags_as_required(["config"])
 
 
 def config_path() -> str:
@@ -171,6 +173,13 @@ def main(argv):
         return exits.error(f"unexpected arguments {argv[1:]}. Options are --config FILE, --workdir DIR and "
                            "--config.KEY=VALUE overrides, each as one argument (python main.py --help).",
                            exits.BAD_INPUT)
+    if _LIST.value:
+        from elax import cli
+        print(cli.listing())
+        return 0
+    if flags.FLAGS["config"].value is None:
+        return exits.error("--config FILE is required (e.g. --config configs/quickstart.py; python main.py --list "
+                           "names what elax knows, --help the flags).", exits.BAD_INPUT)
     if message := missing_config_message(config_path()):
         return exits.error(message, exits.BAD_INPUT)
     logging.set_verbosity(logging.WARNING)  # Orbax and JAX log every checkpoint step at INFO

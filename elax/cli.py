@@ -134,6 +134,28 @@ def _split_names(items):
                 yield name
 
 
+def listing() -> str:
+    """What `python main.py --list` prints: every registry's names, and the config files beside main.py."""
+    from elax import mask_updates, models, optim, runs, transfer
+    from elax.data import catalog
+    families = [f"  {f.name}: {f.pattern} (e.g. {', '.join(f.examples)})" for _, f in models.FAMILIES.items()]
+    datasets = [f"{d.name}{' (streamed)' if d.streamed_only else ''}" for _, d in catalog.DATASETS.items()]
+    strategies = ", ".join(f"{s} ({transfer.STRATEGIES.get(s).direction})" for s in transfer.strategies())
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    files = sorted(f for f in os.listdir(configs) if f.endswith(".py")) if os.path.isdir(configs) else []
+    return "\n".join([
+        f"modes (config.mode): {', '.join(runs.MODES.names())}",
+        "model families (config.model.name):", *families,
+        f"datasets (config.data.name): {', '.join(datasets)}",
+        f"baselines (config.baseline.method): {', '.join(runs.BASELINES.names())}",
+        f"transfer strategies (config.transfer.strategy): {strategies}, or an official mapping string",
+        f"optimizers (config.train.optimizer): {', '.join(optim.OPTIMIZERS.names())}",
+        f"schedules (config.train.schedule): {', '.join(optim.SCHEDULES.names())}",
+        f"mask updates (config.mask_update.method): {', '.join(mask_updates.MASK_UPDATES.names())}",
+        *([f"config files (--config configs/FILE): {', '.join(files)}"] if files else []),
+        "every key, its default and meaning: docs/configuration.md"])
+
+
 def print_table(records) -> None:
     from elax import report
     print()

@@ -59,10 +59,10 @@ def tiny_config(**overrides):
     return config
 
 
-def tiny_cli_args(**overrides):
-    """The command-line flags that give `tiny_config(**overrides)`."""
+def tiny_cli_args(config_file=os.path.join(ROOT, "configs", "quickstart.py"), **overrides):
+    """The command-line flags that give `tiny_config(**overrides)` (of another `config_file`: its config)."""
     items = {**TINY_OVERRIDES, **overrides}
-    return ["--config", os.path.join(ROOT, "configs", "quickstart.py")] + [
+    return ["--config", config_file] + [
         f"--config.{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in items.items()]
 
 

@@ -1,14 +1,18 @@
 """The command line as a user runs it: a real `python main.py` IMP run, killed with SIGKILL and resumed, and
 the errors a user sees for bad configs and missing data."""
 
+import glob
 import json
 import os
+import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_cli_args, tiny_config
@@ -35,14 +39,16 @@ def results(workdir):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    """(workdir, stdout, stderr) of a tiny 3-level IMP run, progress and TensorBoard on, its output in pipes."""
     workdir = str(tmp_path_factory.mktemp("cli") / "run")
-    code, out, err = finish(main_py([*TINY, f"--workdir={workdir}"]))
+    code, out, err = finish(main_py([*TINY, "--config.progress=true", "--config.tensorboard=true",
+                                     f"--workdir={workdir}"]))
     assert code == 0, err
-    return workdir, out
+    return workdir, out, err
 
 
 def test_cli_run_prints_levels_and_table(uninterrupted):
-    workdir, out = uninterrupted
+    workdir, out, _ = uninterrupted
     records = results(workdir)
     assert [r["level"] for r in records] == [0, 1, 2]
     assert f"level  2 | imp       | cifar_resnet_14_4 | sparsity {records[2]['sparsity']:7.2%}" in out
@@ -54,7 +60,7 @@ def test_cli_run_prints_levels_and_table(uninterrupted):
 
 
 def test_sigkill_and_restart_gives_identical_results(uninterrupted, tmp_path):
-    reference_dir, _ = uninterrupted
+    reference_dir, _, _ = uninterrupted
     workdir = str(tmp_path / "run")
     process = main_py([*TINY, f"--workdir={workdir}"], start_new_session=True)
     metrics = os.path.join(workdir, "level_01", "metrics.jsonl")
@@ -119,6 +125,20 @@ def test_a_bad_command_line_is_one_line(tmp_path, args, message):
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_list_names_what_elax_knows_and_a_missing_config_is_one_line(tmp_path):
+    from elax import cli
+    lines = cli.listing().splitlines()
+    assert lines[0] == "modes (config.mode): imp, transfer, baseline, experiment, report"
+    assert ("baselines (config.baseline.method): reinit, random, magnitude, snip, grasp, synflow, set, rigl"
+            in lines)
+    assert "  vit: vit_{depth}_{dim}_p{patch}[_h{heads}][_gap] (e.g. vit_6_64_p4, vit_4_64_p4_gap)" in lines
+    assert any(line.startswith("datasets (config.data.name): cifar10, cifar100,") for line in lines)
+    code, out, err = finish(main_py([f"--workdir={tmp_path / 'run'}"]), timeout=60)
+    assert (code, out) == (2, "") and err == ("elax: error: --config FILE is required (e.g. --config "
+                                              "configs/quickstart.py; python main.py --list names what elax knows, "
+                                              "--help the flags).\n")
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
     run = main_py([*TINY, f"--workdir={tmp_path / 'run'}"])
     while "data:" not in run.stdout.readline():   # training is about to start
@@ -166,7 +186,7 @@ def test_missing_data_dir_is_named(tmp_path):
 
 
 def test_report_mode_reads_runs_and_writes_the_report(uninterrupted, tmp_path):
-    run_dir, _ = uninterrupted
+    run_dir, _, _ = uninterrupted
     out = tmp_path / "report"
     code, stdout, err = finish(main_py(["--config", os.path.join(ROOT, "configs", "quickstart.py"),
                                         "--config.mode=report", f"--config.report.runs=('{run_dir}',)",
@@ -253,3 +273,72 @@ def test_a_repeated_override_takes_its_last_value(monkeypatch):
     monkeypatch.setattr(sys, "argv", argv)    # where ml_collections finds the overrides' keys, as in main.py
     main.parse_flags(argv)
     assert (main._CONFIG.value.experiment.seeds, main._CONFIG.value.train.lr) == ((2,), 0.2)
+
+
+# -- output to files, TensorBoard (the same run: config.progress and config.tensorboard on) ------------------------
+
+MODEL = "cifar_resnet_14_4"
+EPOCH_LINE = re.compile(rf"imp {MODEL} level (\d)( \(dense\))?: epoch ([12])/2, step (12|24)/24, loss \d+\.\d{{3}}, "
+                        r"acc [01]\.\d{3}, test acc [01]\.\d{3}, [\d,]+ img/s")
+RESULT_LINE = re.compile(rf"level  [0-2] \| imp       \| {MODEL} \| sparsity +\d+\.\d\d% \| test accuracy +\d+\.\d\d%")
+OTHER_LINES = [re.compile(pattern) for pattern in (
+    r"elax imp run in \S+ on \d+ cpu device\(s\)", r"data: digits, 1437 training images, .*", r"", r"\|[-:|\d. ]+\|",
+    r"\| sparsity % \| remaining % \| IMP ResNet-14 \(w4\) \|")]
+
+
+def test_output_to_files_is_plain_lines_with_a_line_per_epoch(uninterrupted):
+    workdir, out, err = uninterrupted
+    for text in (out, err):
+        assert "\x1b" not in text and "\r" not in text
+    lines = out.splitlines()
+    for line in lines:   # every line whole: none glued to another, none of a bar
+        assert EPOCH_LINE.fullmatch(line) or RESULT_LINE.fullmatch(line) or any(
+            pattern.fullmatch(line) for pattern in OTHER_LINES), line
+    assert not [line for line in err.splitlines() if "epoch" in line or "step/s" in line]
+    expected = []
+    for level in (0, 1, 2):
+        for m in metrics_lines(workdir, level):
+            expected.append(f"imp {MODEL} level {level}{' (dense)' if level == 0 else ''}: epoch {m['epoch']}/2, step "
+                            f"{m['step']}/24, loss {m['train_loss']:.3f}, acc {m['train_accuracy']:.3f}, test acc "
+                            f"{m['test_accuracy']:.3f}, {m['images_per_s']:,.0f} img/s")
+        expected.append(f"level  {level} |")   # each level's result line follows its epochs
+    shown = [line if EPOCH_LINE.fullmatch(line) else line[:10] for line in lines
+             if EPOCH_LINE.fullmatch(line) or RESULT_LINE.fullmatch(line)]
+    assert shown == expected
+
+
+def metrics_lines(workdir, level):
+    with open(os.path.join(workdir, f"level_{level:02d}", "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def read_scalars(folder):
+    """{(tag, step): value} of the scalars in the TensorBoard event files of `folder`, parsed from their TFRecord
+    framing: u64 length, u32 its CRC, the Event protobuf, u32 its CRC."""
+    from tensorboardX.proto import event_pb2
+    from elax.runs import loop
+    scalars = {}
+    for path in glob.glob(os.path.join(folder, loop.EVENTS_GLOB)):
+        with open(path, "rb") as f:
+            data = f.read()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                assert (value.tag, event.step) not in scalars
+                scalars[value.tag, event.step] = value.simple_value
+    return scalars
+
+
+def test_tensorboard_has_a_scalar_per_metric_per_epoch(uninterrupted):
+    pytest.importorskip("tensorboardX")
+    from elax.runs import loop
+    workdir, _, _ = uninterrupted
+    for level in (0, 1, 2):
+        assert read_scalars(os.path.join(workdir, f"level_{level:02d}")) == {
+            (loop.SCALARS[key], m["step"]): float(np.float32(m[key]))
+            for m in metrics_lines(workdir, level) for key in loop.SCALARS}
+    assert sorted(loop.SCALARS.values()) == ["test/accuracy", "test/loss", "train/accuracy", "train/images_per_s",
+                                             "train/loss", "train/lr"]

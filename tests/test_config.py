@@ -12,6 +12,8 @@ import pytest
 from elax import checkpoint, config as config_lib, exits, runs, workdir as wd
 from conftest import ROOT, tiny_config
 
+pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
+
 DATA = os.path.join(ROOT, "tests", "data")
 
 

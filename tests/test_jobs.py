@@ -10,6 +10,8 @@ import pytest
 from elax import stopping
 from elax.runs import jobs
 
+pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
+
 
 class Recorder:
     """Fake jobs that note when they start and end and how many run at once."""

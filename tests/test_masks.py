@@ -8,6 +8,8 @@ import pytest
 from elax import masks
 from elax.models import get_model
 
+pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
+
 SHAPE = (8, 8, 3)
 RESNET8_KERNELS = [
     "head/kernel",

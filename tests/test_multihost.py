@@ -23,17 +23,21 @@ pytestmark = pytest.mark.multiprocess
 # on an Intel Xeon), which training grew to 2e-5 in its test loss; at 0.01 the two runs were bit-identical there.
 ARGS = tiny_cli_args(**{"lottery.levels": 1, "model.name": "cifar_resnet_8_4", "data.source": "stream",
                         "data.workers": 0, "train.lr": 0.01})
+# Tests of processes and signals, not numerics: a plain MLP compiles in a second (tests/plain_config.py).
+PLAIN_ARGS = tiny_cli_args(os.path.join(ROOT, "tests", "plain_config.py"), **{
+    "lottery.levels": 1, "model.name": "plain_1-1_w32-32", "data.source": "stream", "data.workers": 0,
+    "train.epochs": 4})
 
 
-def launch(workdir, processes: int, devices: int, extra_args=lambda process: []):
-    """`processes` copies of one main.py command (plus `extra_args(i)` for process i), each with `devices` CPU
-    devices, joined on a free port."""
+def launch(workdir, processes: int, devices: int, extra_args=lambda process: [], args=ARGS):
+    """`processes` copies of one main.py command (`args`, plus `extra_args(i)` for process i), each with
+    `devices` CPU devices, joined on a free port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
                                       f"--xla_force_host_platform_device_count={devices}"}
-    return [main_py([*ARGS, f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}",
+    return [main_py([*args, f"--workdir={workdir}", f"--coordinator=127.0.0.1:{port}",
                      f"--num_processes={processes}", f"--process_id={i}", *extra_args(i)],
                     env=env, start_new_session=True)
             for i in range(processes)]
@@ -91,7 +95,7 @@ def test_a_process_that_dies_stops_the_others_at_once_in_one_line(tmp_path):
     # collective, printed gloo's traceback and then waited in JAX's exit handler) until JAX's heartbeat noticed,
     # ~90 s, then JAX aborted it with a C++ stack trace. Now elax's watchdog connection tells it at once.
     workdir = tmp_path / "run"
-    procs = launch(str(workdir), processes=2, devices=2)   # the shapes of the test above: compiled programs reused
+    procs = launch(str(workdir), processes=2, devices=2, args=PLAIN_ARGS)
     metrics = workdir / "level_00" / "metrics.jsonl"
     deadline = time.time() + 240
     while not (metrics.exists() and metrics.stat().st_size > 0):   # training: level 0 saved its first epoch
@@ -110,7 +114,7 @@ def test_a_process_that_dies_stops_the_others_at_once_in_one_line(tmp_path):
 def test_sigterm_stops_every_process_together_after_saving(tmp_path):
     # Before: JAX's own SIGTERM handler only logged the signal, and the run trained on to its end.
     workdir = tmp_path / "run"
-    procs = launch(str(workdir), processes=2, devices=2)
+    procs = launch(str(workdir), processes=2, devices=2, args=PLAIN_ARGS)
     metrics = workdir / "level_00" / "metrics.jsonl"
     deadline = time.time() + 240
     while not (metrics.exists() and metrics.stat().st_size > 0):
@@ -122,7 +126,7 @@ def test_sigterm_stops_every_process_together_after_saving(tmp_path):
     for code, out, err in (finish(p, timeout=60) for p in procs):
         assert "Stopping at the next epoch end, after saving a checkpoint" in out
         assert code == 130 and re.fullmatch(
-            r"elax: error: interrupted: imp cifar_resnet_8_4 level (0 \(dense\)|1) stopped at step \d+, after saving; "
+            r"elax: error: interrupted: imp plain_1-1_w32-32 level (0 \(dense\)|1) stopped at step \d+, after saving; "
             r"the same command resumes it\.", err.strip().splitlines()[-1])
 
 
@@ -132,7 +136,8 @@ def test_a_process_that_fails_alone_ends_every_process_in_one_line(tmp_path):
     workdir = tmp_path / "run"
     (workdir / "level_00" / "metrics.jsonl").mkdir(parents=True)
     start = time.time()
-    (code0, _, err0), (code1, _, err1) = (finish(p, timeout=120) for p in launch(str(workdir), 2, devices=2))
+    (code0, _, err0), (code1, _, err1) = (finish(p, timeout=120) for p in launch(str(workdir), 2, devices=2,
+                                                                                   args=PLAIN_ARGS))
     assert (code0, err0.strip().splitlines()) == (2, [
         f"elax: error: Is a directory ({workdir}/level_00/metrics.jsonl). Check the path, its permissions and free "
         "space; finished levels are kept."])

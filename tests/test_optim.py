@@ -15,6 +15,8 @@ from elax.models import get_model, init_variables
 import plain_family  # noqa: F401  (registers the "plain" family: a model without BatchNorm)
 from conftest import TINY_SHAPE
 
+pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
+
 
 def test_cosine_schedule_warms_up_then_follows_half_a_cosine():
     s = optim.cosine(0.4, steps_per_epoch=10, total_steps=110, warmup_epochs=1, final_lr=0.04)

@@ -12,6 +12,8 @@ from elax import masks, runs, workdir as wd
 import plain_family  # noqa: F401  (registers the "plain" family)
 from conftest import tiny_config
 
+pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
+
 PRUNE_FRACTION = 0.5
 
 

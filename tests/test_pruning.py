@@ -9,6 +9,8 @@ import pytest
 
 from elax import masks, pruning
 
+pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
+
 TOTAL = 5036  # prunable weights of cifar_resnet_8_4 (see test_masks.test_default_prunable_is_every_kernel)
 
 

@@ -13,6 +13,8 @@ import pytest
 from elax import report
 from elax.report import plotting
 
+pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
+
 REPO = Path(__file__).resolve().parents[1]
 IMP = "imp (cifar_resnet_32)"
 ETT = "ett cifar_resnet_20→cifar_resnet_32 (append)"

@@ -301,7 +301,7 @@ def test_a_ticket_on_data_with_other_classes_is_refused_with_the_cause():
         check_same_classes(ticket, ctx, "transfer.source runs/r18")
     assert str(info.value) == ("transfer.source runs/r18 was trained on 10 classes, this run's data (imagefolder in "
                                "/data/eleven) has 11: a ticket keeps its classifier. Train on the source's data "
-                               "(--config.data.dir), with the same classes.")
+                               "(config.data.dir), with the same classes.")
     ctx.num_classes = 10
     check_same_classes(ticket, ctx, "transfer.source runs/r18")   # same classes: no error
 

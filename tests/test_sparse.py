@@ -140,9 +140,14 @@ def test_a_rigl_update_zeroes_what_it_changes_in_params_and_optimizer_state(tiny
     before, _ = trainer.train_steps(train.create_state(params, {}, mask, tx), data, 5)
     before = jax.device_get(before)
     images, labels = trainer.batch(data, 5)
-    loss = lambda p: train.cross_entropy(model.apply({"params": p, "batch_stats": {}}, images, train=True), labels)
-    grads = jax.grad(loss)(before.params)
-    expected = mask_updates.rigl_update(before.params, before.mask, grads, jnp.int32(5), None, ctx)
+
+    @jax.jit   # the update by hand: the dense gradients of the batch of step 5, then RigL's rule
+    def by_hand(params, mask):
+        loss = lambda p: train.cross_entropy(model.apply({"params": p, "batch_stats": {}}, images, train=True),
+                                             labels)
+        return mask_updates.rigl_update(params, mask, jax.grad(loss)(params), jnp.int32(5), None, ctx)
+
+    expected = by_hand(before.params, before.mask)
     after = jax.device_get(trainer.update_mask(before, data))
     for name in masks.prunable_leaves(before.mask, prunable):
         old, new = (np.asarray(masks.prunable_leaves(t, prunable)[name]) for t in (before.mask, after.mask))
@@ -172,22 +177,32 @@ def _dst(reference, workdir, method):
     return runs.run_baseline(config, workdir, log=lambda _: None)
 
 
+@pytest.fixture(scope="module")
+def dynamic(reference, tmp_path_factory):
+    """{method: (workdir, records)} of the SET and RigL baselines of `reference`, run whole."""
+    out = {}
+    for method in ("set", "rigl"):
+        workdir = str(tmp_path_factory.mktemp(method))
+        out[method] = workdir, _dst(reference, workdir, method)
+    return out
+
+
 @pytest.mark.parametrize("method", ["set", "rigl"])
-def test_dynamic_baselines_keep_each_layer_count_through_their_updates(reference, tmp_path, method):
-    (record,) = _dst(reference, str(tmp_path / method), method)
+def test_dynamic_baselines_keep_each_layer_count_through_their_updates(reference, dynamic, method):
+    workdir, (record,) = dynamic[method]
     imp = wd.find_record(reference, 1)
     assert (record["method"], record["rewind_step"], record["steps"]) == (method, 0, 24)
     assert record["kept_weights"] == imp["kept_weights"] and "distribution" not in record   # ERK: the default
-    ticket = runs.load_ticket(str(tmp_path / method), 1)
+    ticket = runs.load_ticket(workdir, 1)
     ctx = runs.setup(tiny_config(**{"model.name": "plain_1-1_w32-32"}))
-    final = checkpoint.restore_state(wd.checkpoints_dir(str(tmp_path / method), 1), ctx.template_state)
+    final = checkpoint.restore_state(wd.checkpoints_dir(workdir, 1), ctx.template_state)
     report = lambda tree: {l.name: l.kept for l in masks.layer_report(tree, ctx.prunable)}
     assert report(final.mask) == report(ticket.mask)   # updates at 4, 8, 12, 16 moved weights, not counts
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(final.mask), jax.tree.leaves(ticket.mask)))
 
 
-def test_a_killed_dynamic_baseline_resumes_to_identical_results(reference, tmp_path, monkeypatch):
-    expected = _dst(reference, str(tmp_path / "whole"), "rigl")
+def test_a_killed_dynamic_baseline_resumes_to_identical_results(reference, dynamic, tmp_path, monkeypatch):
+    expected = dynamic["rigl"][1]
     real_save, saves = checkpoint.save_state, []
 
     def dying_save(directory, state):

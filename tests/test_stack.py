@@ -19,15 +19,15 @@ def test_stacked_steps_equal_separate_runs_with_their_own_seeds(tiny_dataset):
     source = data.put_on_devices(tiny_dataset, mesh)
     trainer = train.Trainer(model, optim.sgd(0.9, 5e-4), optim.multistep(0.1, 5), mesh,
                             batch_size=16, steps_per_epoch=5, seed=0, augment=True)
-    seeds = (0, 1, 2)
+    seeds = (0, 1)
     states = []
     for seed in seeds:   # different inits and masks, as baselines or replicates have
         v = init_variables(model, jax.random.key(seed), TINY_SHAPE)
         mask = pruning.random_prune(masks.build(v["params"]), 0.5, jax.random.key(10 + seed))
         states.append(train.create_state(v["params"], v["batch_stats"], mask, trainer.tx, step=2))
     stacked, sums = trainer.train_steps_stacked(train.stack(states), seeds, source, 3)   # steps 2..4
-    assert sums["count"].tolist() == [48.0, 48.0, 48.0]
-    for seed, state, got, loss in zip(seeds, states, train.unstack(stacked, 3), sums["loss"]):
+    assert sums["count"].tolist() == [48.0, 48.0]
+    for seed, state, got, loss in zip(seeds, states, train.unstack(stacked, 2), sums["loss"]):
         alone = dataclasses.replace(trainer, seed=seed)
         expected, expected_sums = alone.train_steps(state, source, 3)
         assert int(got.step) == int(expected.step) == 5

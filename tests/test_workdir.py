@@ -7,6 +7,8 @@ import pytest
 
 from elax import config as config_lib, workdir as wd
 
+pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
+
 
 def config_dict(**changes):
     c = config_lib.default_config()
