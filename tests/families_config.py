@@ -1,10 +1,13 @@
-"""configs/quickstart.py on a plain MLP of tests/plain_family.py: for command-line tests of processes and signals,
-not numerics, whose runs then compile in about a second (main.py puts this file's folder on the import path)."""
+"""configs/quickstart.py with the tests' model families registered (tests/plain_family.py, tests/toy_family.py), on a
+plain MLP unless --config.model.name says otherwise: for command-line tests whose point is processes, signals and
+sharding rather than convolutions, so that their runs compile in about a second (main.py puts this file's folder
+on the import path)."""
 
 import importlib.util
 import os
 
 import plain_family  # noqa: F401  (registers the "plain" family in main.py's process)
+import toy_family  # noqa: F401  (registers the "toy" family: dense layers with BatchNorm)
 
 _QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart.py")
 
