@@ -14,28 +14,12 @@ configs/elth_fashion.py (ResNet-14 -> ResNet-20, width 8, 5 levels of 50%, 3 see
   left dense.
 """
 
-from elax.config import default_config
+import elth_fashion   # beside this file: main.py puts the config's folder on sys.path
 
 
 def get_config(part: str = "dst"):
-    config = default_config()
-    config.mode = "experiment"
-    config.model.name = "cifar_resnet_14_8"
-    config.data.name = "fashion_mnist"
-    config.data.augment = False
-    config.data.train_subset = 12_000
-    config.train.epochs = 2
-    config.train.batch_size = 64
-    config.train.lr = 0.05
-    config.train.milestones = (1.5,)
-    config.train.eval_batch_size = 1000
-    config.train.eval_every_epochs = 100
-    config.lottery.levels = 5
-    config.lottery.prune_fraction = 0.5
-    config.lottery.rewind_steps = 38
-    config.experiment.source_model = "cifar_resnet_14_8"
-    config.experiment.target_models = ("cifar_resnet_20_8",)
-    config.experiment.seeds = (0, 1, 2)
+    config = elth_fashion.get_config()
+    config.baseline.snip_batches = 0    # no SNIP here; the default keeps these runs' recipe ids as recorded
     if part == "nm":
         config.lottery.structure = "1:4"
         config.lottery.levels = 2
