@@ -21,7 +21,6 @@ add_xla_flag("--xla_backend_optimization_level", "1")
 use_deterministic_gpu_kernels()
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from elax import runs  # noqa: E402
@@ -93,6 +92,20 @@ def synthetic_dataset(num_train: int = 80, num_test: int = 13, seed: int = 0) ->
 @pytest.fixture(scope="session")
 def tiny_dataset() -> Dataset:
     return synthetic_dataset()
+
+
+def plain_training(dataset: Dataset, tx, *, fraction: float, prunable=None, schedule=None, **trainer_options):
+    """plain_1-1_w16-16 (tests/plain_family.py, no BatchNorm) with `fraction` of its weights pruned by magnitude,
+    its Trainer on one device (batch 8, 10 steps an epoch) and `dataset` on that device: (trainer, state, data)."""
+    from elax import optim, masks, pruning, train
+    import plain_family  # noqa: F401  (registers the "plain" family)
+    model, mesh = get_model("plain_1-1_w16-16"), train.make_mesh(jax.devices()[:1])
+    params = init_variables(model, jax.random.key(0), TINY_SHAPE)["params"]
+    mask = pruning.prune_magnitude(params, masks.build(params), fraction, prunable or pruning.default_prunable)
+    trainer = train.Trainer(model=model, tx=tx, schedule=schedule or optim.multistep(0.05, 10), mesh=mesh,
+                            batch_size=8, steps_per_epoch=10, seed=0, augment=False, eval_batch_size=4,
+                            **trainer_options)
+    return trainer, train.create_state(params, {}, mask, tx), data.put_on_devices(dataset, mesh)
 
 
 @pytest.fixture(scope="session")

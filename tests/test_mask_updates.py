@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elax import checkpoint, data as data_lib, mask_updates, masks, optim, pruning, runs, train, workdir as wd
-from elax.models import get_model, init_variables
+from elax import checkpoint, mask_updates, masks, optim, runs, workdir as wd
 import plain_family  # noqa: F401  (registers the "plain" family)
-from conftest import TINY_SHAPE, tiny_config
+from conftest import plain_training, tiny_config
 
 
 def _rank(scores):
@@ -57,16 +56,11 @@ def registered():
 
 
 def test_an_update_zeroes_the_weights_and_optimizer_state_it_changes(tiny_dataset):
-    model, mesh = get_model("plain_1-1_w16-16"), train.make_mesh(jax.devices()[:1])
-    params = init_variables(model, jax.random.key(0), TINY_SHAPE)["params"]
     prunable = plain_family.FAMILY.prunable
-    mask = pruning.prune_magnitude(params, masks.build(params), 0.5, prunable)
-    tx = optim.adamw(0.01)
     update = mask_updates.MaskUpdate(swap_first, mask_updates.UpdateContext(prunable, every=5, total_steps=20))
-    trainer = train.Trainer(model=model, tx=tx, schedule=optim.multistep(0.05, 10), mesh=mesh, batch_size=8,
-                            steps_per_epoch=10, seed=0, augment=False, eval_batch_size=4, mask_update=update)
-    data = data_lib.put_on_devices(tiny_dataset, mesh)
-    before, _ = trainer.train_steps(train.create_state(params, {}, mask, tx), data, 5)
+    trainer, state, data = plain_training(tiny_dataset, optim.adamw(0.01), fraction=0.5, prunable=prunable,
+                                          mask_update=update)
+    before, _ = trainer.train_steps(state, data, 5)
     before = jax.device_get(before)
     after = jax.device_get(trainer.update_mask(before, data))
     assert int(after.step) == 5

@@ -10,10 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from elax import config as config_lib, data as data_lib, masks, optim, pruning, runs, train
-from elax.models import get_model, init_variables
-import plain_family  # noqa: F401  (registers the "plain" family: a model without BatchNorm)
-from conftest import TINY_SHAPE
+from elax import config as config_lib, optim, runs
+from conftest import plain_training
 
 pytestmark = pytest.mark.smoke   # the first look: python -m pytest -m smoke
 
@@ -72,18 +70,16 @@ def _zero_where_pruned(tx, opt_state, pruned) -> list[bool]:
 
 @pytest.mark.parametrize("tx, moments", [(optim.sgd(0.9, 5e-3), 1), (optim.adamw(0.05), 2)], ids=["sgd", "adamw"])
 def test_pruned_weights_and_their_optimizer_state_stay_exactly_zero(tiny_dataset, tx, moments):
-    model, mesh = get_model("plain_1-1_w16-16"), train.make_mesh(jax.devices()[:1])
-    variables = init_variables(model, jax.random.key(0), TINY_SHAPE)
-    mask = pruning.prune_magnitude(variables["params"], masks.build(variables["params"]), 0.7)
-    trainer = train.Trainer(model=model, tx=tx, schedule=optim.cosine(0.05, 10, 20, 0.5), mesh=mesh, batch_size=8,
-                            steps_per_epoch=10, seed=0, augment=False, eval_batch_size=4, label_smoothing=0.1)
-    state = train.create_state(variables["params"], {}, mask, tx)
-    state, _ = trainer.train_steps(state, data_lib.put_on_devices(tiny_dataset, mesh), 10)
+    trainer, start, data = plain_training(tiny_dataset, tx, fraction=0.7, schedule=optim.cosine(0.05, 10, 20, 0.5),
+                                          label_smoothing=0.1)
+    start = jax.device_get(start)   # train_steps donates the state it is given
+    mask = start.mask
+    state, _ = trainer.train_steps(start, data, 10)
     pruned = jax.tree.map(jnp.logical_not, mask)
     flags = _zero_where_pruned(tx, state.opt_state, pruned)
     assert len(flags) == moments * len(jax.tree.leaves(mask)) and all(flags)
     for leaf, off in zip(jax.tree.leaves(state.params), jax.tree.leaves(pruned)):
         assert np.all(np.asarray(leaf)[np.asarray(off)] == 0)
     kept_moved = [np.any(np.asarray(p)[np.asarray(m)] != np.asarray(p0)[np.asarray(m)]) for p, m, p0 in zip(
-        jax.tree.leaves(state.params), jax.tree.leaves(mask), jax.tree.leaves(variables["params"]))]
+        jax.tree.leaves(state.params), jax.tree.leaves(mask), jax.tree.leaves(start.params))]
     assert all(kept_moved)   # every leaf trained where it is kept

@@ -2,19 +2,17 @@
 the SET and RigL baselines through the mask-update hook, and masks in jaxpruner's shape."""
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elax import (checkpoint, data as data_lib, distributions, jaxpruner_masks, mask_updates, masks, nm, optim,
+from elax import (checkpoint, distributions, jaxpruner_masks, mask_updates, masks, nm, optim,
                   pruning, runs, train, transfer, workdir as wd)
 from elax.config import ConfigError
-from elax.models import get_model, init_variables
 import plain_family  # noqa: F401  (registers the "plain" family)
-from conftest import TINY_SHAPE, tiny_config
+from conftest import plain_training, tiny_config
 
 # -- distributions ------------------------------------------------------------------------------------------------
 
@@ -127,23 +125,17 @@ def test_one_rigl_update_equals_a_hand_computation():
 
 
 def test_a_rigl_update_zeroes_what_it_changes_in_params_and_optimizer_state(tiny_dataset):
-    model, mesh = get_model("plain_1-1_w16-16"), train.make_mesh(jax.devices()[:1])
-    params = init_variables(model, jax.random.key(0), TINY_SHAPE)["params"]
     prunable = plain_family.FAMILY.prunable
-    mask = pruning.prune_magnitude(params, masks.build(params), 0.5, prunable)
-    tx = optim.adamw(0.01)
     ctx = mask_updates.UpdateContext(prunable, 5, 20, (("drop_fraction", 0.3), ("end_fraction", 0.75)))
-    trainer = train.Trainer(model=model, tx=tx, schedule=optim.multistep(0.05, 10), mesh=mesh, batch_size=8,
-                            steps_per_epoch=10, seed=0, augment=False, eval_batch_size=4,
-                            mask_update=mask_updates.MaskUpdate(mask_updates.rigl_update, ctx))
-    data = data_lib.put_on_devices(tiny_dataset, mesh)
-    before, _ = trainer.train_steps(train.create_state(params, {}, mask, tx), data, 5)
+    trainer, state, data = plain_training(tiny_dataset, optim.adamw(0.01), fraction=0.5, prunable=prunable,
+                                          mask_update=mask_updates.MaskUpdate(mask_updates.rigl_update, ctx))
+    before, _ = trainer.train_steps(state, data, 5)
     before = jax.device_get(before)
     images, labels = trainer.batch(data, 5)
 
     @jax.jit   # the update by hand: the dense gradients of the batch of step 5, then RigL's rule
     def by_hand(params, mask):
-        loss = lambda p: train.cross_entropy(model.apply({"params": p, "batch_stats": {}}, images, train=True),
+        loss = lambda p: train.cross_entropy(trainer.model.apply({"params": p, "batch_stats": {}}, images, train=True),
                                              labels)
         return mask_updates.rigl_update(params, mask, jax.grad(loss)(params), jnp.int32(5), None, ctx)
 

@@ -71,7 +71,7 @@ def check_config(d) -> None:
         raise ConfigError("data.source", f"{d.name} does not fit on a device.", "Use config.data.source=stream "
                           "(or auto).")
     for key, what in (("train_subset", "Leave it 0."),
-                      ("pad_to", f"Leave it 0 (its images are cropped to data.image_size).")):
+                      ("pad_to", "Leave it 0 (its images are cropped to data.image_size).")):
         if d[key] and info.streamed_only:
             raise ConfigError(f"data.{key}", f"applies to datasets held in memory, not to {d.name}.", what)
     if d.get("download", False) and info.download is None:
