@@ -80,10 +80,10 @@ def _print_above_progress_bars(line: str) -> None:
     """print(), but above the progress bars (concurrent runs show several) instead of through them, with config
     keys spelt as the command line's flags. Each line is written and flushed whole, so that lines of runs trained
     side by side, and stderr's lines in a log file, never glue to each other."""
-    from elax.runs import loop
+    from elax.runs import outputs
     text = exits.as_flags(line)
     with _LOG_LOCK:
-        if loop.interactive():
+        if outputs.interactive():
             from tqdm.auto import tqdm
             tqdm.write(text, file=sys.stdout)
         else:   # no bars to draw around

@@ -316,9 +316,9 @@ def read_scalars(folder):
     """{(tag, step): value} of the scalars in the TensorBoard event files of `folder`, parsed from their TFRecord
     framing: u64 length, u32 its CRC, the Event protobuf, u32 its CRC."""
     from tensorboardX.proto import event_pb2
-    from elax.runs import loop
+    from elax.runs import outputs
     scalars = {}
-    for path in glob.glob(os.path.join(folder, loop.EVENTS_GLOB)):
+    for path in glob.glob(os.path.join(folder, outputs.EVENTS_GLOB)):
         with open(path, "rb") as f:
             data = f.read()
         offset = 0
@@ -334,11 +334,11 @@ def read_scalars(folder):
 
 def test_tensorboard_has_a_scalar_per_metric_per_epoch(uninterrupted):
     pytest.importorskip("tensorboardX")
-    from elax.runs import loop
+    from elax.runs import outputs
     workdir, _, _ = uninterrupted
     for level in (0, 1, 2):
         assert read_scalars(os.path.join(workdir, f"level_{level:02d}")) == {
-            (loop.SCALARS[key], m["step"]): float(np.float32(m[key]))
-            for m in metrics_lines(workdir, level) for key in loop.SCALARS}
-    assert sorted(loop.SCALARS.values()) == ["test/accuracy", "test/loss", "train/accuracy", "train/images_per_s",
+            (outputs.SCALARS[key], m["step"]): float(np.float32(m[key]))
+            for m in metrics_lines(workdir, level) for key in outputs.SCALARS}
+    assert sorted(outputs.SCALARS.values()) == ["test/accuracy", "test/loss", "train/accuracy", "train/images_per_s",
                                              "train/loss", "train/lr"]

@@ -14,7 +14,7 @@ import pytest
 from elax import report, workdir as wd
 from elax.config import ConfigError
 from elax.report.metrics import IDENTITY, method_of
-from elax.runs import loop
+from elax.runs import outputs
 
 OLD_RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "old_imp_run")   # lines without IDENTITY
 STEPS_PER_EPOCH = 12   # the tiny recipe: 1437 digits at batch 128
@@ -102,8 +102,8 @@ def test_tensorboard_without_tensorboardx_is_a_one_line_config_error(monkeypatch
     monkeypatch.setitem(sys.modules, "tensorboardX", None)   # not installed
     ctx = types.SimpleNamespace(config=ml_collections.ConfigDict({"tensorboard": True}))
     with pytest.raises(ConfigError) as error:
-        loop._event_writers(ctx, [loop._Files("/nowhere/checkpoints", "/nowhere/metrics.jsonl")], 0)
+        outputs.event_writers(ctx, [outputs.Files("/nowhere/checkpoints", "/nowhere/metrics.jsonl")], 0)
     assert str(error.value) == ("config.tensorboard: True needs the tensorboardX package, which is not installed. "
                                 "pip install tensorboardX (or leave config.tensorboard off).")
-    assert loop._event_writers(types.SimpleNamespace(config=ml_collections.ConfigDict({"tensorboard": False})),
+    assert outputs.event_writers(types.SimpleNamespace(config=ml_collections.ConfigDict({"tensorboard": False})),
                                [None, None], 0) == [None, None]

@@ -8,12 +8,12 @@ import types
 import ml_collections
 
 from elax import cli
-from elax.runs import jobs, loop
+from elax.runs import jobs, outputs
 
 def progress_of(progress, interactive, monkeypatch):
-    monkeypatch.setattr(loop, "interactive", lambda: interactive)
+    monkeypatch.setattr(outputs, "interactive", lambda: interactive)
     ctx = types.SimpleNamespace(config=ml_collections.ConfigDict({"progress": progress}), total_steps=10)
-    return loop._progress(ctx, 4, "imp m level 1", print)
+    return outputs.progress_for(ctx, 4, "imp m level 1", print)
 
 
 def test_progress_is_a_bar_on_a_terminal_lines_elsewhere_and_nothing_when_off(monkeypatch):
@@ -21,7 +21,7 @@ def test_progress_is_a_bar_on_a_terminal_lines_elsewhere_and_nothing_when_off(mo
     assert (off.bar, off.log) == (None, None)
     lines = progress_of(True, False, monkeypatch)
     assert (lines.bar, lines.log) == (None, print)
-    with loop.progress_row(2):
+    with outputs.progress_row(2):
         bar = progress_of(True, True, monkeypatch)
     assert (abs(bar.bar.pos), bar.bar.n, bar.bar.total, bar.log) == (2, 4, 10, None)
     bar.close()
@@ -32,14 +32,14 @@ def test_runs_side_by_side_keep_a_row_each():
 
     def job(name, seconds):
         def run(log):
-            rows[name] = loop._row.value
+            rows[name] = outputs._row.value
             time.sleep(seconds)
         return jobs.Job(name, name, run)
 
     # a, b and c start at once; d takes the row b leaves.
     jobs.run_jobs([job("a", 0.3), job("b", 0.05), job("c", 0.3), job("d", 0.05)], workers=3, log=lambda _: None)
     assert rows == {"a": 0, "b": 1, "c": 2, "d": 1}
-    assert getattr(loop._row, "value", None) is None   # this thread draws where it did
+    assert getattr(outputs._row, "value", None) is None   # this thread draws where it did
 
 
 def test_the_log_writes_whole_lines_from_threads(capsys):

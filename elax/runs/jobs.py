@@ -5,7 +5,7 @@ thread) and its host work (evaluation, Orbax saves, Python) leaves that core idl
 once finish the quickstart sooner on 2 cores (docs/performance.md). Every run is a deterministic function of
 its config and its inputs' files, so the schedule changes no result (results.json is byte-identical).
 
-Each run in flight keeps a row of the terminal for its progress bar (`loop.progress_row`), and its log lines are
+Each run in flight keeps a row of the terminal for its progress bar (`outputs.progress_row`), and its log lines are
 prefixed with its name; in a log file, the runs' per-epoch lines interleave whole, each prefixed.
 
 When one run fails or the user presses Ctrl-C, nothing new starts and the runs in flight stop at their next epoch
@@ -19,7 +19,7 @@ from typing import Callable
 import jax
 
 from elax import distributed
-from elax.runs import loop
+from elax.runs import outputs
 from elax.stopping import STOP, RunStopped
 
 
@@ -97,7 +97,7 @@ def _schedule(jobs: list[Job], workers: int, pool: cf.Executor, log) -> None:
 
 
 def _run_in_row(job: Job, row: int, log):
-    with loop.progress_row(row):
+    with outputs.progress_row(row):
         return job.run(log)
 
 

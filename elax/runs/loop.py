@@ -4,29 +4,22 @@ and record the result. IMP levels, transferred tickets and baselines all go thro
 A killed run started again with the same command skips finished levels and resumes the level in progress from
 its latest checkpoint; since data order and augmentation derive from (seed, step), it ends with the same results.
 
-Each epoch appends a line to the level's metrics.jsonl that says its run, level, seed, method and sparsity
-(`elax.report.load_metrics` reads them as rows), with `config.tensorboard` the same numbers as TensorBoard scalars
-in the level's folder, and with `config.progress` shows it: a tqdm bar per run on a terminal, a line per epoch
-through `log` when the output is a file or a pipe (`interactive`).
+Each epoch's metrics line, TensorBoard scalars and progress: `elax.runs.outputs`.
 """
 
 import contextlib
 import dataclasses
 import functools
-import glob
-import json
 import os
-import sys
-import threading
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from elax import checkpoint, config as config_lib, distributed, masks, models, nm, train, workdir as wd
+from elax import checkpoint, distributed, masks, models, nm, train, workdir as wd
 from elax.data import catalog
-from elax.report.metrics import method_of, run_name
+from elax.runs import outputs
 from elax.runs.context import RunContext
 from elax.stopping import STOP, TrainingDiverged, stopped
 from elax.ticket import Ticket
@@ -54,16 +47,16 @@ def train_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: TicketM
     on_step = dict(on_step or {})
     if checkpoint.latest_step(ckpt_dir) is not None:
         state = checkpoint.restore_state(ckpt_dir, ctx.template_state, log=log)
-        _truncate_metrics(metrics_path, int(state.step))
+        outputs.truncate_metrics(metrics_path, int(state.step))
         # A level resumes the ticket it started from: `make_ticket` is not called (say so, for a notebook's).
         log(f"{desc}: resuming at step {int(state.step)} of {ctx.total_steps} from {ckpt_dir} (the ticket this level "
             "started from; to train another ticket, pass another workdir)")
     else:
-        _forget_metrics(metrics_path)  # lines of a start whose checkpoints are gone
+        outputs.forget_metrics(metrics_path)  # lines of a start whose checkpoints are gone
         state = _start_from_ticket(ctx, workdir, level, make_ticket)
         if int(state.step) in on_step:
             on_step[int(state.step)](state)
-    files = _files(ctx, workdir, level, desc, method, state.mask)
+    files = outputs.level_files(ctx, workdir, level, desc, method, state.mask)
     state, tests = _fit(ctx, state, [files], desc, on_step, log=log)
     if tests is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
         return state, ctx.trainer.evaluate(state.params, state.batch_stats, ctx.data)
@@ -159,15 +152,15 @@ def _train_stack(ctx: RunContext, workdir: str, group: list[Level], log):
             checkpoint.remove_after(d, common)
         states = [checkpoint.restore_state(d, ctx.template_state, step=common) for d in dirs]
         for lv in group:
-            _truncate_metrics(wd.metrics_path(workdir, lv.level), common)
+            outputs.truncate_metrics(wd.metrics_path(workdir, lv.level), common)
     else:
         states = []
         for lv, d in zip(group, dirs):   # a stack that never saved together starts again from its tickets
             checkpoint.remove_after(d, -1)
-            _forget_metrics(wd.metrics_path(workdir, lv.level))
+            outputs.forget_metrics(wd.metrics_path(workdir, lv.level))
             states.append(_start_from_ticket(ctx, workdir, lv.level, lv.make_ticket))
     desc = f"{group[0].desc} .. {group[-1].desc} ({len(group)} stacked)"
-    files = [_files(ctx, workdir, lv.level, lv.desc, lv.method, s.mask) for lv, s in zip(group, states)]
+    files = [outputs.level_files(ctx, workdir, lv.level, lv.desc, lv.method, s.mask) for lv, s in zip(group, states)]
     states, tests = _fit(ctx, train.stack(states), files, desc, log=log)
     states = train.unstack(states, len(group))
     if tests is None:  # restored at the end of training: no epoch ran, so nothing was evaluated yet
@@ -198,110 +191,6 @@ def _structure(config) -> dict:
     return {} if structure == nm.UNSTRUCTURED else {"structure": structure}
 
 
-# -- progress ------------------------------------------------------------------------------------------------------
-
-_row = threading.local()   # the terminal row of the progress bars of this thread's runs (`progress_row`)
-
-
-@contextlib.contextmanager
-def progress_row(row: int):
-    """Draw the progress bars of the runs this thread trains on terminal row `row` (0 = the first below the log):
-    runs trained side by side (`elax.runs.jobs`) keep a row each instead of drawing over each other."""
-    previous, _row.value = getattr(_row, "value", None), row
-    try:
-        yield
-    finally:
-        _row.value = previous
-
-
-def interactive() -> bool:
-    """Whether progress bars can be drawn: stdout and stderr are terminals. A file or a pipe (a log, CI) gets plain
-    lines only: a bar there is carriage returns and escape codes, glued to the log's lines."""
-    return all(_isatty(stream) for stream in (sys.stdout, sys.stderr))
-
-
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):   # not a file, or a closed one
-        return False
-
-
-class _Progress:
-    """How a level's training shows: a tqdm `bar`, or a line per epoch through `log`, or (neither) nothing."""
-
-    def __init__(self, bar=None, log=None):
-        self.bar, self.log = bar, log
-
-    def update(self, steps: int) -> None:
-        if self.bar is not None:
-            self.bar.update(steps)
-
-    def epoch(self, ctx: RunContext, files: list["_Files"], entries: list[dict]) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{entries[0]['train_loss']:.3f}", acc=f"{entries[0]['train_accuracy']:.3f}")
-        elif self.log is not None:
-            for run_files, entry in zip(files, entries):
-                self.log(epoch_line(run_files.desc, entry, ctx.config.train.epochs, ctx.total_steps))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress(ctx: RunContext, step: int, desc: str, log) -> _Progress:
-    """`config.progress` on process 0: a bar on this thread's row of a terminal (`interactive`), else epoch lines."""
-    if not (ctx.config.progress and wd.is_primary()):
-        return _Progress()
-    if not interactive():
-        return _Progress(log=log)
-    from tqdm.auto import tqdm
-    return _Progress(tqdm(total=ctx.total_steps, initial=step, desc=desc, unit="step", leave=False, file=sys.stderr,
-                          dynamic_ncols=True, position=getattr(_row, "value", None)))
-
-
-def epoch_line(desc: str, entry: dict, epochs: int, steps: int) -> str:
-    """The progress line of an epoch's metrics `entry`, e.g. 'imp cifar_resnet_20_8 level 3: epoch 2/6, step
-    120/240, loss 0.412, acc 0.871, test acc 0.853, 1,234 img/s' (test accuracy when the epoch was evaluated)."""
-    test = f", test acc {entry['test_accuracy']:.3f}" if "test_accuracy" in entry else ""
-    return (f"{desc}: epoch {entry['epoch']}/{epochs}, step {entry['step']}/{steps}, loss {entry['train_loss']:.3f}, "
-            f"acc {entry['train_accuracy']:.3f}{test}, {entry['images_per_s']:,.0f} img/s")
-
-
-# -- TensorBoard ---------------------------------------------------------------------------------------------------
-
-# metrics.jsonl key -> TensorBoard tag of its scalar (test numbers only in the epochs that were evaluated).
-SCALARS = {"train_loss": "train/loss", "train_accuracy": "train/accuracy", "test_loss": "test/loss",
-           "test_accuracy": "test/accuracy", "lr": "train/lr", "images_per_s": "train/images_per_s"}
-EVENTS_GLOB = "events.out.tfevents.*"
-
-
-def _event_writers(ctx: RunContext, files: list["_Files"], step: int) -> list:
-    """A TensorBoard writer into each run's level folder (`config.tensorboard`, process 0), else Nones. Events past
-    `step`, of a start that was killed, are purged: the resumed run writes them again."""
-    if not (ctx.config.get("tensorboard", False) and wd.is_primary()):
-        return [None] * len(files)
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError:
-        config_lib.fail("tensorboard", "True needs the tensorboardX package, which is not installed.",
-                        "pip install tensorboardX (or leave config.tensorboard off).")
-    return [SummaryWriter(os.path.dirname(f.metrics), purge_step=step + 1) for f in files]
-
-
-def _write_events(writer, entry: dict) -> None:
-    """One scalar per metric of the epoch, at its global step, flushed so that TensorBoard shows it now."""
-    for key, tag in SCALARS.items():
-        if key in entry:
-            writer.add_scalar(tag, entry[key], entry["step"])
-    writer.flush()
-
-
-def _forget_events(level_dir: str) -> None:
-    for path in glob.glob(os.path.join(glob.escape(level_dir), EVENTS_GLOB)):
-        os.remove(path)
-
-
 def chunk_end(step: int, steps_per_epoch: int, end: int, steps_per_call: int = 0, marks=()) -> int:
     """Where the training call starting at `step` stops: the end of its epoch (`Trainer.train_steps` never
     crosses one), `end`, the next of `marks` (steps with a callback), or after `steps_per_call` steps (0: no
@@ -310,72 +199,14 @@ def chunk_end(step: int, steps_per_epoch: int, end: int, steps_per_call: int = 0
     return min(stop, step + steps_per_call) if steps_per_call else stop
 
 
-def _append_metrics(path: str, entry: dict) -> None:
-    if wd.is_primary():
-        with open(path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-
-
-def _forget_metrics(path: str) -> None:
-    """Remove a level's metrics.jsonl and TensorBoard events: they are written again from the level's start."""
-    if not wd.is_primary():
-        return
-    if os.path.exists(path):
-        os.remove(path)
-    _forget_events(os.path.dirname(path))
-
-
-def _truncate_metrics(path: str, last_step: int) -> None:
-    """Drop metric lines past the restored checkpoint (they are recomputed identically)."""
-    if not os.path.exists(path) or not wd.is_primary():
-        return
-    with open(path) as f:
-        lines = [line for line in f if _metrics_step(line) <= last_step]
-    with open(path, "w") as f:
-        f.writelines(lines)
-
-
-def _metrics_step(line: str) -> float:
-    """The step of a metrics line; a damaged line (a write cut by a kill) sorts after every step, so it is dropped."""
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return float("inf")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Files:
-    """Where one trained run writes (its level's checkpoints and metrics) and what it is: `desc` for its progress
-    lines, `tags` for its metrics lines (`metrics_tags`)."""
-
-    checkpoints: str
-    metrics: str
-    desc: str = ""
-    tags: dict = dataclasses.field(default_factory=dict)
-
-
-def _files(ctx: RunContext, workdir: str, level: int, desc: str, method: str | None, mask) -> _Files:
-    return _Files(wd.checkpoints_dir(workdir, level), wd.metrics_path(workdir, level), desc,
-                  metrics_tags(ctx, workdir, level, method, mask))
-
-
-def metrics_tags(ctx: RunContext, workdir: str, level: int, method: str | None, mask) -> dict:
-    """What each metrics line of a level says it belongs to (`elax.report.metrics.IDENTITY`): the run's name within
-    its experiment and its absolute workdir, the level, seed, method (default: the config's) and the sparsity of
-    the level's ticket."""
-    kept, total = masks.count(mask, ctx.prunable)
-    return {"run": run_name(workdir), "workdir": os.path.realpath(workdir), "level": level, "seed": ctx.config.seed,
-            "method": method or method_of(ctx.config), "sparsity": 1.0 - kept / total}
-
-
-def _fit(ctx: RunContext, state, files: list[_Files], desc: str, on_step=None, log=print):
+def _fit(ctx: RunContext, state, files: list[outputs.Files], desc: str, on_step=None, log=print):
     """Train from `state` to the end of the schedule: one run, or a stack of len(files) runs (`state` with a
     leading run axis, trained in one program). Each epoch end appends every run's metrics (and TensorBoard
     scalars), shows its progress and, when due (every `checkpoint_every_secs`, at the end, on a stop), saves every
     run's checkpoint. Returns (state, test metrics of each run at the end, or None if no epoch ran)."""
     step = int(_members(state.step, len(files))[0])
-    writers = _event_writers(ctx, files, step)
-    progress = _progress(ctx, step, desc, log)
+    writers = outputs.event_writers(ctx, files, step)
+    progress = outputs.progress_for(ctx, step, desc, log)
     try:
         return _train_epochs(ctx, state, files, desc, on_step or {}, progress, writers)
     finally:
@@ -389,7 +220,7 @@ def _members(tree, count: int) -> list:
     return train.unstack(tree, count) if count > 1 else [tree]
 
 
-def _train_epochs(ctx: RunContext, state, files: list[_Files], desc: str, on_step: dict, progress: _Progress,
+def _train_epochs(ctx: RunContext, state, files: list[outputs.Files], desc: str, on_step: dict, progress: outputs.Progress,
                   writers: list):
     """`_fit`'s loop, with its display and TensorBoard writers open."""
     trainer, cfg = ctx.trainer, ctx.config.train
@@ -421,7 +252,7 @@ def _train_epochs(ctx: RunContext, state, files: list[_Files], desc: str, on_ste
             except Exception:  # e.g. a damaged test image: the epoch trained well, keep it
                 _keep_epoch(files, runs, entries, writers)
                 raise
-            _append_epoch(files, entries, writers)
+            outputs.append_epoch(files, entries, writers)
             progress.epoch(ctx, files, entries)
             if step == end:  # the last epoch is always evaluated: its numbers are the levels' results
                 tests = [{"loss": e["test_loss"], "accuracy": e["test_accuracy"]} for e in entries]
@@ -470,27 +301,17 @@ def _evaluate_if_due(ctx: RunContext, state, entry: dict) -> None:
         entry.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
 
 
-def _keep_epoch(files: list[_Files], runs, entries: list[dict], writers: list) -> None:
+def _keep_epoch(files: list[outputs.Files], runs, entries: list[dict], writers: list) -> None:
     """After a failed evaluation, save the epoch's training (its metrics line without test numbers, and a
     checkpoint) so that the run resumes after it. Not in a multi-process run: saving needs every process, and
     the others may be stopped by then. A failing save leaves the caller's error to be reported."""
     if distributed.joined():
         return
     with contextlib.suppress(Exception):
-        _append_epoch(files, entries, writers)
+        outputs.append_epoch(files, entries, writers)
         _save_runs(files, runs)
 
 
-def _append_epoch(files: list[_Files], entries: list[dict], writers: list) -> None:
-    """Each run's metrics line of the epoch, its identity first (a stack's lines say how many runs trained
-    together), and its TensorBoard scalars."""
-    for run_files, entry, writer in zip(files, entries, writers):
-        stacked = {"stacked": len(files)} if len(files) > 1 else {}
-        _append_metrics(run_files.metrics, {**run_files.tags, **entry, **stacked})
-        if writer is not None:
-            _write_events(writer, entry)
-
-
-def _save_runs(files: list[_Files], runs) -> None:
+def _save_runs(files: list[outputs.Files], runs) -> None:
     for run_files, run in zip(files, runs):
         checkpoint.save_state(run_files.checkpoints, run)
