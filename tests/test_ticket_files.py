@@ -1,6 +1,7 @@
 """elax.tickets: one ticket file (save -> load is the identity; damaged, foreign and newer files are one-line errors),
 PyTorch state dicts under the reference names (round trip; logits where torch is installed), OpenLTH level
-directories, a run's ticket exported from the command line, and a ticket trained by hand joining a report.
+directories, a run's ticket exported from the command line, an experiment's published with a table and measured
+again, and a ticket trained by hand joining a report.
 
 Tickets are random (shapes from a traced init, nothing compiled) except those of the shared tiny IMP run."""
 
@@ -380,3 +381,33 @@ def test_record_refuses_what_would_mislead_a_report(tmp_path):
     tickets.record(str(tmp_path / "a"), ticket, 0.9)
     with pytest.raises(ValueError, match="another recipe_id"):
         tickets.record(str(tmp_path / "a"), random_ticket("cifar_resnet_8_4", meta={"recipe_id": "xyz"}), 0.9)
+
+
+def test_publish_writes_every_level_and_a_table_and_evaluate_measures_it_again(imp_run, tmp_path, capsys):
+    run, records = imp_run
+    experiment = tmp_path / "experiment"
+    (experiment / "seed_0").mkdir(parents=True)
+    os.symlink(run, experiment / "seed_0" / "imp_cifar_resnet_14_4")   # an experiment's layout around the run
+    out = tmp_path / "published"
+    assert cli.main(["publish", str(experiment), str(out)]) == 0
+    assert capsys.readouterr().out.endswith(f"wrote {len(records)} tickets and {out / 'tickets.md'}\n")
+    table = (out / "tickets.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| `")]
+    assert len(rows) == len(records) == 4
+    for record, row in zip(records, rows):
+        path = out / "imp_cifar_resnet_14_4" / f"level_{record['level']:02d}.safetensors"
+        assert row.startswith(f"| `imp_cifar_resnet_14_4/level_{record['level']:02d}.safetensors` | cifar_resnet_14_4 "
+                              f"| imp | {record['level']} | {100 * record['sparsity']:.2f} | "
+                              f"{100 * record['test_accuracy']:.2f} |")
+        meta = tickets.info(str(path))
+        assert (meta["run"], meta["trained"], meta["test_accuracy"]) == (
+            "seed_0/imp_cifar_resnet_14_4", True, record["test_accuracy"])
+    measured = tickets.evaluate(str(out / "imp_cifar_resnet_14_4" / "level_03.safetensors"))
+    assert measured["accuracy"] == pytest.approx(records[3]["test_accuracy"], abs=1e-6)
+    assert measured["loss"] == pytest.approx(records[3]["test_loss"], rel=1e-4)
+    assert cli.main(["evaluate", str(out / "imp_cifar_resnet_14_4" / "level_03.safetensors")]) == 0
+    accuracy = f"{records[3]['test_accuracy']:.2%}"
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"test accuracy {accuracy} (loss ") and printed.endswith(f"recorded: {accuracy}\n")
+    assert cli.main(["publish", str(experiment), str(tmp_path / "none"), "--seed", "1"]) == 2
+    assert "holds no finished imp or ett run of seed 1" in capsys.readouterr().err

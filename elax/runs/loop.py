@@ -220,8 +220,8 @@ def _members(tree, count: int) -> list:
     return train.unstack(tree, count) if count > 1 else [tree]
 
 
-def _train_epochs(ctx: RunContext, state, files: list[outputs.Files], desc: str, on_step: dict, progress: outputs.Progress,
-                  writers: list):
+def _train_epochs(ctx: RunContext, state, files: list[outputs.Files], desc: str, on_step: dict,
+                  progress: outputs.Progress, writers: list):
     """`_fit`'s loop, with its display and TensorBoard writers open."""
     trainer, cfg = ctx.trainer, ctx.config.train
     spe, end, stacked = trainer.steps_per_epoch, ctx.total_steps, len(files) > 1

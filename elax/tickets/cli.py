@@ -1,8 +1,9 @@
-"""`python -m elax.tickets`: export a run's ticket to a file, describe a file, write one for PyTorch, import one
-from OpenLTH. Errors are one line (`elax.exits`), exit code 2."""
+"""`python -m elax.tickets`: export a run's ticket to a file, publish an experiment's, describe or evaluate a file,
+write one for PyTorch, import one from OpenLTH. Errors are one line (`elax.exits`), exit code 2."""
 
 import argparse
 import json
+import os
 
 from elax import exits
 
@@ -29,6 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("file")
     info.add_argument("--json", action="store_true", help="the metadata as JSON")
     info.set_defaults(func=_info)
+    publish = sub.add_parser("publish", help="every level of an experiment's IMP and ETT runs of one seed, with "
+                             "their trained weights, and a table (tickets.md)")
+    publish.add_argument("experiment", help="the experiment's (or a run's) --workdir")
+    publish.add_argument("out", help="the folder to write: OUT/<run>/level_NN.safetensors and OUT/tickets.md")
+    publish.add_argument("--seed", type=int, default=0, help="the seed whose runs to publish (default 0)")
+    publish.add_argument("--methods", default="imp,ett", help="the runs' methods, comma-separated (default imp,ett)")
+    publish.set_defaults(func=_publish)
+    evaluate = sub.add_parser("evaluate", help="the test accuracy of a ticket file's trained weights, measured again")
+    evaluate.add_argument("file")
+    evaluate.set_defaults(func=_evaluate)
     torch = sub.add_parser("torch", help="write a ticket file as PyTorch state dict + mask files (reference names)")
     torch.add_argument("file")
     torch.add_argument("out_dir")
@@ -75,6 +86,22 @@ def describe(meta: dict) -> list[str]:
              f"format {meta.get('format')} v{meta['format_version']}, written by elax {meta.get('elax_version')}",
              "tensors: " + ", ".join(f"{k} {v}" for k, v in sorted(meta.get("tensors", {}).items()))]
     return lines
+
+
+def _publish(args) -> int:
+    from elax.tickets.publish import TABLE, publish
+    rows = publish(args.experiment, args.out, seed=args.seed, methods=tuple(args.methods.split(",")))
+    print(f"wrote {len(rows)} tickets and {os.path.join(args.out, TABLE)}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from elax.tickets import files
+    from elax.tickets.publish import evaluate
+    recorded, measured = files.info(args.file).get("test_accuracy"), evaluate(args.file)
+    print(f"test accuracy {measured['accuracy']:.2%} (loss {measured['loss']:.4f}); recorded: "
+          + ("unknown" if recorded is None else f"{recorded:.2%}"))
+    return 0
 
 
 def _torch(args) -> int:

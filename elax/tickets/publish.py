@@ -1,0 +1,109 @@
+"""Tickets to publish, and checking them: every level of an experiment's IMP and ETT runs of one seed, each one
+file with the weights it trained to, and a table of them (`publish`); the test accuracy of a file's trained weights,
+measured again (`evaluate`)."""
+
+import functools
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from elax import workdir as wd
+from elax.tickets import files
+from elax.tickets.from_runs import from_run
+
+TABLE = "tickets.md"
+TABLE_COLUMNS = ("file", "model", "method", "level", "sparsity %", "test accuracy %", "recipe id")
+
+
+def publish(experiment: str, out: str, *, seed: int = 0, methods=("imp", "ett"), log=print) -> list[dict]:
+    """Write the ticket of every finished level of the runs of `experiment` (a workdir: one run, or an experiment
+    with seed_N/ folders) whose method is in `methods` and whose seed is `seed`, with its trained weights, to
+    OUT/<run>/level_NN.safetensors, and the table OUT/tickets.md. Each file's metadata names its run relative to
+    `experiment`. Returns the table's rows."""
+    runs = _runs(experiment, seed, methods)
+    if not runs:
+        raise ValueError(f"{experiment} holds no finished {' or '.join(methods)} run of seed {seed}: give the workdir "
+                         "of an experiment or run (its results.json records the levels), and a seed it ran.")
+    rows = []
+    for run in runs:
+        name = os.path.relpath(run, experiment).replace(os.sep, "/")
+        for record in wd.load_results(run):
+            level = record["level"]
+            ticket, weights, _ = from_run(run, level, trained=True)
+            path = os.path.join(out, os.path.basename(run), f"level_{level:02d}.safetensors")
+            files.save(files.with_meta(ticket, run=name), path, trained_params=weights["params"],
+                       trained_batch_stats=weights["batch_stats"], result=record)
+            rows.append(_row(os.path.relpath(path, out), files.info(path)))
+        log(f"{name}: {len(wd.load_results(run))} tickets")
+    _write_table(out, rows, experiment, seed)
+    return rows
+
+
+def _runs(experiment: str, seed: int, methods) -> list[str]:
+    found = []
+    for results in sorted(glob.glob(os.path.join(glob.escape(experiment), "**", wd.RESULTS_FILE), recursive=True)):
+        run = os.path.dirname(results)
+        config, records = wd.run_config(run), wd.load_results(run)
+        if records and config.get("seed") == seed and records[0].get("method", config.get("mode")) in methods:
+            found.append(run)
+    return found
+
+
+def _row(path: str, meta: dict) -> dict:
+    method = meta.get("method", "")
+    if method == "ett":
+        method = f"ett from {meta.get('source_model')} ({meta.get('strategy')})"
+    return {"file": path, "model": meta["model"], "method": method, "level": meta["level"],
+            "sparsity %": f"{100 * meta['sparsity']:.2f}", "test accuracy %": f"{100 * meta['test_accuracy']:.2f}",
+            "recipe id": meta.get("recipe_id", "")}
+
+
+def _write_table(out: str, rows: list[dict], experiment: str, seed: int) -> None:
+    lines = [f"# Tickets of seed {seed} of {os.path.basename(os.path.abspath(experiment))}", "",
+             "Each file is one ticket (mask, rewound weights, BatchNorm statistics if any) with the weights it "
+             "trained to; `elax.tickets.load(FILE)` reads the ticket, `elax.tickets.load_trained(FILE)` the weights, "
+             "`elax.tickets.evaluate(FILE)` measures their test accuracy again, `python -m elax.tickets info FILE` "
+             "describes it (docs/tickets.md).", "",
+             "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "|".join("---" if c in ("file", "model", "method")
+                                                                      else "---:" for c in TABLE_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(f"`{row[c]}`" if c == "file" else str(row[c]) for c in TABLE_COLUMNS) + " |"
+              for row in rows]
+    with open(os.path.join(out, TABLE), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def evaluate(path: str, dataset=None, *, batch_size: int = 1000) -> dict:
+    """{'accuracy', 'loss'} of the weights the ticket file `path` trained to, on the test split of `dataset`
+    (default: the dataset its metadata names, from where `elax.data.load` looks, padded as its recipe says),
+    BatchNorm in inference mode."""
+    from elax import data   # the dataset readers only when measuring
+    ticket, variables = files.load(path), files.load_trained(path)
+    if dataset is None:   # as the run read it: padded to its recipe's data.pad_to, if any
+        pad_to = ticket.meta.get("recipe", {}).get("data.pad_to")
+        dataset = data.pad_images(data.load(ticket.meta["dataset"]), pad_to)
+    sums = _test_sums(ticket.model)
+    mean, std = jnp.asarray(dataset.mean, jnp.float32), jnp.asarray(dataset.std, jnp.float32)
+    loss = correct = 0.0
+    n = len(dataset.test_labels)
+    for start in range(0, n, batch_size):
+        batch_loss, batch_correct = sums(variables, dataset.test_images[start:start + batch_size],
+                                         dataset.test_labels[start:start + batch_size], mean, std)
+        loss, correct = loss + float(batch_loss), correct + int(batch_correct)
+    return {"accuracy": correct / n, "loss": loss / n}
+
+
+@functools.lru_cache(maxsize=8)
+def _test_sums(model):
+    """(summed loss, correct count) of a batch, jitted once per model: tickets of one model share the program."""
+    from elax import data
+
+    @jax.jit
+    def sums(variables, images, labels, mean, std):
+        logits = model.apply(variables, data.normalize(images, mean, std), train=False)
+        return (jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels)),
+                jnp.sum(jnp.argmax(logits, -1) == labels))
+
+    return sums
