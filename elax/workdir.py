@@ -142,7 +142,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
         if isinstance(v, dict):
             out.update(flatten(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+            out[f"{prefix}{k}"] = _json(v)
     return out
 
 
@@ -158,8 +158,8 @@ def recipe(config: dict) -> dict:
 
 
 def _json(value):
-    """A config value as JSON holds it (tuples are lists)."""
-    return list(value) if isinstance(value, tuple) else value
+    """A config value as JSON holds it: tuples are lists, at any depth (lottery.layer_fractions is pairs)."""
+    return [_json(item) for item in value] if isinstance(value, (tuple, list)) else value
 
 
 def recipe_id(config: dict) -> str:

@@ -43,6 +43,17 @@ def test_claim_writes_the_recipe_id_and_refuses_another_config(tmp_path):
         wd.claim(workdir, config_dict(**{"train.lr": 0.2}))
 
 
+def test_claim_resumes_a_run_whose_config_holds_tuples_of_tuples(tmp_path):
+    """config.json holds lists: layer_fractions (("head", 0.25),) comes back [["head", 0.25]], the same config."""
+    workdir, pairs = str(tmp_path / "run"), (("head", 0.25),)
+    wd.claim(workdir, config_dict(**{"lottery.layer_fractions": pairs}))
+    wd.claim(workdir, config_dict(**{"lottery.layer_fractions": pairs}))
+    assert wd.run_config(workdir)["recipe_id"] == wd.recipe_id(config_dict(**{"lottery.layer_fractions": pairs}))
+    with pytest.raises(ValueError, match=r"different config \(lottery.layer_fractions: \[\['head', 0.25\]\] -> "
+                                         r"\[\['head', 0.5\]\]\)"):
+        wd.claim(workdir, config_dict(**{"lottery.layer_fractions": (("head", 0.5),)}))
+
+
 def test_claim_takes_the_source_run_by_where_it_is_not_how_its_path_is_spelt(tmp_path, monkeypatch):
     (tmp_path / "exp" / "imp_a").mkdir(parents=True)
     os.symlink(tmp_path / "exp", tmp_path / "link")
