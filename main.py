@@ -32,7 +32,7 @@ _LIST = flags.DEFINE_bool("list", False, "Print the modes, model families, datas
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created, or resumed if it exists). "
                                "Default: runs/<config file name>.")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "Multi-process runs: HOST:PORT of process 0 (every process "
-                                   "runs the same command; see the README's multi-host section).")
+                                   "runs the same command; see docs/scaling.md).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes take part.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0..N-1.")
 

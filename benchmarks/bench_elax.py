@@ -145,7 +145,7 @@ def bench_epoch(trainer, ticket, data, plan: Plan, steps: int | None = None) -> 
     """`Trainer.train_steps` itself: in-jit shuffle, gather, (crop, flip,) normalise, step; `steps` per timed call
     (default: a whole epoch).
 
-    The state comes from `create_state` exactly as `elax.lottery` makes it; warm-up calls are repeated until
+    The state comes from `create_state` exactly as `elax.runs` makes it; warm-up calls are repeated until
     nothing new compiles, and the number of compilations is recorded. The path is read off the program that
     `train_steps` built.
     """

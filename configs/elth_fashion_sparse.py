@@ -19,7 +19,7 @@ import elth_fashion   # beside this file: main.py puts the config's folder on sy
 
 def get_config(part: str = "dst"):
     config = elth_fashion.get_config()
-    config.baseline.snip_batches = 0    # no SNIP here; the default keeps these runs' recipe ids as recorded
+    config.baseline.snip_batches = 0    # unused (no SNIP); the value its runs were made with, so they resume
     if part == "nm":
         config.lottery.structure = "1:4"
         config.lottery.levels = 2

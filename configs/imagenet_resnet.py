@@ -7,7 +7,7 @@ SGD lr 0.4, momentum 0.9, weight decay 1e-4, LR x0.1 at epochs 30, 60 and 80 aft
 
 ImageNet is streamed from disk by Grain (data.source=auto picks it): data.dir is either an ImageFolder tree
 (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) or a tensorflow_datasets data dir where imagenet2012 was prepared in
-array_record format. Several hosts: see "Multi-host runs" in the README.
+array_record format. Several hosts: see "Multi-host runs" in docs/scaling.md.
 """
 
 from elax.config import default_config

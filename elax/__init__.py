@@ -5,14 +5,11 @@ Submodules are imported on demand so that `import elax` stays fast:
 """
 
 import importlib
+import pkgutil
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "checkpoint", "cli", "config", "data", "distributed", "exits", "mask_updates", "masks", "models", "optim",
-    "pruning", "registry", "report", "runs", "scores", "stopping", "ticket", "tickets", "train", "transfer",
-    "watchdog", "workdir",
-)
+_SUBMODULES = tuple(module.name for module in pkgutil.iter_modules(__path__))   # every elax.<name>
 
 
 def __getattr__(name):

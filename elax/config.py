@@ -106,7 +106,8 @@ SCHEMA = (
         _k("dtype", "float32", "compute dtype: float32 | bfloat16 (params stay float32)", recipe=ALWAYS),
         _k("eval_batch_size", 1000, "test batch size (the result does not depend on it)", resumable=True),
         _k("steps_per_call", 0, "steps per jitted call; 0 = up to a whole epoch", resumable=True),
-        _k("eval_every_epochs", 1, "test accuracy in the per-epoch metrics (the final one is always taken)"),
+        _k("eval_every_epochs", 1, "test accuracy in the per-epoch metrics (the final one is always taken)",
+           resumable=True),
         _k("checkpoint_every_secs", 60.0, "save the train state at an epoch's end at most this often (and at "
            "the end)", resumable=True),
         _k("stack", 1, "baseline/ETT levels trained side by side in one program (device data only); equal to "
@@ -143,7 +144,7 @@ SCHEMA = (
         _k("weights", "source", "source | reinit"),
     ), read_by=("transfer", "experiment")),
     Section("baseline", "Baseline tickets at an IMP run's sparsities (mode baseline).", (
-        _k("method", "random", "a registered baseline: reinit | random | magnitude | snip | grasp | synflow"),
+        _k("method", "random", "a registered baseline: reinit | random | magnitude | snip | grasp | synflow | set | rigl"),
         _k("reference", "", "workdir of an IMP run of the same model: its sparsities and recipe", path=True,
            run_path=True),
         _k("levels", (), "reference levels to match; () = all finished levels >= 1", resumable=True),

@@ -68,7 +68,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     except ValueError as error:  # ours and JAX's checks of the three settings
         raise ValueError(f"cannot start a multi-process run: {error} Pass --coordinator=HOST:PORT "
                          "--num_processes=N --process_id=I (0 <= I < N) on every host, or start under SLURM "
-                         "(the README's multi-host section).") from None
+                         "(docs/scaling.md, 'Multi-host runs').") from None
     global _joined
     _joined = True
     workdir.set_primary(jax.process_index() == 0)

@@ -16,7 +16,8 @@ INTERRUPTED = 130
 
 # Library and config errors name config keys as Python does (`config.train.lr`); on the command line they are
 # `--config.train.lr` flags.
-_CONFIG_KEY = re.compile(r"(?<![\w./-])config\.(?=[a-z_]+\.[a-z_])")
+# Top-level keys are named one by one (this module imports nothing of elax): `config.json` is a file, not a flag.
+_CONFIG_KEY = re.compile(r"(?<![\w./-])config\.(?=[a-z_]+\.[a-z_]|(?:mode|seed|progress|tensorboard)\b)")
 
 
 def as_flags(message: str) -> str:

@@ -14,8 +14,10 @@ update ("none"), and their train step has no trace of one.
 
 A method of your own is one function and one `register` call:
     MASK_UPDATES.register("my_method", my_update)
-Built in: "set" and "rigl", the dynamic sparse training baselines (their settings: `UpdateContext.settings`
-"drop_fraction" and "end_fraction").
+Built in: "set" and "rigl" (their settings: `UpdateContext.settings` "drop_fraction" and "end_fraction"). As
+the `set` and `rigl` baselines they take every setting from `config.baseline.dst_*`; as `config.mask_update.method`
+of any other run (every level of an IMP run moving its mask), their interval is `mask_update.every` and the
+fractions keep RigL's defaults (0.3, 0.75).
 """
 
 import dataclasses

@@ -1,4 +1,5 @@
-"""Masked training: state, LR schedule, jitted train/eval steps, data parallel over all devices.
+"""Masked training: state, jitted train/eval steps (optimizer and LR schedule from `elax.optim`), data parallel
+over all devices.
 
 The training loop is a pure function of (state, global step): the batch order of epoch e is a permutation seeded
 by (seed, e) and the augmentation of step t is seeded by (seed, t). So a run restored from a checkpoint continues

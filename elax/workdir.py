@@ -162,6 +162,11 @@ def _json(value):
     return [_json(item) for item in value] if isinstance(value, (tuple, list)) else value
 
 
+def config_value(value):
+    """A config value from JSON, as a config holds it: lists are tuples, at any depth (the inverse of `_json`)."""
+    return tuple(config_value(item) for item in value) if isinstance(value, list) else value
+
+
 def recipe_id(config: dict) -> str:
     """A short hash of `recipe(config)`: runs with equal ids were trained the same way."""
     text = json.dumps(recipe(config), sort_keys=True)

@@ -67,6 +67,10 @@ def test_the_command_line_spells_config_keys_as_flags():
         "--config.train.lr: must be > 0; set --config.data.dir=DIR")
     assert exits.as_flags("--config.train.lr and /runs/a/config.json and myconfig.train.lr") == (
         "--config.train.lr and /runs/a/config.json and myconfig.train.lr")
+    top_level = [name for name in config_lib.KEYS if "." not in name]
+    assert len(top_level) == 4 and exits.as_flags(", ".join(f"config.{name}" for name in top_level)) == (
+        ", ".join(f"--config.{name}" for name in top_level))
+    assert exits.as_flags("see config.json; config.seeds") == "see config.json; config.seeds"
 
 
 @pytest.mark.parametrize("key, value, message", [

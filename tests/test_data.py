@@ -353,7 +353,7 @@ def test_pad_images_centres_each_image_on_black_and_renormalises():
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError) as err:
         data.load("imagenet")
-    for name in data.catalog.names():
+    for name in data.catalog.DATASETS.names():
         assert name in str(err.value)
 
 

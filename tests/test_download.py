@@ -214,3 +214,24 @@ def test_official_urls_and_published_checksums():
     assert catalog.get("cifar10").download.md5 == "c32a1d4ab5d03f1284b67883e8d87530"
     assert catalog.get("cifar100").download.md5 == "03b5dce01913d631647c71ecec9e9cb8"
     assert catalog.downloadable() == ("cifar10", "cifar100")
+
+
+@pytest.mark.parametrize("name, kind", [(f"{FOLDER}/../escaped.bin", tarfile.REGTYPE),
+                                        (f"{FOLDER}/link.bin", tarfile.SYMTYPE), (f"{FOLDER}/ok.bin", tarfile.REGTYPE)])
+def test_extraction_without_pythons_data_filter_refuses_the_same_members(tmp_path, monkeypatch, name, kind):
+    """Python before 3.10.12 / 3.11.4 has no tarfile "data" filter: the hand-written check takes its place."""
+    monkeypatch.delattr(tarfile, "data_filter")
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        member = tarfile.TarInfo(name)
+        member.type, member.linkname = kind, "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+        tar.addfile(member, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        if name.endswith("ok.bin"):
+            download._extract_members(tar, str(tmp_path), tar.getmembers())
+            assert (tmp_path / FOLDER / "ok.bin").read_bytes() == b""
+        else:
+            with pytest.raises(tarfile.TarError, match="is not a plain file or folder inside the archive's folder"):
+                download._extract_members(tar, str(tmp_path), tar.getmembers())
+            assert not os.listdir(tmp_path)

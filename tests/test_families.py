@@ -1,5 +1,5 @@
 """The model-family protocol and the registries: a family, a baseline or a strategy added in one place is picked
-up by the registry lookups, `config.validate` and elastic transfer (shown with the tests' toy family)."""
+up by the registry lookups, the config checks and elastic transfer (shown with the tests' toy family)."""
 
 import math
 

@@ -1,6 +1,7 @@
 """Elastic transfer runs and baseline runs on top of tiny IMP runs (digits, width-4 ResNets)."""
 
 import hashlib
+import json
 import os
 import shutil
 
@@ -177,6 +178,11 @@ def test_the_source_padding_is_inherited_and_an_older_source_gives_its_default()
     inherited = inherit_recipe(config, plain, "source run", lines.append)
     assert (inherited.data.pad_to, inherited.train.optimizer) == (0, "sgd")
     assert lines == ["Recipe of the source run: data.pad_to=0, train.optimizer='sgd'"]
+    lines.clear()
+    pairs = default_config()
+    pairs.lottery.layer_fractions = (("head", 0.25),)   # config.json holds [["head", 0.25]]: the same recipe
+    assert inherit_recipe(pairs, json.loads(json.dumps(pairs.to_dict())), "source run", lines.append) == pairs
+    assert lines == []
 
 
 @pytest.fixture(scope="module")

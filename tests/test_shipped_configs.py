@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from elax.config import ConfigError
 from elax.runs import modes
 
 pytestmark = pytest.mark.smoke
@@ -74,3 +75,19 @@ def test_sparse_evidence_config_is_the_fashion_recipe_plus_its_baselines(config_
     assert dst["experiment"]["baselines"] == ("random", "set", "rigl")
     assert (dst["baseline"]["distribution"], dst["baseline"]["dst_every"]) == ("erk", 25)
     assert (nm["lottery"]["structure"], nm["lottery"]["levels"], nm["experiment"]["baselines"]) == ("1:4", 2, ())
+
+
+def test_an_experiment_that_replicates_no_block_refuses_permuted_replica_masks_before_training(config_modules):
+    config = config_modules["elth_fashion_mlp"].get_config("squeeze")   # drop_last 4x300 -> 2x300: no replicas
+    config.transfer.replica_masks = "permute"
+    with pytest.raises(ConfigError, match=r"config.transfer.replica_masks: 'permute' shuffles the masks of replicated "
+                                          r"blocks, and 'drop_last' from mlp_4x300 to mlp_2x300 replicates none"):
+        modes.check(config)
+
+
+def test_an_nm_experiment_refuses_baselines_that_would_be_labelled_nm(config_modules):
+    config = config_modules["elth_fashion_sparse"].get_config("nm")
+    config.experiment.baselines = ("random",)
+    with pytest.raises(ConfigError, match=r"config.experiment.baselines: prune without a structure, and this "
+                                          r"experiment's tickets are 1:4"):
+        modes.check(config)

@@ -2,15 +2,17 @@
 the SET and RigL baselines through the mask-update hook, and masks in jaxpruner's shape."""
 
 import math
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elax import (checkpoint, distributions, jaxpruner_masks, mask_updates, masks, nm, optim,
-                  pruning, runs, train, transfer, workdir as wd)
-from elax.config import ConfigError
+from elax import (checkpoint, distributions, jaxpruner_masks, mask_updates, masks, nm, optim, pruning,
+                  report as report_lib, runs, tickets, train, transfer, workdir as wd)
+from elax.config import ConfigError, default_config
+from elax.runs import baselines as runs_baselines, imp as runs_imp
 import plain_family  # noqa: F401  (registers the "plain" family)
 from conftest import plain_training, tiny_config
 
@@ -68,7 +70,7 @@ def nm_run(tmp_path_factory):
     return workdir, runs.run_imp(config, workdir, log=lines.append), lines
 
 
-def test_nm_tickets_follow_the_pattern_at_every_level_and_after_transfer(nm_run):
+def test_nm_tickets_follow_the_pattern_at_every_level_and_after_transfer(nm_run, tmp_path):
     workdir, records, lines = nm_run
     prunable = nm.grouped_prunable(plain_family.FAMILY.prunable, 4)
     assert ("lottery.structure=1:4: stage3_block0/dense/kernel left dense (their input axis is not a multiple of 4)"
@@ -80,6 +82,10 @@ def test_nm_tickets_follow_the_pattern_at_every_level_and_after_transfer(nm_run)
         assert np.asarray(ticket.mask["stage3_block0"]["dense"]["kernel"]).all()   # left dense
         moved = transfer.transfer_ticket(ticket, "plain_3-1-1_w32-30-32")         # stage 1: B0 B1 B1
         assert nm.follows(moved.mask, n, 4, prunable)
+    # Its ticket file counts the run's prunable weights (the dense layer left out), as the record does.
+    meta = tickets.load(tickets.export(workdir, 2, str(tmp_path / "level2.safetensors"))).meta
+    assert (meta["sparsity"], meta["kept_weights"], meta["prunable_weights"], meta["structure"]) == (
+        0.75, records[2]["kept_weights"], records[2]["prunable_weights"], "1:4")
 
 
 def test_an_ett_run_of_an_nm_source_keeps_its_structure(nm_run, tmp_path):
@@ -96,6 +102,12 @@ def test_a_bad_structure_is_a_config_error():
     with pytest.raises(ConfigError, match=r"config.lottery.structure: structure must be 'unstructured' or 'N:M' "
                                           r"with 1 <= N < M \(e.g. '2:4'\), got '2:2'."):
         runs.check(tiny_config(**{"lottery.structure": "2:2"}))
+    with pytest.raises(ConfigError, match=r"config.lottery.scope: does not apply to N:M tickets \(2:4\)"):
+        runs.check(tiny_config(**{"lottery.structure": "2:4", "lottery.scope": "layer"}))
+    with pytest.raises(ConfigError, match=r"config.lottery.layer_fractions: does not apply to N:M tickets"):
+        runs.check(tiny_config(**{"lottery.structure": "2:4", "lottery.layer_fractions": (("head", 0.1),)}))
+    ctx = types.SimpleNamespace(config=tiny_config(**{"lottery.structure": "2:4", "lottery.levels": 40}))
+    assert runs_imp.check_levels_keep_weights(ctx) is None   # N of every M stay at every level: never empty
 
 
 # -- SET and RigL -------------------------------------------------------------------------------------------------
@@ -179,12 +191,27 @@ def dynamic(reference, tmp_path_factory):
     return out
 
 
+def test_a_baselines_records_name_the_settings_it_read_when_not_the_defaults():
+    """Kept apart in a report: reinit reads no distribution, set/rigl the dst_* keys, the others distribution."""
+    b = default_config().baseline
+    b.distribution, b.dst_distribution, b.dst_every, b.dst_drop_fraction = "erk", "uniform", 25, 0.5
+    extras = lambda method: runs_baselines.record_extras(runs_baselines.BASELINES.get(method), b)
+    assert extras("reinit") == {}
+    assert extras("random") == extras("snip") == {"distribution": "erk"}
+    assert extras("rigl") == {"distribution": "uniform", "dst_every": 25, "dst_drop_fraction": 0.5, "rewind_step": 0}
+    record = {"method": "rigl", "model": "m", **extras("rigl")}
+    assert report_lib.records.describe(record)[0] == "rigl-uniform-every25-drop0.5"
+    assert report_lib.method_label("rigl-uniform-every25-drop0.5") == "RigL (uniform, every 25, drop 0.5)"
+
+
 @pytest.mark.parametrize("method", ["set", "rigl"])
 def test_dynamic_baselines_keep_each_layer_count_through_their_updates(reference, dynamic, method):
     workdir, (record,) = dynamic[method]
     imp = wd.find_record(reference, 1)
     assert (record["method"], record["rewind_step"], record["steps"]) == (method, 0, 24)
     assert record["kept_weights"] == imp["kept_weights"] and "distribution" not in record   # ERK: the default
+    assert record["dst_every"] == 4 and "dst_drop_fraction" not in record and "dst_end_fraction" not in record
+    assert report_lib.records.describe(record)[0] == f"{method}-every4"
     ticket = runs.load_ticket(workdir, 1)
     ctx = runs.setup(tiny_config(**{"model.name": "plain_1-1_w32-32"}))
     final = checkpoint.restore_state(wd.checkpoints_dir(workdir, 1), ctx.template_state)

@@ -395,17 +395,18 @@ def test_publish_writes_every_level_and_a_table_and_evaluate_measures_it_again(i
     rows = [line for line in table if line.startswith("| `")]
     assert len(rows) == len(records) == 4
     for record, row in zip(records, rows):
-        path = out / "imp_cifar_resnet_14_4" / f"level_{record['level']:02d}.safetensors"
-        assert row.startswith(f"| `imp_cifar_resnet_14_4/level_{record['level']:02d}.safetensors` | cifar_resnet_14_4 "
-                              f"| imp | {record['level']} | {100 * record['sparsity']:.2f} | "
-                              f"{100 * record['test_accuracy']:.2f} |")
+        name = f"seed_0/imp_cifar_resnet_14_4/level_{record['level']:02d}.safetensors"
+        path = out / name
+        assert row.startswith(f"| `{name}` | cifar_resnet_14_4 | imp | {record['level']} | "
+                              f"{100 * record['sparsity']:.2f} | {100 * record['test_accuracy']:.2f} |")
         meta = tickets.info(str(path))
         assert (meta["run"], meta["trained"], meta["test_accuracy"]) == (
             "seed_0/imp_cifar_resnet_14_4", True, record["test_accuracy"])
-    measured = tickets.evaluate(str(out / "imp_cifar_resnet_14_4" / "level_03.safetensors"))
+    sparsest = str(out / "seed_0" / "imp_cifar_resnet_14_4" / "level_03.safetensors")
+    measured = tickets.evaluate(sparsest)
     assert measured["accuracy"] == pytest.approx(records[3]["test_accuracy"], abs=1e-6)
     assert measured["loss"] == pytest.approx(records[3]["test_loss"], rel=1e-4)
-    assert cli.main(["evaluate", str(out / "imp_cifar_resnet_14_4" / "level_03.safetensors")]) == 0
+    assert cli.main(["evaluate", sparsest]) == 0
     accuracy = f"{records[3]['test_accuracy']:.2%}"
     printed = capsys.readouterr().out
     assert printed.startswith(f"test accuracy {accuracy} (loss ") and printed.endswith(f"recorded: {accuracy}\n")

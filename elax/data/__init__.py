@@ -16,6 +16,7 @@ Names are imported on first use: `elax.data.catalog` is read by the workdir's re
 """
 
 import importlib
+import pkgutil
 
 _HOMES = {
     "catalog": ("DatasetInfo", "SOURCES", "check_config", "is_streamed", "register", "streams"),
@@ -27,12 +28,13 @@ _HOMES = {
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
+_SUBMODULES = tuple(module.name for module in pkgutil.iter_modules(__path__))
 __all__ = sorted(_MODULE_OF)
 
 
 def __getattr__(name):
     if name in _MODULE_OF:
         return getattr(importlib.import_module(f"elax.data.{_MODULE_OF[name]}"), name)
-    if name in (*_HOMES, "records", "images"):
+    if name in _SUBMODULES:
         return importlib.import_module(f"elax.data.{name}")
     raise AttributeError(f"module 'elax.data' has no attribute {name!r}")

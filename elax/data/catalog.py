@@ -1,8 +1,9 @@
 """The datasets elax knows, in one place: their classes, the on-disk formats their files may be in, whether they
 only stream, where a machine may already hold them and how to provide them; and the checks of `config.data`.
 
-Standard library only (a workdir's recipe asks it whether a run streams). A dataset of your own is one
-`register(DatasetInfo(...))` with formats of `elax.data.files.FORMATS`.
+Light to import (no JAX, no dataset readers: a workdir's recipe asks it whether a run streams). A dataset of
+your own is one `register(DatasetInfo(...))`; its formats are names of `elax.data.files.FORMATS` (files read into
+memory) or of the streamed readers (`"tfds-array_record"`, `"imagefolder"`: `elax.data.records`).
 """
 
 import dataclasses
@@ -27,7 +28,7 @@ class Download:
 class DatasetInfo:
     name: str
     num_classes: int | None       # None: as many as its files have (an ImageFolder's class folders)
-    formats: tuple[str, ...]      # elax.data.files.FORMATS it may be stored in, tried in order
+    formats: tuple[str, ...]      # how it may be stored, tried in order (module docstring)
     streamed_only: bool = False   # too large for memory, or encoded files: read by the streamed pipeline only
     system_dirs: tuple[str, ...] = ()   # where system packages install it
     advice: str = ""              # how to provide it
@@ -43,10 +44,6 @@ def register(info: DatasetInfo) -> DatasetInfo:
 
 def get(name: str) -> DatasetInfo:
     return DATASETS.get(name)
-
-
-def names() -> tuple[str, ...]:
-    return DATASETS.names()
 
 
 def streams(source: str | None, name: str) -> bool:

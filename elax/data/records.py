@@ -189,7 +189,7 @@ def open_splits(name: str, data_dir: str) -> Splits:
               "sorted into class folders)")
     if prepared:
         advice += (f", or DIR a tensorflow_datasets data dir where `{name}` was prepared in array_record format "
-                   "(needs TensorFlow once: see the README)")
+                   "(needs TensorFlow once: see docs/data.md)")
     if tree := _tree_of_split(data_dir):
         advice = f"data.dir names a split of an ImageFolder tree; pass the tree, config.data.dir={tree}"
     places = "\n".join(f"  - {p}" for p in looked)

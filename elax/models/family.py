@@ -81,15 +81,6 @@ def register(family: Family) -> Family:
     return FAMILIES.register(family.name, family)
 
 
-def get(name: str) -> Family:
-    """The family registered as `name` (e.g. "cifar_resnet")."""
-    return FAMILIES.get(name)
-
-
-def names() -> tuple[str, ...]:
-    return FAMILIES.names()
-
-
 def _match(name: str):
     for _, family in FAMILIES.items():
         match = family.regex.fullmatch(name) if isinstance(name, str) else None
@@ -159,6 +150,16 @@ def _jitted_init(model, input_shape):
 def variable_shapes(model, input_shape) -> dict:
     """{'params': ...[, 'batch_stats': ...]} of ShapeDtypeStructs: the init traced, not run (cheap, no compile)."""
     return jax.tree.map(lambda leaf: leaf, _traced_shapes(model, tuple(input_shape)))   # new containers
+
+
+def variables_mismatch(model, input_shape, **trees) -> tuple[str, str] | None:
+    """(collection, problem) of the first of `trees` (collection=tree) whose leaves or shapes differ from `model`'s
+    variables on `input_shape`, e.g. ('params', "leaf 'head/kernel' has shape (64, 100), ..."); None if all fit."""
+    expected = variable_shapes(model, input_shape)
+    for collection, tree in trees.items():
+        if problem := masks.shape_mismatch(tree, expected.get(collection, {})):
+            return collection, problem
+    return None
 
 
 @functools.lru_cache(maxsize=32)

@@ -78,12 +78,17 @@ def model_label(model) -> ModelLabel:
 
 
 def method_label(method) -> str:
-    """'Random', 'SNIP', 'One-shot magnitude', 'Random (ERK)' for 'random-erk' (a layer distribution); a method
-    this table does not know keeps its name."""
-    base, _, distribution = method.partition("-")
-    if base in METHOD_LABELS and distribution:
-        return f"{METHOD_LABELS[base]} ({DISTRIBUTION_LABELS.get(distribution, distribution)})"
+    """'Random', 'SNIP', 'One-shot magnitude', 'Random (ERK)' for 'random-erk' (a layer distribution), 'RigL
+    (every 25)' for 'rigl-every25' (mask-update settings); a method this table does not know keeps its name."""
+    base, *variants = method.split("-")
+    if base in METHOD_LABELS and variants:
+        return f"{METHOD_LABELS[base]} ({', '.join(_variant_label(v) for v in variants)})"
     return METHOD_LABELS.get(method, method)
+
+
+def _variant_label(variant: str) -> str:
+    setting = re.fullmatch(r"(every|drop|end)(\d.*)", variant)
+    return f"{setting[1]} {setting[2]}" if setting else DISTRIBUTION_LABELS.get(variant, variant)
 
 
 def ett_label(source, target, strategy) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from elax import workdir as wd
 from elax.workdir import ETT, ETT_KEYS, RESULTS_FILE
 
-# The record keys a report needs (records of older runs lack some of workdir.RECORD_KEYS).
+# The record keys a report needs (records of older runs may lack others).
 REQUIRED_KEYS = ("level", "sparsity", "test_accuracy", "model", "method", "seed")
 UNSTRUCTURED = "unstructured"  # the structure of records that name none
 
@@ -26,12 +26,18 @@ def series_name(record, with_recipe=False):
     return name + (f" [recipe {record.get('recipe_id')}]" if with_recipe else "")
 
 
+# Mask-update settings a dynamic baseline's record names when not the defaults, and their short forms.
+DST_SETTINGS = {"dst_every": "every", "dst_drop_fraction": "drop", "dst_end_fraction": "end"}
+
+
 def describe(record):
-    """(method, model, source, strategy, structure) of a record: the method with its layer distribution when the
-    record names one ('random-erk'), source and strategy '' except for ETT, structure the record's `structure`
-    (e.g. '2:4') or 'unstructured' (records before N:M tickets)."""
+    """(method, model, source, strategy, structure) of a record: the method with its layer distribution and
+    mask-update settings when the record names them ('random-erk', 'rigl-every25'), source and strategy '' except
+    for ETT, structure the record's `structure` (e.g. '2:4') or 'unstructured' (records before N:M tickets)."""
     is_ett = record["method"] == ETT
-    method = record["method"] + (f"-{record['distribution']}" if record.get("distribution") else "")
+    variants = ([record["distribution"]] if record.get("distribution") else []) + [
+        f"{short}{record[key]}" for key, short in DST_SETTINGS.items() if key in record]
+    method = "-".join([record["method"], *variants])
     return (method, record["model"], record["source_model"] if is_ett else "",
             record["strategy"] if is_ett else "", record.get("structure") or UNSTRUCTURED)
 

@@ -21,7 +21,7 @@ from typing import Callable
 import jax
 import ml_collections
 
-from elax import mask_updates, masks, pruning, scores, workdir as wd
+from elax import config as config_lib, mask_updates, masks, pruning, scores, workdir as wd
 from elax.config import fail
 from elax.registry import Registry
 from elax.runs.checks import check_baseline_settings, check_training
@@ -107,13 +107,21 @@ def baseline_ticket(ctx: RunContext, reference: _Reference, level: int, sparsity
                   rewind_step=0 if getattr(method, "from_init", False) else ctx.rewind_step)
 
 
+DST_SETTINGS = ("dst_every", "dst_drop_fraction", "dst_end_fraction")
+
+
 def record_extras(method, b: ml_collections.ConfigDict) -> dict:
-    """What a baseline's records say besides the method: a distribution other than the method's default, and the
-    step a method that trains from the initialisation starts at."""
-    dynamic = bool(getattr(method, "mask_update", None))
-    distribution, default = (b.dst_distribution, "erk") if dynamic else (b.distribution, "global")
-    return {**({"distribution": distribution} if distribution != default else {}),
-            **({"rewind_step": 0} if getattr(method, "from_init", False) else {})}
+    """What a baseline's records say besides the method: the layer distribution it used when not the default, the
+    mask updates' settings of a dynamic method that are not the defaults (so that a report keeps runs of other
+    settings apart), and the step a method that trains from the initialisation starts at."""
+    def changed(key: str) -> bool:
+        return b[key] != config_lib.KEYS[f"baseline.{key}"].default
+
+    key = getattr(method, "distribution", "distribution")   # plain functions may read baseline.distribution
+    extras = {"distribution": b[key]} if key and changed(key) else {}
+    if getattr(method, "mask_update", None):
+        extras.update({name: b[name] for name in DST_SETTINGS if changed(name)})
+    return {**extras, **({"rewind_step": 0} if getattr(method, "from_init", False) else {})}
 
 
 def dst_context(ctx: RunContext) -> mask_updates.UpdateContext:
@@ -125,12 +133,14 @@ def dst_context(ctx: RunContext) -> mask_updates.UpdateContext:
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
-    """A method whose ticket trains differently from the others: from the initialisation (step 0), with a
-    registered mask update. Plain functions (ctx, matched) -> (params, batch_stats, mask) are baselines too."""
+    """A method whose ticket trains differently from the others (from the initialisation, step 0; with a
+    registered mask update) or that reads another layer distribution than `baseline.distribution`, or none. Plain
+    functions (ctx, matched) -> (params, batch_stats, mask) are baselines too."""
 
     make: Callable
     mask_update: str | None = None
     from_init: bool = False
+    distribution: str | None = "distribution"   # the baseline.* key of its layer distribution; None: it has none
 
     def __call__(self, ctx: RunContext, m: Matched):
         return self.make(ctx, m)
@@ -218,11 +228,12 @@ def _magnitude(ctx: RunContext, dense: Ticket):
 
 
 BASELINES: Registry[Callable] = Registry("baseline")   # name -> method(ctx, matched) -> (params, batch_stats, mask)
-BASELINES.register("reinit", reinit)
+BASELINES.register("reinit", Baseline(reinit, distribution=None))   # the IMP mask: no distribution of its own
 BASELINES.register("random", random)
 BASELINES.register("magnitude", one_shot(_magnitude))
 BASELINES.register("snip", one_shot(_snip))
 BASELINES.register("grasp", one_shot(_grasp))
 BASELINES.register("synflow", synflow)
-BASELINES.register("set", Baseline(dynamic_start, mask_update="set", from_init=True))
-BASELINES.register("rigl", Baseline(dynamic_start, mask_update="rigl", from_init=True))
+BASELINES.register("set", Baseline(dynamic_start, mask_update="set", from_init=True, distribution="dst_distribution"))
+BASELINES.register("rigl", Baseline(dynamic_start, mask_update="rigl", from_init=True,
+                                    distribution="dst_distribution"))

@@ -17,9 +17,13 @@ def check_training(c: ml_collections.ConfigDict) -> None:
     """What every mode that trains needs of its config, before any data is read."""
     config_lib.check(c)
     try:
-        nm.parse(c.lottery.structure)
+        structure = nm.parse(c.lottery.structure)
     except ValueError as e:
         fail("lottery.structure", str(e))
+    if structure and (c.lottery.scope != "global" or c.lottery.layer_fractions):
+        key = "lottery.layer_fractions" if c.lottery.layer_fractions else "lottery.scope"
+        fail(key, f"does not apply to N:M tickets ({c.lottery.structure}): each level keeps the same number of "
+             "weights in every group of every layer.", f"Leave {key} at its default with a structure.")
     catalog.check_config(c.data)
     check_model_name("model.name", c.model.name)
     check_prefixes(c)
@@ -123,13 +127,19 @@ def check_transfer_options(t: ml_collections.ConfigDict) -> None:
             fail(f"transfer.{name}", problem)
 
 
-def check_plan(source: str, target: str, strategy: str, fix: str = "", *, models_key: str) -> transfer.Plan:
-    """The transfer plan from `source` to `target` by `strategy`; ConfigError naming the key if there is none."""
+def check_plan(source: str, target: str, strategy: str, fix: str = "", *, models_key: str,
+               replica_masks: str = "copy") -> transfer.Plan:
+    """The transfer plan from `source` to `target` by `strategy`; ConfigError naming the key if there is none, or
+    if `replica_masks` asks to permute the masks of replicas that the plan does not make."""
     try:
         transfer.check_transferable(source, target)
     except ValueError as e:
         fail(models_key, f"{target} cannot take tickets of {source}: {e}")
     try:
-        return transfer.plan(source, target, strategy)
+        plan = transfer.plan(source, target, strategy)
     except ValueError as e:
         fail("transfer.strategy", f"{strategy!r} cannot move {source} to {target}: {e}", fix)
+    if replica_masks == "permute" and not plan.replicas():
+        fail("transfer.replica_masks", f"'permute' shuffles the masks of replicated blocks, and {strategy!r} from "
+             f"{source} to {target} replicates none.", "Use 'copy' (the default).")
+    return plan

@@ -227,7 +227,7 @@ def make_trainer(config: ml_collections.ConfigDict, model, num_train: int, mesh,
     mask_update = mask_update or mask_updates.bind(config.mask_update.method, mask_updates.UpdateContext(
         prunable_of(config, family_of(model)), config.mask_update.every, t.epochs * steps_per_epoch,
         tuple(sorted(config.mask_update.to_dict().items()))))
-    recipe = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in wd.flatten(t.to_dict()).items()
+    recipe = tuple(sorted((k, wd.config_value(v)) for k, v in wd.flatten(t.to_dict()).items()
                           if config_lib.KEYS[f"train.{k}"].recipe))
     return _trainer(_TrainerKey(
         model=model, num_train=num_train, mesh=mesh, dtype=jnp.dtype(dtype).name, seed=config.seed,

@@ -69,10 +69,7 @@ def check_transfer(c: ml_collections.ConfigDict) -> None:
     if c.model.name == source_model:
         fail("model.name", f"is the source run's model ({source_model}): a transfer moves its tickets to another "
              "depth.", "Pick a deeper or shallower model of its family.")
-    plan = check_plan(source_model, c.model.name, t.strategy, models_key="model.name")
-    if t.replica_masks == "permute" and not plan.replicas():
-        fail("transfer.replica_masks", f"'permute' shuffles the masks of replicated blocks, and {plan.strategy!r} "
-             f"from {source_model} to {c.model.name} replicates none.", "Use 'copy' (the default).")
+    check_plan(source_model, c.model.name, t.strategy, models_key="model.name", replica_masks=t.replica_masks)
 
 
 def ett_ticket(ctx: RunContext, level: int) -> Ticket:

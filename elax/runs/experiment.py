@@ -15,7 +15,7 @@ import os
 
 import ml_collections
 
-from elax import config as config_lib, distributed, report, workdir as wd
+from elax import config as config_lib, distributed, nm, report, workdir as wd
 from elax.config import fail
 from elax.data import catalog
 from elax.runs import jobs
@@ -79,10 +79,16 @@ def check_experiment(c: ml_collections.ConfigDict) -> None:
              "with the same workdir (the second reuses the source's finished IMP runs)." if len(targets) > 1 else "")
     for target in targets:
         check_model_name("experiment.target_models", target)
-        check_plan(e.source_model, target, c.transfer.strategy, split, models_key="experiment.target_models")
+        check_plan(e.source_model, target, c.transfer.strategy, split, models_key="experiment.target_models",
+                   replica_masks=c.transfer.replica_masks)
     for method in e.baselines:
         if method not in BASELINES:
             fail("experiment.baselines", BASELINES.unknown(method))
+    if e.baselines and c.lottery.structure != nm.UNSTRUCTURED:
+        fail("experiment.baselines", f"prune without a structure, and this experiment's tickets are "
+             f"{c.lottery.structure}: their records would say {c.lottery.structure} of unstructured masks.",
+             "Leave them out here (config.experiment.baselines='()') and run them in an unstructured experiment "
+             "of the same recipe, whose report can hold both.")
     check_baseline_settings(c.baseline)
     config_lib.check_experiment_values(c)
 

@@ -59,8 +59,10 @@ def _say_dense_layers(ctx: RunContext, log) -> None:
 
 def check_levels_keep_weights(ctx: RunContext) -> None:
     """Refuse, before anything is written, a schedule whose last level would keep no weight (in a layer, with
-    layer-wise pruning)."""
+    layer-wise pruning). An N:M schedule keeps N of every group of M at every level: it never empties a layer."""
     lot = ctx.config.lottery
+    if nm.parse(lot.structure):
+        return
     params = models.variable_shapes(ctx.model, ctx.data.image_shape)["params"]   # traced: no init compiled yet
     sizes = {name: math.prod(leaf.shape) for name, leaf in masks.prunable_leaves(params, ctx.prunable).items()}
     own = pruning.fraction_of(dict(lot.layer_fractions))

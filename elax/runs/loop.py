@@ -77,8 +77,7 @@ def _start_from_ticket(ctx: RunContext, workdir: str, level: int, make_ticket: T
 def _check_ticket_fits(ctx: RunContext, ticket) -> None:
     """A ticket of another model must not train: Flax would ignore parameters the context's model lacks. Nor one
     that starts where the schedule ends: it would train nothing and be recorded as trained."""
-    expected = models.variable_shapes(ctx.model, ctx.data.image_shape)["params"]
-    if masks.shape_mismatch(ticket.params, expected):
+    if models.variables_mismatch(ctx.model, ctx.data.image_shape, params=ticket.params):
         raise ValueError(f"The ticket is of {ticket.model_name}, but this run trains {ctx.model_name}: their "
                          "parameters differ. Transfer it first (elax.transfer.transfer_ticket(ticket, "
                          f"{ctx.model_name!r})), or set up the run for {ticket.model_name}.")

@@ -23,7 +23,7 @@ def config_of(workdir: str) -> ml_collections.ConfigDict:
     for key, value in wd.flatten(wd.run_config(workdir)).items():
         if key in config_lib.KEYS:
             section, _, name = key.rpartition(".")
-            (config[section] if section else config)[name] = tuple(value) if isinstance(value, list) else value
+            (config[section] if section else config)[name] = wd.config_value(value)
     return config
 
 
@@ -40,7 +40,7 @@ def inherit_recipe(config: ml_collections.ConfigDict, source_config: dict, what:
         # A key added to the schema after the source ran had its default there.
         value = source.get(key, config_lib.KEYS[key].default)
         section, name = key.split(".")
-        value = tuple(value) if isinstance(value, list) else value
+        value = wd.config_value(value)
         if config[section][name] != value:
             changed.append(f"{key}={value!r}")
             config[section][name] = value

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="every level of an experiment's IMP and ETT runs of one seed, with "
                              "their trained weights, and a table (tickets.md)")
     publish.add_argument("experiment", help="the experiment's (or a run's) --workdir")
-    publish.add_argument("out", help="the folder to write: OUT/<run>/level_NN.safetensors and OUT/tickets.md")
+    publish.add_argument("out", help="the folder to write: OUT/<run>/level_NN.safetensors and OUT/tickets.md (<run>: its path in EXPERIMENT)")
     publish.add_argument("--seed", type=int, default=0, help="the seed whose runs to publish (default 0)")
     publish.add_argument("--methods", default="imp,ett", help="the runs' methods, comma-separated (default imp,ett)")
     publish.set_defaults(func=_publish)

@@ -68,7 +68,10 @@ def save(ticket: Ticket, path: str, *, trained_params=None, trained_batch_stats=
 
 def _metadata(ticket: Ticket, result: dict, trained: bool, digest: str) -> dict:
     family = models.family_of(ticket.model)
-    kept, total = masks_lib.count(ticket.mask, family.prunable)
+    # The run's count where there is one: its prunable weights leave out lottery.exclude and, for N:M, the layers
+    # M does not divide, which the family alone does not know.
+    kept, total = ((result["kept_weights"], result["prunable_weights"]) if "prunable_weights" in result
+                   else masks_lib.count(ticket.mask, family.prunable))
     own = {k: v for k, v in (ticket.meta or {}).items() if k not in COMPUTED and _is_json(v)}
     if "workdir" in own:   # load_ticket's name for the run a ticket came from
         own.setdefault("run", os.path.realpath(own.pop("workdir")))
@@ -200,12 +203,10 @@ def _read(path: str) -> tuple[dict, dict]:
 
 
 def _check_fits(path: str, model, meta: dict, **trees) -> None:
-    expected = models.variable_shapes(model, tuple(meta["input_shape"]))
-    for collection, tree in trees.items():
-        problem = masks_lib.shape_mismatch(tree, expected.get(collection, {}))
-        if problem:
-            raise ValueError(f"{path} does not hold a ticket of {meta['model']}: its {collection} do not fit "
-                             f"({problem}). The file is damaged: {_EXPORT}")
+    if mismatch := models.variables_mismatch(model, tuple(meta["input_shape"]), **trees):
+        collection, problem = mismatch
+        raise ValueError(f"{path} does not hold a ticket of {meta['model']}: its {collection} do not fit "
+                         f"({problem}). The file is damaged: {_EXPORT}")
 
 
 def _one_line(error: Exception) -> str:

@@ -13,8 +13,6 @@ mean -> running_mean, var -> running_var (plus PyTorch's num_batches_tracked, wh
 your own registers a function `module_name(model, path) -> str` in `TORCH_NAMES`.
 """
 
-import re
-
 from elax import models
 from elax.registry import Registry
 from elax.tickets.flat import SEP, leaf_names
@@ -22,7 +20,6 @@ from elax.tickets.flat import SEP, leaf_names
 # elax leaf name -> PyTorch's, by collection.
 LEAF_NAMES = {"params": {"kernel": "weight", "bias": "bias", "scale": "weight"},
               "batch_stats": {"mean": "running_mean", "var": "running_var"}}
-BLOCK = re.compile(r"stage(\d+)_block(\d+)")
 
 TORCH_NAMES: Registry = Registry("PyTorch naming")
 
@@ -34,7 +31,7 @@ def _block_index(model, s: int, b: int) -> int:
 def _cifar_resnet(model, path: tuple) -> str:
     renamed = {"stem_conv": "conv", "stem_bn": "bn", "head": "fc", "shortcut_conv": "shortcut.0",
                "shortcut_bn": "shortcut.1"}
-    match = BLOCK.fullmatch(path[0])
+    match = models.BLOCK_NAME.fullmatch(path[0])
     if match:
         return ".".join(["blocks", str(_block_index(model, int(match[1]), int(match[2])))]
                         + [renamed.get(p, p) for p in path[1:]])
@@ -42,7 +39,7 @@ def _cifar_resnet(model, path: tuple) -> str:
 
 
 def _cifar_vgg(model, path: tuple) -> str:
-    match = BLOCK.fullmatch(path[0])
+    match = models.BLOCK_NAME.fullmatch(path[0])
     if match:   # OpenLTH's `layers` Sequential holds a MaxPool2d before stages 2..5
         s = int(match[1])
         return ".".join(["layers", str(_block_index(model, s, int(match[2])) + s - 1), *path[1:]])
@@ -52,7 +49,7 @@ def _cifar_vgg(model, path: tuple) -> str:
 def _imagenet_resnet(model, path: tuple) -> str:
     renamed = {"stem_conv": "conv1", "stem_bn": "bn1", "head": "fc", "downsample_conv": "downsample.0",
                "downsample_bn": "downsample.1"}
-    match = BLOCK.fullmatch(path[0])
+    match = models.BLOCK_NAME.fullmatch(path[0])
     if match:
         return ".".join([f"layer{match[1]}", match[2]] + [renamed.get(p, p) for p in path[1:]])
     return ".".join(renamed.get(p, p) for p in path)

@@ -21,19 +21,20 @@ TABLE_COLUMNS = ("file", "model", "method", "level", "sparsity %", "test accurac
 def publish(experiment: str, out: str, *, seed: int = 0, methods=("imp", "ett"), log=print) -> list[dict]:
     """Write the ticket of every finished level of the runs of `experiment` (a workdir: one run, or an experiment
     with seed_N/ folders) whose method is in `methods` and whose seed is `seed`, with its trained weights, to
-    OUT/<run>/level_NN.safetensors, and the table OUT/tickets.md. Each file's metadata names its run relative to
-    `experiment`. Returns the table's rows."""
+    OUT/<run>/level_NN.safetensors (<run>: its path in `experiment`, e.g. seed_0/imp_cifar_resnet_20_8), and the
+    table OUT/tickets.md. Each file's metadata names its run so. Returns the table's rows."""
     runs = _runs(experiment, seed, methods)
     if not runs:
         raise ValueError(f"{experiment} holds no finished {' or '.join(methods)} run of seed {seed}: give the workdir "
                          "of an experiment or run (its results.json records the levels), and a seed it ran.")
     rows = []
     for run in runs:
-        name = os.path.relpath(run, experiment).replace(os.sep, "/")
+        relative = os.path.relpath(run, experiment)   # unique: runs of two experiments may share a folder name
+        name = os.path.basename(os.path.abspath(run)) if relative == "." else relative.replace(os.sep, "/")
         for record in wd.load_results(run):
             level = record["level"]
             ticket, weights, _ = from_run(run, level, trained=True)
-            path = os.path.join(out, os.path.basename(run), f"level_{level:02d}.safetensors")
+            path = os.path.join(out, name, f"level_{level:02d}.safetensors")
             files.save(files.with_meta(ticket, run=name), path, trained_params=weights["params"],
                        trained_batch_stats=weights["batch_stats"], result=record)
             rows.append(_row(os.path.relpath(path, out), files.info(path)))

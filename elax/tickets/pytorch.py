@@ -100,12 +100,10 @@ def _check_names(state: dict, mask: dict, by_torch: dict, table: dict, model_nam
 
 
 def _check_shapes(model, params, batch_stats, model_name: str) -> None:
-    family = models.family_of(model)
-    expected = models.variable_shapes(model, family.input_shape_of(params))
-    for collection, tree in (("params", params), ("batch_stats", batch_stats)):
-        problem = masks_lib.shape_mismatch(tree, expected.get(collection, {}))
-        if problem:
-            raise ValueError(f"the {collection} do not fit {model_name}: {problem} (another width or depth?).")
+    input_shape = models.family_of(model).input_shape_of(params)
+    if mismatch := models.variables_mismatch(model, input_shape, params=params, batch_stats=batch_stats):
+        collection, problem = mismatch
+        raise ValueError(f"the {collection} do not fit {model_name}: {problem} (another width or depth?).")
 
 
 def save_torch(ticket: Ticket, out_dir: str, *, trained: dict | None = None) -> list[str]:

@@ -149,12 +149,9 @@ def _target_module(source_module, target_model):
 
 def _check_fits_model(target, target_name: str, input_shape: tuple, **trees) -> None:
     """Copied trees must have the shapes of the target's own variables (e.g. the kept head's num_classes)."""
-    # eval_shape traces the init without compiling or running it: cheap next to a real init.
-    expected = models.variable_shapes(target, input_shape)
-    for collection, tree in trees.items():
-        problem = masks_lib.shape_mismatch(tree, expected.get(collection, {}))
-        if problem:
-            raise ValueError(f"The transferred {collection} do not fit {target_name}: {problem}.")
+    if mismatch := models.variables_mismatch(target, input_shape, **trees):   # the init traced: cheap
+        collection, problem = mismatch
+        raise ValueError(f"The transferred {collection} do not fit {target_name}: {problem}.")
 
 
 def _permute_replicas(block_plan: Plan, mask, key, prunable) -> dict:

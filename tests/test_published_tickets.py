@@ -1,0 +1,77 @@
+"""The published tickets (tickets/, written by `python -m elax.tickets publish`): every file loads, with its trained
+weights, and says what its table row says; where Fashion-MNIST is installed, trained weights reproduce the recorded
+test accuracy. Evaluating a ticket costs 2-3 s of CPU: the suite measures the sparsest level of each run (where a
+wrong mask would show most); ELAX_TEST_ALL_TICKETS=1 measures every file."""
+
+import glob
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from elax import data, tickets
+from elax.data import DataNotFoundError
+
+from conftest import ROOT
+
+PUBLISHED = os.path.join(ROOT, "tickets")
+TABLES = sorted(glob.glob(os.path.join(PUBLISHED, "*", "tickets.md")))
+FILES = sorted(glob.glob(os.path.join(PUBLISHED, "**", "level_*.safetensors"), recursive=True))
+ROW = re.compile(r"^\| `(?P<file>[^`]+)` \| (?P<model>\S+) \| (?P<method>[^|]+) \| (?P<level>\d+) \| "
+                 r"(?P<sparsity>[\d.]+) \| (?P<accuracy>[\d.]+) \| (?P<recipe>\w+) \|$")
+
+
+def table_rows() -> dict:
+    """{file path: row} of every published table."""
+    rows = {}
+    for table in TABLES:
+        for line in open(table):
+            match = ROW.match(line.strip())
+            if match:
+                rows[os.path.join(os.path.dirname(table), match["file"])] = match.groupdict()
+    return rows
+
+
+def sparsest_of_each_run() -> list[str]:
+    runs = {}
+    for path in FILES:
+        runs.setdefault(os.path.dirname(path), []).append(path)
+    return [max(paths) for paths in runs.values()]   # level_NN sorts by level
+
+
+def test_every_published_file_has_its_row_and_every_row_its_file():
+    assert len(FILES) >= 18 and len(TABLES) >= 1
+    assert sorted(table_rows()) == FILES
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: os.path.relpath(p, PUBLISHED))
+def test_a_published_ticket_loads_and_says_what_its_row_says(path):
+    row, ticket = table_rows()[path], tickets.load(path)
+    meta = ticket.meta
+    assert (ticket.model_name, ticket.level, meta["recipe_id"]) == (row["model"], int(row["level"]), row["recipe"])
+    assert f"{100 * meta['sparsity']:.2f}" == row["sparsity"]
+    assert f"{100 * meta['test_accuracy']:.2f}" == row["accuracy"]
+    assert meta["seed"] == 0 and meta["trained"] and meta["dataset"] == "fashion_mnist"
+    trained = tickets.load_trained(path)["params"]
+    for kept, weights in zip(jax.tree.leaves(ticket.mask), jax.tree.leaves(trained), strict=True):
+        assert np.all(np.asarray(weights)[~np.asarray(kept)] == 0)   # pruned weights stayed zero through training
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist():
+    try:
+        return data.load("fashion_mnist")
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist)")
+
+
+MEASURED = FILES if os.environ.get("ELAX_TEST_ALL_TICKETS") else sparsest_of_each_run()
+
+
+@pytest.mark.parametrize("path", MEASURED, ids=lambda p: os.path.relpath(p, PUBLISHED))
+def test_trained_weights_reproduce_the_recorded_accuracy(path, fashion_mnist):
+    recorded = tickets.info(path)["test_accuracy"]
+    # Within 2 of the 10,000 test images: another CPU's kernels may round a borderline logit the other way.
+    assert tickets.evaluate(path, fashion_mnist)["accuracy"] == pytest.approx(recorded, abs=2e-4)
