@@ -33,11 +33,17 @@ def error(message, code: int) -> int:
 
 def report_lost_peer(why: str) -> int:
     """The one line of a process whose multi-process run lost another process (`why`: how it learnt of it);
-    returns PEER_LOST. Printed once: a collective's error and the watchdog's thread may both learn of it."""
-    if _lost_peer_reported.acquire(blocking=False):   # never released
-        error(f"another process of this run stopped ({why}), and this one cannot go on alone. Finished levels and "
-              "the last checkpoint are kept: start every process again with the same command to resume.", PEER_LOST)
+    returns PEER_LOST. Printed once: a collective's error and the watchdog's thread may both learn of it, and the
+    second waits for the first's line, since it may end the process as soon as this returns."""
+    global _lost_peer_reported
+    with _lost_peer_lock:
+        if not _lost_peer_reported:
+            _lost_peer_reported = True
+            error(f"another process of this run stopped ({why}), and this one cannot go on alone. Finished levels "
+                  "and the last checkpoint are kept: start every process again with the same command to resume.",
+                  PEER_LOST)
     return PEER_LOST
 
 
-_lost_peer_reported = threading.Lock()
+_lost_peer_lock = threading.Lock()
+_lost_peer_reported = False

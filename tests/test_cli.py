@@ -92,7 +92,7 @@ def test_incomplete_multi_process_flags_are_one_line(tmp_path):
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1
     assert err.startswith("elax: error: cannot start a multi-process run: ")
     assert err.endswith("Pass --coordinator=HOST:PORT --num_processes=N --process_id=I (0 <= I < N) on every host, "
-                        "or start under SLURM (the README's multi-host section).\n")
+                        "or start under SLURM (docs/scaling.md, 'Multi-host runs').\n")
     assert not os.path.exists(tmp_path / "run")
 
 

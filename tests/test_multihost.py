@@ -149,6 +149,29 @@ def test_a_process_that_fails_alone_ends_every_process_in_one_line(tmp_path):
     assert time.time() - start < 120
 
 
+def test_the_second_to_learn_of_a_lost_peer_waits_for_the_first_ones_line(monkeypatch):
+    # A collective's error and the watchdog's thread may learn of it together; the thread ends the process as soon
+    # as report_lost_peer returns, which once cut the main thread's line before it was printed.
+    import threading
+    from elax import exits
+    monkeypatch.setattr(exits, "_lost_peer_reported", False)
+    printing, lines = threading.Event(), []
+
+    def slow_error(message, code):
+        printing.set()
+        time.sleep(0.3)
+        lines.append(message)
+        return code
+
+    monkeypatch.setattr(exits, "error", slow_error)
+    first = threading.Thread(target=exits.report_lost_peer, args=("a collective failed",))
+    first.start()
+    assert printing.wait(5)
+    assert (exits.report_lost_peer("its watchdog connection closed"), len(lines)) == (exits.PEER_LOST, 1)
+    first.join()
+    assert len(lines) == 1 and lines[0].startswith("another process of this run stopped (a collective failed)")
+
+
 def test_multi_process_flags_are_checked_before_jax_waits_for_peers():
     from elax import distributed
     assert distributed.requested(process_id=1)      # a lone --process_id is a multi-process start, not ignored
@@ -185,7 +208,7 @@ def test_a_coordinator_port_in_use_is_refused_before_jax_starts():
     assert str(info.value) == (f"cannot start a multi-process run: port {port} of --coordinator=127.0.0.1:{port} is "
                                "in use on this host (another run's coordinator?). Pick a free port, the same on every "
                                "host. Pass --coordinator=HOST:PORT --num_processes=N --process_id=I (0 <= I < N) on "
-                               "every host, or start under SLURM (the README's multi-host section).")
+                               "every host, or start under SLURM (docs/scaling.md, 'Multi-host runs').")
 
 
 def test_decisions_that_differ_between_processes_are_taken_together(tmp_path):
