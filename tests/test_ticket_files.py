@@ -383,6 +383,17 @@ def test_record_refuses_what_would_mislead_a_report(tmp_path):
         tickets.record(str(tmp_path / "a"), random_ticket("cifar_resnet_8_4", meta={"recipe_id": "xyz"}), 0.9)
 
 
+def test_config_of_a_ticket_without_a_recipe_is_refused_and_with_one_is_its_runs():
+    with pytest.raises(ValueError) as info:
+        tickets.config_of(random_ticket("cifar_resnet_8_4", meta={"seed": 3}))
+    assert str(info.value) == ("this ticket of cifar_resnet_8_4 carries no recipe (it was not exported from a run): "
+                               "build its config by hand (elax.config.default_config()).")
+    config = tickets.config_of(random_ticket("mlp_2x16", meta={
+        "seed": 3, "dataset": "digits", "recipe": {"train.lr": 0.5, "lottery.layer_fractions": [["head", 0.1]]}}))
+    assert (config.mode, config.model.name, config.seed, config.data.name, config.train.lr,
+            config.lottery.layer_fractions) == ("imp", "mlp_2x16", 3, "digits", 0.5, (("head", 0.1),))
+
+
 def test_publish_writes_every_level_and_a_table_and_evaluate_measures_it_again(imp_run, tmp_path, capsys):
     run, records = imp_run
     experiment = tmp_path / "experiment"
@@ -410,5 +421,12 @@ def test_publish_writes_every_level_and_a_table_and_evaluate_measures_it_again(i
     accuracy = f"{records[3]['test_accuracy']:.2%}"
     printed = capsys.readouterr().out
     assert printed.startswith(f"test accuracy {accuracy} (loss ") and printed.endswith(f"recorded: {accuracy}\n")
+    # Trained again from the file alone, with the recipe it carries: the same result as the run's.
+    ticket = tickets.load(sparsest)
+    config = tickets.config_of(ticket)
+    assert wd.recipe(config.to_dict()) == wd.recipe(wd.run_config(run)) and config.model.name == "cifar_resnet_14_4"
+    _, test = runs.train_ticket(runs.setup(config), str(tmp_path / "again"), 3, lambda: ticket, "again",
+                                log=lambda _: None)
+    assert test["accuracy"] == records[3]["test_accuracy"]
     assert cli.main(["publish", str(experiment), str(tmp_path / "none"), "--seed", "1"]) == 2
     assert "holds no finished imp or ett run of seed 1" in capsys.readouterr().err

@@ -5,7 +5,8 @@
              metadata (model, level, sparsity, rewind step, recipe, run, test accuracy, format version).
 - `from_runs`: `export(run, level, path, trained=False)`: a run's ticket with its recipe and result.
 - `publish`: `publish(experiment, out, seed=0)`: every level of its IMP and ETT runs, trained weights included,
-             and a table; `evaluate(path)`: a file's trained weights' test accuracy, measured again.
+             and a table; `evaluate(path)`: a file's trained weights' test accuracy, measured again;
+             `config_of(ticket)`: the config that trains it as its run did.
 - `records`: `record(workdir, ticket, test_accuracy, ...)`: a ticket trained by hand, recorded as a run for
              `elax.report`.
 - `names`, `pytorch`: the reference implementations' parameter names (OpenLTH's CIFAR ResNets and VGGs,
@@ -21,10 +22,10 @@ from elax.tickets.from_runs import export, from_run
 from elax.tickets.files import FORMAT_VERSION, info, load, load_trained, save
 from elax.tickets.names import TORCH_NAMES, name_table
 from elax.tickets.openlth import from_openlth, from_openlth_arrays
-from elax.tickets.publish import evaluate, publish
+from elax.tickets.publish import config_of, evaluate, publish
 from elax.tickets.pytorch import mask_dict, save_torch, state_dict, ticket_from_torch
 from elax.tickets.records import record
 
-__all__ = ["FORMAT_VERSION", "TORCH_NAMES", "evaluate", "export", "from_openlth", "from_openlth_arrays", "from_run",
-           "info", "load", "load_trained", "mask_dict", "name_table", "publish", "record", "save", "save_torch",
-           "state_dict", "ticket_from_torch"]
+__all__ = ["FORMAT_VERSION", "TORCH_NAMES", "config_of", "evaluate", "export", "from_openlth", "from_openlth_arrays",
+           "from_run", "info", "load", "load_trained", "mask_dict", "name_table", "publish", "record", "save",
+           "save_torch", "state_dict", "ticket_from_torch"]

@@ -1,6 +1,6 @@
-"""Tickets to publish, and checking them: every level of an experiment's IMP and ETT runs of one seed, each one
-file with the weights it trained to, and a table of them (`publish`); the test accuracy of a file's trained weights,
-measured again (`evaluate`)."""
+"""Tickets to publish, and using them: every level of an experiment's IMP and ETT runs of one seed, each one file
+with the weights it trained to, and a table of them (`publish`); the test accuracy of a file's trained weights,
+measured again (`evaluate`); the config that trains a ticket as its run did (`config_of`)."""
 
 import functools
 import glob
@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from elax import workdir as wd
+from elax import config as config_lib, workdir as wd
+from elax.ticket import Ticket
 from elax.tickets import files
 from elax.tickets.from_runs import from_run
 
@@ -108,3 +109,18 @@ def _test_sums(model):
                 jnp.sum(jnp.argmax(logits, -1) == labels))
 
     return sums
+
+
+def config_of(ticket: Ticket):
+    """A config that trains `ticket` (e.g. `tickets.load(path)`) as the run it came from did: the defaults, then
+    the recipe, model, dataset and seed of its metadata; for `runs.setup` and `runs.train_ticket`."""
+    meta, config = ticket.meta or {}, config_lib.default_config()
+    if "recipe" not in meta:
+        raise ValueError(f"this ticket of {ticket.model_name} carries no recipe (it was not exported from a run): "
+                         "build its config by hand (elax.config.default_config()).")
+    for key, value in meta["recipe"].items():
+        section, name = key.split(".")
+        config[section][name] = wd.config_value(value)
+    config.mode, config.model.name, config.seed = "imp", ticket.model_name, meta.get("seed", 0)
+    config.data.name = meta.get("dataset", config.data.name)
+    return config
