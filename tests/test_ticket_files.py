@@ -400,9 +400,10 @@ def test_publish_writes_every_level_and_a_table_and_evaluate_measures_it_again(i
     (experiment / "seed_0").mkdir(parents=True)
     os.symlink(run, experiment / "seed_0" / "imp_cifar_resnet_14_4")   # an experiment's layout around the run
     out = tmp_path / "published"
-    assert cli.main(["publish", str(experiment), str(out)]) == 0
+    assert cli.main(["publish", str(experiment), str(out), "--title", "Tiny tickets"]) == 0
     assert capsys.readouterr().out.endswith(f"wrote {len(records)} tickets and {out / 'tickets.md'}\n")
     table = (out / "tickets.md").read_text().splitlines()
+    assert table[0] == "# Tiny tickets"
     rows = [line for line in table if line.startswith("| `")]
     assert len(rows) == len(records) == 4
     for record, row in zip(records, rows):

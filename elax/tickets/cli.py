@@ -33,9 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="every level of an experiment's IMP and ETT runs of one seed, with "
                              "their trained weights, and a table (tickets.md)")
     publish.add_argument("experiment", help="the experiment's (or a run's) --workdir")
-    publish.add_argument("out", help="the folder to write: OUT/<run>/level_NN.safetensors and OUT/tickets.md (<run>: its path in EXPERIMENT)")
+    publish.add_argument("out", help="the folder to write: OUT/<run>/level_NN.safetensors and OUT/tickets.md "
+                         "(<run>: its path in EXPERIMENT)")
     publish.add_argument("--seed", type=int, default=0, help="the seed whose runs to publish (default 0)")
     publish.add_argument("--methods", default="imp,ett", help="the runs' methods, comma-separated (default imp,ett)")
+    publish.add_argument("--title", help="the table's heading (default: 'Tickets of seed N of EXPERIMENT')")
     publish.set_defaults(func=_publish)
     evaluate = sub.add_parser("evaluate", help="the test accuracy of a ticket file's trained weights, measured again")
     evaluate.add_argument("file")
@@ -90,7 +92,8 @@ def describe(meta: dict) -> list[str]:
 
 def _publish(args) -> int:
     from elax.tickets.publish import TABLE, publish
-    rows = publish(args.experiment, args.out, seed=args.seed, methods=tuple(args.methods.split(",")))
+    rows = publish(args.experiment, args.out, seed=args.seed, methods=tuple(args.methods.split(",")),
+                   title=args.title)
     print(f"wrote {len(rows)} tickets and {os.path.join(args.out, TABLE)}")
     return 0
 

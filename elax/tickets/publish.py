@@ -19,11 +19,12 @@ TABLE = "tickets.md"
 TABLE_COLUMNS = ("file", "model", "method", "level", "sparsity %", "test accuracy %", "recipe id")
 
 
-def publish(experiment: str, out: str, *, seed: int = 0, methods=("imp", "ett"), log=print) -> list[dict]:
+def publish(experiment: str, out: str, *, seed: int = 0, methods=("imp", "ett"), title: str | None = None,
+            log=print) -> list[dict]:
     """Write the ticket of every finished level of the runs of `experiment` (a workdir: one run, or an experiment
     with seed_N/ folders) whose method is in `methods` and whose seed is `seed`, with its trained weights, to
     OUT/<run>/level_NN.safetensors (<run>: its path in `experiment`, e.g. seed_0/imp_cifar_resnet_20_8), and the
-    table OUT/tickets.md. Each file's metadata names its run so. Returns the table's rows."""
+    table OUT/tickets.md (headed `title`). Each file's metadata names its run so. Returns the table's rows."""
     runs = _runs(experiment, seed, methods)
     if not runs:
         raise ValueError(f"{experiment} holds no finished {' or '.join(methods)} run of seed {seed}: give the workdir "
@@ -40,7 +41,7 @@ def publish(experiment: str, out: str, *, seed: int = 0, methods=("imp", "ett"),
                        trained_batch_stats=weights["batch_stats"], result=record)
             rows.append(_row(os.path.relpath(path, out), files.info(path)))
         log(f"{name}: {len(wd.load_results(run))} tickets")
-    _write_table(out, rows, experiment, seed)
+    _write_table(out, rows, title or f"Tickets of seed {seed} of {os.path.basename(os.path.abspath(experiment))}")
     return rows
 
 
@@ -63,8 +64,8 @@ def _row(path: str, meta: dict) -> dict:
             "recipe id": meta.get("recipe_id", "")}
 
 
-def _write_table(out: str, rows: list[dict], experiment: str, seed: int) -> None:
-    lines = [f"# Tickets of seed {seed} of {os.path.basename(os.path.abspath(experiment))}", "",
+def _write_table(out: str, rows: list[dict], title: str) -> None:
+    lines = [f"# {title}", "",
              "Each file is one ticket (mask, rewound weights, BatchNorm statistics if any) with the weights it "
              "trained to; `elax.tickets.load(FILE)` reads the ticket, `elax.tickets.load_trained(FILE)` the weights, "
              "`elax.tickets.evaluate(FILE)` measures their test accuracy again, `python -m elax.tickets info FILE` "
