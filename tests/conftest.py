@@ -112,3 +112,17 @@ def plain_training(dataset: Dataset, tx, *, fraction: float, prunable=None, sche
 def resnet8_variables():
     """{'params', 'batch_stats'} of cifar_resnet_8_4 from init_variables(key 0) on 8x8x3 inputs."""
     return init_variables(get_model("cifar_resnet_8_4"), jax.random.key(0), TINY_SHAPE)
+
+
+# The files that take longest on 2 cores (a cold run's --durations, 2026-12-06), first: xdist hands files out in
+# collection order, and one of these handed out last kept the others' workers idle for ~30 s at the end.
+_LONGEST_FIRST = ("test_stream.py", "test_multihost.py", "test_runs.py", "test_cli.py", "test_train.py",
+                  "test_probes.py", "test_vit_mlp.py", "test_docs.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)   # stable: each file's tests keep their order

@@ -14,7 +14,8 @@ from elax.models import get_model, init_variables
 
 
 def test_stacked_steps_equal_separate_runs_with_their_own_seeds(tiny_dataset):
-    model = get_model("cifar_resnet_8_4")
+    import toy_family  # noqa: F401  (registers "toy": dense layers with BatchNorm, which compile in a second)
+    model = get_model("toy_1-1_w16-16")
     mesh = train.make_mesh()
     source = data.put_on_devices(tiny_dataset, mesh)
     trainer = train.Trainer(model, optim.sgd(0.9, 5e-4), optim.multistep(0.1, 5), mesh,
