@@ -209,7 +209,10 @@ class StreamSource:
         if repeat:
             dataset = dataset.repeat()
         threads = 0 if self.workers else min(16, os.cpu_count() or 1)
-        stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4 * batch))
+        # The buffer counts elements, here whole batches: two per thread keep every thread busy. (4 x the batch
+        # size made a repeating evaluation pipeline decode thousands of batches ahead, all run long.)
+        buffer = 2 * max(1, threads)
+        stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer))
         if self.workers:
             _absl_flags_parsed()
             _quiet_resource_tracker()
