@@ -86,8 +86,8 @@ def test_transfers_across_families_widths_and_fixed_mlp_layers_are_refused():
     assert str(transfer.plan("mlp_2x64", "mlp_4x64")).splitlines()[1] == "  stage 1: B0 B1 B1 B1"
 
 
-@pytest.mark.parametrize("source, target, strategy", [("vit_4_8_p4", "vit_6_8_p4", "append"),
-                                                      ("vit_6_8_p4", "vit_4_8_p4", "interleave"),
+@pytest.mark.parametrize("source, target, strategy", [("vit_2_8_p4", "vit_5_8_p4", "append"),   # B0 B1 B0 B1 B0
+                                                      ("vit_5_8_p4", "vit_2_8_p4", "interleave"),
                                                       ("mlp_3x32", "mlp_5x32", "append")])
 def test_every_target_block_is_its_source_block(source, target, strategy):
     model = models.get_model(source)
