@@ -88,7 +88,7 @@ def prune(scores, mask, k: int, m: int, prunable: masks_lib.Predicate):
     flat, treedef = jax.tree_util.tree_flatten_with_path(mask)
     out = [keep_top_per_group(np.asarray(s), np.asarray(a), k, m) if prunable(path, a) else np.asarray(a)
            for (path, a), s in zip(flat, jax.tree.leaves(scores))]
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(leaf) for leaf in out])
+    return jax.tree_util.tree_unflatten(treedef, [jax.device_put(leaf) for leaf in out])
 
 
 def follows(mask, n: int, m: int, prunable: masks_lib.Predicate) -> bool:

@@ -65,7 +65,7 @@ def keep_top(scores, mask, n_keep_fn, prunable: Predicate = default_prunable, sc
         keep = _keep_top(s, alive, n_keep(int(alive.sum()), alive.size))
         for i, piece in zip(group, np.split(keep, np.cumsum([mask_leaves[i].size for i in group])[:-1])):
             out[i] = piece.reshape(mask_leaves[i].shape)
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(m) for m in out])
+    return jax.tree_util.tree_unflatten(treedef, [jax.device_put(m) for m in out])   # no compile per shape
 
 
 def fraction_of(layer_fractions: dict) -> Callable[[str], float | None]:

@@ -40,8 +40,8 @@ def create_state(params, batch_stats, mask, tx, step: int = 0) -> TrainState:
     """A state with a fresh optimizer, params masked so training starts from the ticket."""
     params = masks.apply(params, mask)
     # Own copies: trees from `transfer.apply` share leaves between replicated blocks, and the train step
-    # donates its input buffers.
-    batch_stats, mask = jax.tree.map(jnp.array, (batch_stats, mask))
+    # donates its input buffers. device_put copies without compiling (jnp.array compiles a copy per leaf shape).
+    batch_stats, mask = jax.tree.map(lambda leaf: jax.device_put(leaf, may_alias=False), (batch_stats, mask))
     return TrainState(step=jnp.asarray(step, jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=jax.jit(tx.init)(params), mask=mask)  # one program, not one per leaf
 
