@@ -40,13 +40,19 @@ def test_stacked_steps_equal_separate_runs_with_their_own_seeds(tiny_dataset):
         assert all(jax.tree.leaves(pruned))   # pruned weights stay exactly zero in the stack too
 
 
+# Dense layers with BatchNorm (tests/toy_family.py): stacking's batch statistics, without compiling convolutions.
+TOY = {"model.name": "toy_1-1_w16-16"}
+
+
 def _baseline_config(reference, stack):
-    return tiny_config(**{"mode": "baseline", "baseline.method": "magnitude", "baseline.reference": reference,
-                          "train.stack": stack})
+    return tiny_config(**TOY, **{"mode": "baseline", "baseline.method": "magnitude", "baseline.reference": reference,
+                                 "train.stack": stack})
 
 
-def test_baseline_levels_stacked_equal_separate_and_a_killed_stack_resumes(imp_run, tmp_path, monkeypatch):
-    reference, _ = imp_run
+def test_baseline_levels_stacked_equal_separate_and_a_killed_stack_resumes(tmp_path, monkeypatch):
+    import toy_family  # noqa: F401  (registers "toy")
+    reference = str(tmp_path / "imp")
+    runs.run_imp(tiny_config(**TOY), reference, log=lambda _: None)   # 3 levels for the baselines to match
     separate = runs.run_baseline(_baseline_config(reference, 1), str(tmp_path / "separate"), log=lambda _: None)
     stacked = runs.run_baseline(_baseline_config(reference, 3), str(tmp_path / "stacked"), log=lambda _: None)
     assert [r["level"] for r in stacked] == [1, 2, 3]

@@ -346,7 +346,9 @@ EIGHT_DEVICES = textwrap.dedent("""
 
     assert jax.device_count() == 8, jax.devices()
     rng = np.random.default_rng(0)
-    model = get_model("cifar_resnet_8_4")
+    sys.path.insert(0, "tests")
+    import toy_family   # dense layers with BatchNorm: batch statistics over the sharded batch, compiled in seconds
+    model = get_model("toy_1-1_w16-16")
     shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 8, 8, 3)), train=False), jax.random.key(0))
 
     def fill(path, s):   # Kaiming-like values without compiling model.init (slow on CPU)
