@@ -115,8 +115,9 @@ def resnet8_variables():
 
 
 # The files that take longest on 2 cores (a cold run's --durations, 2026-12-06), first: xdist hands files out in
-# collection order, and one of these handed out last kept the others' workers idle for ~30 s at the end.
-_LONGEST_FIRST = ("test_stream.py", "test_multihost.py", "test_runs.py", "test_cli.py", "test_train.py",
+# collection order, and one of these handed out last kept the others' workers idle for ~30 s at the end. Of the
+# first three only test_stream.py needs imp_run, so no worker starts by waiting for another to train it.
+_LONGEST_FIRST = ("test_multihost.py", "test_stream.py", "test_train.py", "test_runs.py", "test_cli.py",
                   "test_probes.py", "test_vit_mlp.py", "test_docs.py")
 
 
