@@ -15,7 +15,6 @@ import functools
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from elax import masks as masks_lib
