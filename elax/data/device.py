@@ -28,6 +28,10 @@ class BatchSpec:
         """The RNG stream of `purpose` (1: data order, 2: augmentation), derived from the seed alone."""
         return jax.random.fold_in(jax.random.key(self.seed), purpose)
 
+    def epoch_order(self, epoch, n: int):
+        """The order in which `epoch` reads the n training records: every source's, a function of seed and epoch."""
+        return jax.random.permutation(jax.random.fold_in(self.key(1), epoch), n)
+
 
 @flax.struct.dataclass
 class DeviceSource:
@@ -58,8 +62,7 @@ class DeviceSource:
 
     def epoch_order(self, spec: BatchSpec, step):
         """The permutation of the training set that the epoch of `step` reads."""
-        epoch = step // spec.steps_per_epoch
-        return jax.random.permutation(jax.random.fold_in(spec.key(1), epoch), self.train_labels.shape[0])
+        return spec.epoch_order(step // spec.steps_per_epoch, self.train_labels.shape[0])
 
     def train_batch(self, spec: BatchSpec, step, order):
         """The normalised (augmented) training batch of global `step`, whose epoch reads in `order`."""

@@ -166,7 +166,7 @@ class StreamSource:
         rows = np.tile(jax.process_index() * local + np.arange(local), stop - start)
         epochs = steps // spec.steps_per_epoch
         first = start // spec.steps_per_epoch
-        orders = np.stack([_epoch_order(spec, epoch, n) for epoch in range(first, int(epochs[-1]) + 1)])
+        orders = np.stack([np.asarray(spec.epoch_order(epoch, n)) for epoch in range(first, int(epochs[-1]) + 1)])
         positions = (steps % spec.steps_per_epoch) * spec.batch_size + rows
         return np.stack([orders[epochs - first, positions % n], steps, rows], axis=1)
 
@@ -227,11 +227,6 @@ def _span_end(spec, step: int) -> int:
     per_epoch = spec.steps_per_epoch * _local_batch(spec.batch_size)
     epochs = min(SPAN_EPOCHS, max(1, SPAN_EXAMPLES // per_epoch))
     return (step // spec.steps_per_epoch + epochs) * spec.steps_per_epoch
-
-
-def _epoch_order(spec, epoch: int, n: int) -> np.ndarray:
-    """The order of the training records in `epoch` (the device source's: a function of seed and epoch)."""
-    return np.asarray(jax.random.permutation(jax.random.fold_in(spec.key(1), epoch), n))
 
 
 # Every StreamSource, to close their pipelines before Python's exit runs Grain's finalizers.
