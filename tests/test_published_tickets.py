@@ -75,4 +75,4 @@ MEASURED = FILES if os.environ.get("ELAX_TEST_ALL_TICKETS") else sparsest_of_eac
 def test_trained_weights_reproduce_the_recorded_accuracy(path, fashion_mnist):
     recorded = tickets.info(path)["test_accuracy"]
     # Within 2 of the 10,000 test images: another CPU's kernels may round a borderline logit the other way.
-    assert tickets.evaluate(path, fashion_mnist)["accuracy"] == pytest.approx(recorded, abs=2e-4)
+    assert tickets.evaluate(path)["accuracy"] == pytest.approx(recorded, abs=2e-4)

@@ -2,13 +2,8 @@
 with the weights it trained to, and a table of them (`publish`); the test accuracy of a file's trained weights,
 measured again (`evaluate`); the config that trains a ticket as its run did (`config_of`)."""
 
-import functools
 import glob
 import os
-
-import jax
-import jax.numpy as jnp
-import optax
 
 from elax import config as config_lib, workdir as wd
 from elax.ticket import Ticket
@@ -78,38 +73,13 @@ def _write_table(out: str, rows: list[dict], title: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def evaluate(path: str, dataset=None, *, batch_size: int = 1000) -> dict:
-    """{'accuracy', 'loss'} of the weights the ticket file `path` trained to, on the test split of `dataset`
-    (default: the dataset its metadata names, from where `elax.data.load` looks, padded as its recipe says),
-    BatchNorm in inference mode."""
-    from elax import data   # the dataset readers only when measuring
-    ticket, variables = files.load(path), files.load_trained(path)
-    if dataset is None:   # as the run read it: padded to its recipe's data.pad_to, if any
-        pad_to = ticket.meta.get("recipe", {}).get("data.pad_to")
-        dataset = data.pad_images(data.load(ticket.meta["dataset"]), pad_to)
-    sums = _test_sums(ticket.model)
-    mean, std = jnp.asarray(dataset.mean, jnp.float32), jnp.asarray(dataset.std, jnp.float32)
-    loss = correct = 0.0
-    n = len(dataset.test_labels)
-    for start in range(0, n, batch_size):
-        batch_loss, batch_correct = sums(variables, dataset.test_images[start:start + batch_size],
-                                         dataset.test_labels[start:start + batch_size], mean, std)
-        loss, correct = loss + float(batch_loss), correct + int(batch_correct)
-    return {"accuracy": correct / n, "loss": loss / n}
-
-
-@functools.lru_cache(maxsize=8)
-def _test_sums(model):
-    """(summed loss, correct count) of a batch, jitted once per model: tickets of one model share the program."""
-    from elax import data
-
-    @jax.jit
-    def sums(variables, images, labels, mean, std):
-        logits = model.apply(variables, data.normalize(images, mean, std), train=False)
-        return (jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels)),
-                jnp.sum(jnp.argmax(logits, -1) == labels))
-
-    return sums
+def evaluate(path: str) -> dict:
+    """{'accuracy', 'loss'} of the weights the ticket file `path` trained to, measured as its run measured them:
+    by the Trainer of its recipe (`config_of`) on the test split of its data, BatchNorm in inference mode."""
+    from elax.runs import context
+    variables = files.load_trained(path)
+    ctx = context.setup(config_of(files.load(path)))
+    return ctx.trainer.evaluate(variables["params"], variables.get("batch_stats", {}), ctx.data)
 
 
 def config_of(ticket: Ticket):
