@@ -19,8 +19,14 @@ def source_run(workdir: str, what: str) -> tuple[dict, list[dict]]:
 def config_of(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was made with, as a config to change and run again: the defaults overlaid with its
     config.json (keys added to the schema since keep their defaults, which the run had)."""
+    return overlaid(wd.flatten(wd.run_config(workdir)))
+
+
+def overlaid(values: dict) -> ml_collections.ConfigDict:
+    """The default config with `values` ({"train.lr": 0.1, "seed": 3, ...}, as JSON holds them) set; keys that
+    are not in the schema are left out."""
     config = config_lib.default_config()
-    for key, value in wd.flatten(wd.run_config(workdir)).items():
+    for key, value in values.items():
         if key in config_lib.KEYS:
             section, _, name = key.rpartition(".")
             (config[section] if section else config)[name] = wd.config_value(value)

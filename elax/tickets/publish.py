@@ -5,7 +5,8 @@ measured again (`evaluate`); the config that trains a ticket as its run did (`co
 import glob
 import os
 
-from elax import config as config_lib, workdir as wd
+from elax import workdir as wd
+from elax.runs import sources
 from elax.ticket import Ticket
 from elax.tickets import files
 from elax.tickets.from_runs import from_run
@@ -85,13 +86,11 @@ def evaluate(path: str) -> dict:
 def config_of(ticket: Ticket):
     """A config that trains `ticket` (e.g. `tickets.load(path)`) as the run it came from did: the defaults, then
     the recipe, model, dataset and seed of its metadata; for `runs.setup` and `runs.train_ticket`."""
-    meta, config = ticket.meta or {}, config_lib.default_config()
+    meta = ticket.meta or {}
     if "recipe" not in meta:
         raise ValueError(f"this ticket of {ticket.model_name} carries no recipe (it was not exported from a run): "
                          "build its config by hand (elax.config.default_config()).")
-    for key, value in meta["recipe"].items():
-        section, name = key.split(".")
-        config[section][name] = wd.config_value(value)
-    config.mode, config.model.name, config.seed = "imp", ticket.model_name, meta.get("seed", 0)
-    config.data.name = meta.get("dataset", config.data.name)
-    return config
+    values = {**meta["recipe"], "mode": "imp", "model.name": ticket.model_name, "seed": meta.get("seed", 0)}
+    if "dataset" in meta:
+        values["data.name"] = meta["dataset"]
+    return sources.overlaid(values)
