@@ -8,13 +8,13 @@ import jax
 import numpy as np
 import pytest
 
+import toy_family  # noqa: F401  (registers "toy": dense layers with BatchNorm, which compile in a second)
 from conftest import TINY_SHAPE, tiny_config
 from elax import checkpoint, data, masks, optim, pruning, runs, train, workdir as wd
 from elax.models import get_model, init_variables
 
 
 def test_stacked_steps_equal_separate_runs_with_their_own_seeds(tiny_dataset):
-    import toy_family  # noqa: F401  (registers "toy": dense layers with BatchNorm, which compile in a second)
     model = get_model("toy_1-1_w16-16")
     mesh = train.make_mesh()
     source = data.put_on_devices(tiny_dataset, mesh)
@@ -50,7 +50,6 @@ def _baseline_config(reference, stack):
 
 
 def test_baseline_levels_stacked_equal_separate_and_a_killed_stack_resumes(tmp_path, monkeypatch):
-    import toy_family  # noqa: F401  (registers "toy")
     reference = str(tmp_path / "imp")
     runs.run_imp(tiny_config(**TOY), reference, log=lambda _: None)   # 3 levels for the baselines to match
     separate = runs.run_baseline(_baseline_config(reference, 1), str(tmp_path / "separate"), log=lambda _: None)

@@ -29,14 +29,15 @@ def publish(experiment: str, out: str, *, seed: int = 0, methods=("imp", "ett"),
     for run in runs:
         relative = os.path.relpath(run, experiment)   # unique: runs of two experiments may share a folder name
         name = os.path.basename(os.path.abspath(run)) if relative == "." else relative.replace(os.sep, "/")
-        for record in wd.load_results(run):
+        records = wd.load_results(run)
+        for record in records:
             level = record["level"]
             ticket, weights, _ = from_run(run, level, trained=True)
             path = os.path.join(out, name, f"level_{level:02d}.safetensors")
             files.save(files.with_meta(ticket, run=name), path, trained_params=weights["params"],
                        trained_batch_stats=weights["batch_stats"], result=record)
             rows.append(_row(os.path.relpath(path, out), files.info(path)))
-        log(f"{name}: {len(wd.load_results(run))} tickets")
+        log(f"{name}: {len(records)} tickets")
     _write_table(out, rows, title or f"Tickets of seed {seed} of {os.path.basename(os.path.abspath(experiment))}")
     return rows
 
