@@ -68,18 +68,14 @@ default_prunable = prunable_kernels()
 
 # Whole trees in one jitted call: eager per-leaf ops would compile one tiny program per leaf shape.
 @jax.jit
-def _all_true(params):
-    return jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
-
-
-@jax.jit
 def _where_kept(params, mask):
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
 
 
 def build(params):
-    """The all-True mask of `params` (a dense ticket)."""
-    return _all_true(params)
+    """The all-True mask of `params` (a dense ticket), made on the host: nothing to compile. `params` may hold
+    arrays or jax.ShapeDtypeStructs."""
+    return jax.device_put(jax.tree.map(lambda p: np.ones(np.shape(p), bool), params))
 
 
 def apply(params, mask):

@@ -118,13 +118,8 @@ def random_scores(tree, key):
 
 
 def magnitude_scores(params):
-    """|w|: the score of magnitude pruning."""
-    return _abs(params)
-
-
-@jax.jit
-def _abs(params):  # one call for the tree, not one compiled op per leaf shape
-    return jax.tree.map(jnp.abs, params)
+    """|w|: the score of magnitude pruning, as numpy arrays (pruning ranks on the host; nothing to compile)."""
+    return jax.tree.map(lambda p: np.abs(np.asarray(p)), params)
 
 
 def prune_magnitude(params, mask, fraction: float, prunable: Predicate = default_prunable, scope="global",

@@ -108,6 +108,15 @@ def plain_training(dataset: Dataset, tx, *, fraction: float, prunable=None, sche
     return trainer, train.create_state(params, {}, mask, tx), data.put_on_devices(dataset, mesh)
 
 
+def random_variables(model, input_shape, seed: int = 0) -> dict:
+    """Variables of `model`'s shapes on `input_shape`, drawn by numpy (standard normal): for tests of where values
+    move, which need distinct values but not the model's init (compiling an init is their slow part)."""
+    import numpy as np
+    from elax.models import variable_shapes
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), variable_shapes(model, input_shape))
+
+
 @pytest.fixture(scope="session")
 def resnet8_variables():
     """{'params', 'batch_stats'} of cifar_resnet_8_4 from init_variables(key 0) on 8x8x3 inputs."""

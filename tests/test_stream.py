@@ -43,7 +43,7 @@ def jpeg_dir(tmp_path_factory):
     return _write_jpegs(tmp_path_factory.mktemp("jpegs"), {"train": 8, "val": 2})
 
 
-def test_stream_gives_the_device_sources_batches_and_evaluation():
+def test_stream_gives_the_device_sources_batches_and_evaluation(resnet8_variables):
     dataset = synthetic_dataset()   # 80 training images: batch 16 x 5 steps, epochs of another order each
     mesh = train.make_mesh()
     device, stream = data.put_on_devices(dataset, mesh), _stream_of(dataset)
@@ -53,8 +53,7 @@ def test_stream_gives_the_device_sources_batches_and_evaluation():
         ((raw, streamed_labels),) = list(stream.train_batches(spec, step, 1, mesh))
         np.testing.assert_array_equal(np.asarray(data.normalize(raw, dataset.mean, dataset.std)), images)
         np.testing.assert_array_equal(streamed_labels, labels)
-    model = models.get_model("cifar_resnet_8_4")
-    variables = models.init_variables(model, jax.random.key(0), dataset.train_images.shape[1:])
+    model, variables = models.get_model("cifar_resnet_8_4"), resnet8_variables   # of TINY_SHAPE images, as these
     trainer = train.Trainer(model, optim.sgd(0.9, 0.0), lambda s: 0.1, mesh, batch_size=16,
                             steps_per_epoch=5, seed=0, augment=False, eval_batch_size=8)  # 13 test: one padded
     expected = trainer.evaluate(variables["params"], variables["batch_stats"], device)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from elax import masks, models, runs, transfer
-from conftest import tiny_config
+from conftest import random_variables, tiny_config
 
 
 def num_params(name, input_shape, num_classes=10):
@@ -91,7 +91,7 @@ def test_transfers_across_families_widths_and_fixed_mlp_layers_are_refused():
                                                       ("mlp_3x32", "mlp_5x32", "append")])
 def test_every_target_block_is_its_source_block(source, target, strategy):
     model = models.get_model(source)
-    params = models.init_variables(model, jax.random.key(0), (8, 8, 1))["params"]
+    params = random_variables(model, (8, 8, 1))["params"]
     family = models.family_of(model)
     mask = masks.build(params)
     from elax import pruning

@@ -14,7 +14,7 @@ import ml_collections
 from elax import config as config_lib, data as data_lib, mask_updates, masks, nm, optim, train, workdir as wd
 from elax.config import ConfigError
 from elax.data import catalog, records
-from elax.models import Family, family_of, get_model, init_variables, split_variables
+from elax.models import Family, family_of, get_model, init_variables, split_variables, variable_shapes
 from elax.runs.checks import check_for_dataset, check_training
 
 
@@ -54,9 +54,10 @@ class RunContext:
 
     @functools.cached_property
     def template_state(self) -> train.TrainState:
-        """A state of the right structure to restore checkpoints into."""
-        params, batch_stats = self.init_variables(0)
-        return self.fresh_state(params, batch_stats, masks.build(params), 0)
+        """The structure to restore checkpoints into: a state of jax.ShapeDtypeStructs, traced from the model's
+        variable shapes (a run that only restores, e.g. a resumed or transferred one, compiles no init)."""
+        params, batch_stats = split_variables(variable_shapes(self.model, self.data.image_shape))
+        return jax.eval_shape(lambda p, b: self.fresh_state(p, b, masks.build(p), 0), params, batch_stats)
 
     def fresh_state(self, params, batch_stats, mask, step: int) -> train.TrainState:
         return train.create_state(params, batch_stats, mask, self.trainer.tx, step)
