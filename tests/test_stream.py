@@ -115,9 +115,10 @@ def _blocked_signals(pid: int) -> int:
 
 def test_training_streamed_equals_training_on_the_device(imp_run, tmp_path):
     _, reference = imp_run          # the quickstart recipe on digits, device source, no augmentation
-    config = tiny_config(**{"lottery.levels": 1, "data.source": "stream", "data.workers": 0})
+    # The dense level: batches read mid-epoch (a rewound level's start) are checked above, and resumed below.
+    config = tiny_config(**{"lottery.levels": 0, "data.source": "stream", "data.workers": 0})
     streamed = runs.run_imp(config, str(tmp_path / "run"), log=lambda _: None)
-    assert len(streamed) == 2
+    assert len(streamed) == 1
     for got, expected in zip(streamed, reference):
         assert got["kept_weights"] == expected["kept_weights"] and got["steps"] == expected["steps"]
         assert got["test_accuracy"] == pytest.approx(expected["test_accuracy"], abs=1e-6)
