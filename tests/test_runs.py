@@ -12,6 +12,7 @@ import pytest
 from elax import checkpoint, config as config_lib, distributions, masks, runs as runs_lib, transfer, workdir as wd
 from elax.runs import BASELINES
 from elax.runs.baselines import Matched
+import plain_family  # noqa: F401  (registers the "plain" family)
 from conftest import tiny_config
 
 SOURCE, TARGET = "cifar_resnet_14_4", "cifar_resnet_20_4"
@@ -185,14 +186,21 @@ def test_the_source_padding_is_inherited_and_an_older_source_gives_its_default()
     assert lines == []
 
 
+# The baselines' exact counts and rules do not depend on the model: on a plain MLP (tests/plain_family.py) their
+# scores (SNIP's, GraSP's Hessian-gradient products, SynFlow's) compile in a fraction of a ResNet's time.
+PLAIN = "plain_1-1_w32-32"
+
+
 @pytest.fixture(scope="module")
-def baseline_inputs(runs):
-    _, _, target = runs
-    c = imp_config(TARGET)
-    c.mode, c.baseline.reference, c.baseline.snip_batches, c.baseline.synflow_rounds = "baseline", target, 2, 10
+def baseline_inputs(tmp_path_factory):
+    """(context, dense ticket, level-2 IMP ticket, its record) of a 2-level IMP run of a plain MLP."""
+    reference = str(tmp_path_factory.mktemp("plain_reference"))
+    runs_lib.run_imp(imp_config(PLAIN), reference, log=quiet)
+    c = imp_config(PLAIN)
+    c.mode, c.baseline.reference, c.baseline.snip_batches, c.baseline.synflow_rounds = "baseline", reference, 2, 10
     exp = runs_lib.setup(c)
-    record = wd.find_record(target, 2)
-    return exp, runs_lib.load_ticket(target, 0), runs_lib.load_ticket(target, 2), record
+    record = wd.find_record(reference, 2)
+    return exp, runs_lib.load_ticket(reference, 0), runs_lib.load_ticket(reference, 2), record
 
 
 def test_one_shot_scores_of_the_dense_ticket_are_computed_once_per_run(baseline_inputs, monkeypatch):
@@ -225,8 +233,7 @@ def test_every_baseline_hits_the_reference_sparsity_exactly(baseline_inputs, met
         assert not np.array_equal(params["head"]["kernel"], dense.params["head"]["kernel"])
     elif method in ("set", "rigl"):   # from the initialisation, at ERK's layer counts
         jax.tree.map(np.testing.assert_array_equal, params, exp.init_variables(exp.config.seed)[0])
-        shapes = {l.name: np.shape(m) for l, m in zip(masks.layer_report(mask),
-                                                      masks.prunable_leaves(mask, exp.prunable).values())}
+        shapes = {name: np.shape(m) for name, m in masks.prunable_leaves(mask, exp.prunable).items()}
         counts = distributions.kept_counts(shapes, record["sparsity"], "erk")
         assert {l.name: l.kept for l in masks.layer_report(mask, exp.prunable)} == counts
     else:
@@ -234,9 +241,10 @@ def test_every_baseline_hits_the_reference_sparsity_exactly(baseline_inputs, met
     if method == "random":
         assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(imp.mask)))
     if method == "magnitude":
-        weights = [np.abs(np.asarray(w)) for w in jax.tree.leaves(dense.params)]
-        kept = np.concatenate([w[np.asarray(m)] for w, m in zip(weights, jax.tree.leaves(mask)) if w.ndim >= 2])
-        dropped = np.concatenate([w[~np.asarray(m)] for w, m in zip(weights, jax.tree.leaves(mask)) if w.ndim >= 2])
+        weights = [np.abs(np.asarray(w)) for w in masks.prunable_leaves(dense.params, exp.prunable).values()]
+        alive = [np.asarray(m) for m in masks.prunable_leaves(mask, exp.prunable).values()]
+        kept = np.concatenate([w[m] for w, m in zip(weights, alive)])
+        dropped = np.concatenate([w[~m] for w, m in zip(weights, alive)])
         assert kept.min() >= dropped.max()
 
 
