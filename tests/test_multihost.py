@@ -1,6 +1,6 @@
 """Multi-process runs on one machine: 2 processes x 2 CPU devices (jax.distributed on 127.0.0.1, gloo
-collectives) train what 1 process x 4 devices trains, streaming each process's share of every batch; killing both
-and starting both again resumes."""
+collectives) train what 1 process x 4 devices trains, streaming each process's share of every batch; when one dies
+the other stops at once, and starting both again resumes."""
 
 import json
 import os
@@ -51,7 +51,13 @@ def wait_all(procs):
     return outcomes
 
 
-def test_two_processes_train_as_one_and_resume_after_both_are_killed(tmp_path):
+def lost_peer_lines(stderr: str) -> list[str]:
+    """elax's lines of `stderr`, up to their first " (" (JAX's agent may log lines of its own around them, and its
+    C++ logging, writing to the same file, may leave one of them unfinished before elax's)."""
+    return [line[line.index("elax:"):].split(" (")[0] for line in stderr.splitlines() if "elax:" in line]
+
+
+def test_two_processes_train_as_one_stop_when_one_dies_and_resume(tmp_path):
     # The reference: one process with 4 devices. It joins a one-process jax.distributed run so that its
     # all-reduces go through gloo as the two-process run's do: XLA:CPU's in-process all-reduce sums in another
     # order, which moves results by ~1e-7 and, through pruning and retraining, a test image or so.
@@ -59,19 +65,26 @@ def test_two_processes_train_as_one_and_resume_after_both_are_killed(tmp_path):
     ((_, out, _),) = wait_all(launch(reference_dir, processes=1, devices=4))
     assert "on 4 cpu device(s)" in out
 
+    # A host dies mid-run. Before: the survivor waited inside a train step's all-reduce or an Orbax barrier (or,
+    # at a host-side collective, printed gloo's traceback and then waited in JAX's exit handler) until JAX's
+    # heartbeat noticed, ~90 s, then JAX aborted it with a C++ stack trace. Now elax's watchdog tells it at once.
     workdir = str(tmp_path / "two")
     procs = launch(workdir, processes=2, devices=2)
-    metrics = os.path.join(workdir, "level_01", "metrics.jsonl")
+    metrics = os.path.join(workdir, "level_00", "metrics.jsonl")
     deadline = time.time() + 240
-    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):  # level 1 has saved its first epoch
+    while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):  # level 0 has saved its first epoch
         assert all(p.poll() is None for p in procs), "the run ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.02)
-    for p in procs:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-    assert [r["level"] for r in results(workdir)] == [0]
+    os.killpg(procs[1].pid, signal.SIGKILL)   # three epochs to go, each step an all-reduce with process 1
+    procs[1].communicate()
+    start = time.time()
+    code, _, err = finish(procs[0], timeout=60)
+    assert (code, lost_peer_lines(err)) == (5, ["elax: error: another process of this run stopped"])
+    assert "Traceback" not in err and time.time() - start < 30
+    assert not os.path.exists(os.path.join(workdir, "results.json"))   # no level finished
 
+    # Both started again: the run resumes and ends as the uninterrupted one-process run did.
     (_, out0, _), (_, out1, _) = wait_all(launch(workdir, processes=2, devices=2))
     assert "in 2 processes (this is process 0)" in out0 and "level  1 | imp" in out0
     assert "level" not in out1.replace("(this is process 1)", "")   # only process 0 reports
@@ -82,35 +95,9 @@ def test_two_processes_train_as_one_and_resume_after_both_are_killed(tmp_path):
             k: v for k, v in b.items() if not k.startswith("test_")}
         assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-5)
         assert a["test_loss"] == pytest.approx(b["test_loss"], abs=1e-5)
-    with open(metrics) as f:   # process 0 alone wrote it, each epoch once
-        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
-
-
-def lost_peer_lines(stderr: str) -> list[str]:
-    """elax's lines of `stderr`, up to their first " (" (JAX's agent may log lines of its own around them, and its
-    C++ logging, writing to the same file, may leave one of them unfinished before elax's)."""
-    return [line[line.index("elax:"):].split(" (")[0] for line in stderr.splitlines() if "elax:" in line]
-
-
-def test_a_process_that_dies_stops_the_others_at_once_in_one_line(tmp_path):
-    # Before: the survivor waited inside a train step's all-reduce or an Orbax barrier (or, at a host-side
-    # collective, printed gloo's traceback and then waited in JAX's exit handler) until JAX's heartbeat noticed,
-    # ~90 s, then JAX aborted it with a C++ stack trace. Now elax's watchdog connection tells it at once.
-    workdir = tmp_path / "run"
-    procs = launch(str(workdir), processes=2, devices=2, args=PLAIN_ARGS)
-    metrics = workdir / "level_00" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while not (metrics.exists() and metrics.stat().st_size > 0):   # training: level 0 saved its first epoch
-        assert all(p.poll() is None for p in procs), "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    time.sleep(0.3)   # into the next steps or the save (where only the watchdog notices)
-    os.killpg(procs[1].pid, signal.SIGKILL)
-    procs[1].communicate()
-    start = time.time()
-    code, _, err = finish(procs[0], timeout=60)
-    assert (code, lost_peer_lines(err)) == (5, ["elax: error: another process of this run stopped"])
-    assert "Traceback" not in err and time.time() - start < 30
+    for level in (0, 1):   # process 0 alone wrote them, each epoch once (level 0's first before the kill)
+        with open(os.path.join(workdir, f"level_{level:02d}", "metrics.jsonl")) as f:
+            assert [json.loads(line)["epoch"] for line in f] == [1, 2]
 
 
 def test_sigterm_stops_every_process_together_after_saving(tmp_path):
