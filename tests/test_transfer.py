@@ -12,6 +12,7 @@ from elax import masks, models, pruning, transfer
 from elax.models import get_model
 from elax.ticket import Ticket
 import toy_family  # noqa: F401  (registers the "toy" family)
+from conftest import random_variables
 
 INPUT_SHAPE = (8, 8, 3)
 SOURCES = ("cifar_resnet_20_4", "cifar_resnet_56_4")
@@ -87,8 +88,7 @@ def sources():
     tickets = {}
     for index, name in enumerate(SOURCES):
         model = get_model(name)
-        # Eager init: after the first model, op-by-op init costs far less than compiling one init per model.
-        variables = model.init(jax.random.key(index), jnp.zeros((1, *INPUT_SHAPE)), train=False)
+        variables = random_variables(model, INPUT_SHAPE, seed=index)   # no init to compile per model
         params = variables["params"]
         mask = masks.build(params)
         for _ in range(2):
