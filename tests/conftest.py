@@ -123,11 +123,13 @@ def resnet8_variables():
     return init_variables(get_model("cifar_resnet_8_4"), jax.random.key(0), TINY_SHAPE)
 
 
-# The files that take longest on 2 cores (a cold run's --durations, 2026-12-06), first: xdist hands files out in
-# collection order, and one of these handed out last kept the others' workers idle for ~30 s at the end. Of the
-# first three only test_stream.py needs imp_run, so no worker starts by waiting for another to train it.
-_LONGEST_FIRST = ("test_multihost.py", "test_stream.py", "test_train.py", "test_runs.py", "test_cli.py",
-                  "test_probes.py", "test_vit_mlp.py", "test_docs.py")
+# Files in decreasing order of CPU time (a cold run on 2 cores, 2026-12-06): xdist hands files out in collection
+# order, so the longest start first and the short ones fill the end (a long file handed out last once kept the
+# other workers idle for ~30 s). Of the first three only test_runs.py needs imp_run, which it then trains.
+_LONGEST_FIRST = ("test_multihost.py", "test_runs.py", "test_train.py", "test_stream.py", "test_cli.py",
+                  "test_probes.py", "test_lottery.py", "test_vit_mlp.py", "test_sparse.py", "test_families.py",
+                  "test_scores.py", "test_stack.py", "test_docs.py", "test_models.py", "test_plain_family.py",
+                  "test_benchmark.py", "test_published_tickets.py", "test_transfer.py", "test_data.py")
 
 
 def pytest_collection_modifyitems(items):
