@@ -94,7 +94,8 @@ def tiny_dataset() -> Dataset:
     return synthetic_dataset()
 
 
-def plain_training(dataset: Dataset, tx, *, fraction: float, prunable=None, schedule=None, **trainer_options):
+def plain_training(dataset: Dataset, tx, *, fraction: float, prunable=None, schedule=None, augment: bool = False,
+                   **trainer_options):
     """plain_1-1_w16-16 (tests/plain_family.py, no BatchNorm) with `fraction` of its weights pruned by magnitude,
     its Trainer on one device (batch 8, 10 steps an epoch) and `dataset` on that device: (trainer, state, data)."""
     from elax import optim, masks, pruning, train
@@ -103,7 +104,7 @@ def plain_training(dataset: Dataset, tx, *, fraction: float, prunable=None, sche
     params = init_variables(model, jax.random.key(0), TINY_SHAPE)["params"]
     mask = pruning.prune_magnitude(params, masks.build(params), fraction, prunable or pruning.default_prunable)
     trainer = train.Trainer(model=model, tx=tx, schedule=schedule or optim.multistep(0.05, 10), mesh=mesh,
-                            batch_size=8, steps_per_epoch=10, seed=0, augment=False, eval_batch_size=4,
+                            batch_size=8, steps_per_epoch=10, seed=0, augment=augment, eval_batch_size=4,
                             **trainer_options)
     return trainer, train.create_state(params, {}, mask, tx), data.put_on_devices(dataset, mesh)
 
