@@ -209,8 +209,8 @@ class StreamSource:
         if repeat:
             dataset = dataset.repeat()
         threads = 0 if self.workers else min(16, os.cpu_count() or 1)
-        # The buffer counts elements, here whole batches: two per thread keep every thread busy. (4 x the batch
-        # size made a repeating evaluation pipeline decode thousands of batches ahead, all run long.)
+        # The buffer counts elements, here whole batches: two per thread keep every thread busy, and a repeating
+        # evaluation pipeline does not decode far ahead of what it is asked for.
         buffer = 2 * max(1, threads)
         stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer))
         if self.workers:
