@@ -157,8 +157,11 @@ def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, 
     """Per-channel mean/std of images/255, via a 256-bin histogram to avoid a float copy."""
     means, stds = [], []
     values = np.arange(256) / 255.0
+    # ~1M pixels at a time: bincount widens its input to int64, and that copy of a whole split is slow to allocate.
+    rows = max(1, (1 << 20) // max(1, int(np.prod(images.shape[1:-1]))))
     for c in range(images.shape[-1]):
-        counts = np.bincount(images[..., c].ravel(), minlength=256)
+        counts = sum(np.bincount(images[i:i + rows, ..., c].ravel(), minlength=256)
+                     for i in range(0, len(images), rows))
         p = counts / counts.sum()
         mean = float(p @ values)
         means.append(mean)
