@@ -23,7 +23,9 @@ def quiet(_):
 
 
 def imp_config(model):
-    return tiny_config(**{"model.name": model, "train.epochs": 1, "train.milestones": (), "lottery.levels": 2,
+    # The tiny recipe's LR schedule in one epoch (its milestone ends training): a target's runs compile the program
+    # that the ETT runs on it (which take the 2-epoch source's recipe) compile, and so does a source of this recipe.
+    return tiny_config(**{"model.name": model, "train.epochs": 1, "train.milestones": (1,), "lottery.levels": 2,
                           "lottery.rewind_steps": 3})
 
 
@@ -146,7 +148,7 @@ def test_transfer_takes_the_source_recipe(runs, tmp_path):
     """A transfer config with another dataset and schedule trains with the source run's recipe."""
     _, source, _ = runs
     config = transfer_config(source, levels=(0,))
-    config.data.name, config.train.epochs, config.train.lr = "fashion_mnist", 9, 0.3
+    config.data.name, config.train.epochs, config.train.lr, config.train.milestones = "fashion_mnist", 9, 0.3, (5,)
     lines = []
     (record,) = runs_lib.run_transfer(config, str(tmp_path / "ett"), log=lines.append)
     assert record["dataset"] == "digits" and record["steps"] == 2 * 12 and record["rewind_step"] == 5
