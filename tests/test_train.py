@@ -168,8 +168,10 @@ def test_train_step_matches_hand_computation():
     W, b = np.where(kmask, params["dense"]["kernel"], 0).astype(np.float64), params["dense"]["bias"].astype(np.float64)
     buf_W, buf_b = np.zeros_like(W), np.zeros_like(b)
     X, onehot = x.reshape(6, -1).astype(np.float64), np.eye(3)[y]
+    # Jitted, as Trainer runs it (eagerly, each of its operations would compile a program of its own).
+    step = jax.jit(functools.partial(train.train_step, apply_fn=linear_apply, tx=tx, schedule=lr_at))
     for t in range(2):
-        state, metrics = train.train_step(state, x, y, apply_fn=linear_apply, tx=tx, schedule=lr_at)
+        state, metrics = step(state, x, y)
         logits = X @ W + b
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)

@@ -250,13 +250,13 @@ def test_reinit_weights_keep_the_mask(sources, monkeypatch):
     copied = transfer.transfer_ticket(ticket, "cifar_resnet_32_4")
     calls = []
 
-    def eager_init_variables(model, key, input_shape):
-        # init_variables' contract without compiling a new init (the slowest step of this file otherwise).
-        variables = model.init(key, jnp.zeros((1, *input_shape)), train=False)
+    def drawn_init_variables(model, key, input_shape):
+        # init_variables' contract (the model's variables for that input) without compiling or running an init.
+        variables = random_variables(model, input_shape, seed=5)
         calls.append((model, key, input_shape, variables))
         return variables
 
-    monkeypatch.setattr(models, "init_variables", eager_init_variables)
+    monkeypatch.setattr(models, "init_variables", drawn_init_variables)
     fresh = transfer.transfer_ticket(ticket, "cifar_resnet_32_4", weights="reinit", seed=5)
     [(model, key, input_shape, variables)] = calls
     assert model is fresh.model and model.stage_sizes == (5, 5, 5) and input_shape == (32, 32, 3)
