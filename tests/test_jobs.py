@@ -1,5 +1,6 @@
 """The experiment's job runner: dependency order, how many at once, and what a failure does to the others."""
 
+import gc
 import os
 import signal
 import threading
@@ -79,9 +80,13 @@ def test_a_failure_stops_the_runs_in_flight_starts_nothing_new_and_is_raised():
 @pytest.fixture
 def ctrl_c_raises():
     """Python's own Ctrl-C handler for the test, also where SIGINT was ignored when the suite started (a shell
-    starts background jobs, `cmd &`, with SIGINT ignored: the signal would then be lost and the test hang)."""
+    starts background jobs, `cmd &`, with SIGINT ignored: the signal would then be lost and the test hang).
+    Garbage collection is off meanwhile: a KeyboardInterrupt raised inside a collection's callback (JAX has one) is
+    printed as "Exception ignored" and lost (seen once in a full run)."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    gc.disable()
     yield
+    gc.enable()
     signal.signal(signal.SIGINT, previous)
 
 
