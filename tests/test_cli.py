@@ -18,8 +18,8 @@ import pytest
 from conftest import ROOT, tiny_cli_args, tiny_config
 from elax import cli
 
-# The in-process IMP fixture's recipe with 2 levels: levels do not change any compiled program.
-TINY = tiny_cli_args(**{"lottery.levels": 2})
+# The in-process IMP fixture's recipe with 1 pruned level: levels do not change any compiled program.
+TINY = tiny_cli_args(**{"lottery.levels": 1})
 
 
 def main_py(args, prefix=(), **kwargs):
@@ -39,7 +39,7 @@ def results(workdir):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """(workdir, stdout, stderr) of a tiny 3-level IMP run, progress and TensorBoard on, its output in pipes."""
+    """(workdir, stdout, stderr) of a tiny 2-level IMP run, progress and TensorBoard on, its output in pipes."""
     workdir = str(tmp_path_factory.mktemp("cli") / "run")
     code, out, err = finish(main_py([*TINY, "--config.progress=true", "--config.tensorboard=true",
                                      f"--workdir={workdir}"]))
@@ -50,10 +50,10 @@ def uninterrupted(tmp_path_factory):
 def test_cli_run_prints_levels_and_table(uninterrupted):
     workdir, out, _ = uninterrupted
     records = results(workdir)
-    assert [r["level"] for r in records] == [0, 1, 2]
-    assert f"level  2 | imp       | cifar_resnet_14_4 | sparsity {records[2]['sparsity']:7.2%}" in out
+    assert [r["level"] for r in records] == [0, 1]
+    assert f"level  1 | imp       | cifar_resnet_14_4 | sparsity {records[1]['sparsity']:7.2%}" in out
     assert "| sparsity % | remaining % | IMP ResNet-14 (w4) |" in out
-    for level in range(3):
+    for level in range(2):
         assert os.path.isdir(os.path.join(workdir, f"level_{level:02d}", "checkpoints"))
         with open(os.path.join(workdir, f"level_{level:02d}", "metrics.jsonl")) as f:
             assert [json.loads(line)["epoch"] for line in f] == [1, 2]
@@ -225,7 +225,7 @@ def set_writable(folder, writable: bool):
 @pytest.mark.parametrize("finished", [True, False], ids=["finished-run", "new-run"])
 def test_read_only_workdir_is_one_line_and_loses_nothing(uninterrupted, tmp_path, finished):
     prefix = as_an_ordinary_user()
-    if finished:   # resumed with one more level: the workdir holds 3 finished levels
+    if finished:   # resumed with one more level: the workdir holds 2 finished levels
         workdir, locked = tmp_path / "run", tmp_path / "run"
         shutil.copytree(uninterrupted[0], workdir)
     else:          # a new run in a read-only folder
@@ -235,7 +235,7 @@ def test_read_only_workdir_is_one_line_and_loses_nothing(uninterrupted, tmp_path
     before = files_with_sizes_and_times(locked)
     set_writable(locked, False)
     try:
-        code, _, err = finish(main_py([*TINY, "--config.lottery.levels=3", f"--workdir={workdir}"], prefix),
+        code, _, err = finish(main_py([*TINY, "--config.lottery.levels=2", f"--workdir={workdir}"], prefix),
                               timeout=60)
     finally:
         set_writable(locked, True)
@@ -280,7 +280,7 @@ def test_a_repeated_override_takes_its_last_value(monkeypatch):
 MODEL = "cifar_resnet_14_4"
 EPOCH_LINE = re.compile(rf"imp {MODEL} level (\d)( \(dense\))?: epoch ([12])/2, step (12|24)/24, loss \d+\.\d{{3}}, "
                         r"acc [01]\.\d{3}, test acc [01]\.\d{3}, [\d,]+ img/s")
-RESULT_LINE = re.compile(rf"level  [0-2] \| imp       \| {MODEL} \| sparsity +\d+\.\d\d% \| test accuracy +\d+\.\d\d%")
+RESULT_LINE = re.compile(rf"level  [01] \| imp       \| {MODEL} \| sparsity +\d+\.\d\d% \| test accuracy +\d+\.\d\d%")
 OTHER_LINES = [re.compile(pattern) for pattern in (
     r"elax imp run in \S+ on \d+ cpu device\(s\)", r"data: digits, 1437 training images, .*", r"", r"\|[-:|\d. ]+\|",
     r"\| sparsity % \| remaining % \| IMP ResNet-14 \(w4\) \|")]
@@ -296,7 +296,7 @@ def test_output_to_files_is_plain_lines_with_a_line_per_epoch(uninterrupted):
             pattern.fullmatch(line) for pattern in OTHER_LINES), line
     assert not [line for line in err.splitlines() if "epoch" in line or "step/s" in line]
     expected = []
-    for level in (0, 1, 2):
+    for level in (0, 1):
         for m in metrics_lines(workdir, level):
             expected.append(f"imp {MODEL} level {level}{' (dense)' if level == 0 else ''}: epoch {m['epoch']}/2, step "
                             f"{m['step']}/24, loss {m['train_loss']:.3f}, acc {m['train_accuracy']:.3f}, test acc "
@@ -336,7 +336,7 @@ def test_tensorboard_has_a_scalar_per_metric_per_epoch(uninterrupted):
     pytest.importorskip("tensorboardX")
     from elax.runs import outputs
     workdir, _, _ = uninterrupted
-    for level in (0, 1, 2):
+    for level in (0, 1):
         assert read_scalars(os.path.join(workdir, f"level_{level:02d}")) == {
             (outputs.SCALARS[key], m["step"]): float(np.float32(m[key]))
             for m in metrics_lines(workdir, level) for key in outputs.SCALARS}

@@ -1,5 +1,6 @@
 """Tests for elax.models: CIFAR ResNet architecture (counts, names, shapes), registry errors, initialisation."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -217,9 +218,10 @@ def test_bfloat16_model_float32_params_and_logits(resnet8_variables):
     for leaf in jax.tree.leaves(abstract):
         assert leaf.dtype == jnp.float32
     assert jax.tree.structure(abstract) == jax.tree.structure(resnet8_variables)
-    x = jax.random.normal(jax.random.key(1), (3, *SHAPE))
-    logits16 = model16.apply(resnet8_variables, x, train=False)
-    logits32 = get_model("cifar_resnet_8_4").apply(resnet8_variables, x, train=False)
+    x = np.random.default_rng(1).standard_normal((3, *SHAPE)).astype(np.float32)
+    apply = lambda model: jax.jit(functools.partial(model.apply, train=False))   # one program, not one per op
+    logits16 = apply(model16)(resnet8_variables, x)
+    logits32 = apply(get_model("cifar_resnet_8_4"))(resnet8_variables, x)
     assert logits16.dtype == jnp.float32 and logits16.shape == (3, 10)
     assert not np.array_equal(logits16, logits32)    # really computed in bfloat16
     np.testing.assert_allclose(logits16, logits32, atol=0.05 * float(np.abs(logits32).max()) + 0.05)

@@ -181,10 +181,12 @@ def test_workdir_that_is_a_file(capsys, tmp_path):
 # -- runs in progress -----------------------------------------------------------------------------------------------
 
 def test_divergence_stops_the_level_keeps_its_checkpoint_and_records_nothing(capsys, tmp_path):
-    code, _, err = run_cli(capsys, tiny_config(**{"train.lr": 1e4, "lottery.levels": 1}), tmp_path / "run")
+    import plain_family  # noqa: F401  (an MLP: a learning rate of its own is a train step of its own to compile)
+    config = tiny_config(**{"model.name": "plain_1-1_w32-32", "train.lr": 1e4, "lottery.levels": 1})
+    code, _, err = run_cli(capsys, config, tmp_path / "run")
     assert code == 3
     line = one_line_error(err)
-    assert "imp cifar_resnet_14_4 level 0 (dense) diverged by step " in line
+    assert "imp plain_1-1_w32-32 level 0 (dense) diverged by step " in line
     assert "Lower --config.train.lr (now 10000.0)" in line
     assert wd.load_results(str(tmp_path / "run")) == []
     assert checkpoint.latest_step(wd.checkpoints_dir(str(tmp_path / "run"), 0)) is None   # no NaN state saved

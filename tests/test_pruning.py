@@ -21,8 +21,8 @@ def np_flat(tree):
 def perturbed(params, seed):
     """Stand-in for the params after another level of training: same tree, new values, no ties."""
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda p: p + 0.3 * np.std(p) * rng.standard_normal(p.shape).astype(np.float32)
-                        if np.ndim(p) >= 2 else p, params)
+    return jax.tree.map(lambda p: np.asarray(p) + 0.3 * np.std(p) * rng.standard_normal(p.shape).astype(np.float32)
+                        if np.ndim(p) >= 2 else p, params)   # numpy: no one-op program to compile per shape
 
 
 def kernels(tree):
