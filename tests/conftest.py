@@ -14,7 +14,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Compiling dominates the suite on CPU and its tests run few steps: XLA's backend optimisation level 1 cut a cold
 # run of test_stack.py from 80 to 62 s of CPU. Results may differ from a default build in the last bits; tests
 # compare runs made under the same flags (subprocesses inherit them; the opt-in flags test sets its own).
-from elax.cli import add_xla_flag, use_deterministic_gpu_kernels  # noqa: E402  (imports no JAX)
+from elax.cli import (add_xla_flag, collect_garbage_less_often,  # noqa: E402  (imports no JAX)
+                      use_deterministic_gpu_kernels)
 add_xla_flag("--xla_backend_optimization_level", "1")
 # Deterministic GPU kernels (config train.deterministic), so that "a resumed run ends identical" holds on GPUs
 # too (subprocesses inherit it); CPU kernels are deterministic anyway and ignore the flag.
@@ -28,6 +29,7 @@ from elax import workdir as wd  # noqa: E402
 from elax import data  # noqa: E402
 from elax.data import Dataset  # noqa: E402
 from elax.models import get_model, init_variables  # noqa: E402
+collect_garbage_less_often()   # after the imports, as main.py runs do
 
 # The tiny IMP recipe: the quickstart config (digits) with these overrides. The CLI tests pass the same ones, so
 # their subprocesses compile nothing the in-process runs have not already put in the cache.
