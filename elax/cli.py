@@ -95,8 +95,9 @@ def _print_above_progress_bars(line: str) -> None:
 
 def collect_garbage_less_often() -> None:
     """Tune Python's cyclic garbage collector for tracing and compiling, which allocate many short-lived objects:
-    what exists now (the imported modules) is never scanned again, and passes come every 10,000 allocations
-    instead of 700 (docs/performance.md, "The test suite's time")."""
+    what is alive now (the imported modules) is never scanned again, and passes come every 10,000 allocations
+    instead of 700 (docs/performance.md, "The test suite's time"). Collects first, so that no garbage is kept."""
+    gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
 
