@@ -126,13 +126,14 @@ def resnet8_variables():
     return init_variables(get_model("cifar_resnet_8_4"), jax.random.key(0), TINY_SHAPE)
 
 
-# Files in decreasing order of CPU time (a cold run on 2 cores, 2026-12-06): xdist hands files out in collection
-# order, so the longest start first and the short ones fill the end (a long file handed out last once kept the
-# other workers idle for ~30 s). Of the first three only test_runs.py needs imp_run, which it then trains.
-_LONGEST_FIRST = ("test_multihost.py", "test_runs.py", "test_train.py", "test_stream.py", "test_cli.py",
-                  "test_probes.py", "test_lottery.py", "test_vit_mlp.py", "test_sparse.py", "test_families.py",
-                  "test_scores.py", "test_stack.py", "test_docs.py", "test_models.py", "test_plain_family.py",
-                  "test_benchmark.py", "test_published_tickets.py", "test_transfer.py", "test_data.py")
+# Files in decreasing order of wall time (a cold run on 2 cores, 2026-12-07): xdist hands files out in collection
+# order (with --no-loadscope-reorder; by default it orders them by test count), so the longest start first and the
+# short ones fill the end. test_runs.py trains imp_run first; test_stream.py meets it a few tests in.
+_LONGEST_FIRST = ("test_runs.py", "test_stream.py", "test_multihost.py", "test_cli.py", "test_probes.py",
+                  "test_train.py", "test_lottery.py", "test_scores.py", "test_families.py", "test_vit_mlp.py",
+                  "test_sparse.py", "test_docs.py", "test_benchmark.py", "test_ticket_files.py", "test_models.py",
+                  "test_stack.py", "test_transfer.py", "test_data.py", "test_published_tickets.py",
+                  "test_plain_family.py", "test_report.py")
 
 
 def pytest_collection_modifyitems(items):
