@@ -22,13 +22,14 @@ add_xla_flag("--xla_backend_optimization_level", "1")
 use_deterministic_gpu_kernels()
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from elax import runs  # noqa: E402
 from elax import workdir as wd  # noqa: E402
 from elax import data  # noqa: E402
 from elax.data import Dataset  # noqa: E402
-from elax.models import get_model, init_variables  # noqa: E402
+from elax.models import get_model, init_variables, variable_shapes  # noqa: E402
 collect_garbage_less_often()   # after the imports, as main.py runs do
 
 # The tiny IMP recipe: the quickstart config (digits) with these overrides. The CLI tests pass the same ones, so
@@ -114,8 +115,6 @@ def plain_training(dataset: Dataset, tx, *, fraction: float, prunable=None, sche
 def random_variables(model, input_shape, seed: int = 0) -> dict:
     """Variables of `model`'s shapes on `input_shape`, drawn by numpy (standard normal): for tests of where values
     move, which need distinct values but not the model's init (compiling an init is their slow part)."""
-    import numpy as np
-    from elax.models import variable_shapes
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), variable_shapes(model, input_shape))
 
