@@ -5,6 +5,7 @@ again, and a ticket trained by hand joining a report.
 
 Tickets are random (shapes from a traced init, nothing compiled) except those of the shared tiny IMP run."""
 
+import gzip
 import json
 import os
 import pathlib
@@ -146,6 +147,27 @@ def test_pruned_weights_are_saved_as_zeros(tmp_path):
     loaded = tickets.load(files.save(Ticket(ticket.model, ticket.model_name, ticket.mask, unmasked,
                                             ticket.batch_stats), str(tmp_path / "t.safetensors")))
     assert_same_trees(loaded.params, files.masked(unmasked, ticket.mask))
+
+
+def test_a_gz_path_is_the_same_file_gzipped_and_its_damage_is_one_line(tmp_path):
+    ticket, trained = random_ticket("cifar_resnet_8_4"), random_ticket("cifar_resnet_8_4", seed=1)
+    plain, packed = (files.save(ticket, str(tmp_path / name), trained_params=trained.params,
+                                trained_batch_stats=trained.batch_stats, result={"test_accuracy": 0.5})
+                     for name in ("t.safetensors", "t.safetensors.gz"))
+    assert gzip.decompress(pathlib.Path(packed).read_bytes()) == pathlib.Path(plain).read_bytes()
+    assert_same_ticket(tickets.load(packed), ticket)
+    assert_same_trees(tickets.load_trained(packed), tickets.load_trained(plain))
+    assert tickets.info(packed) == tickets.info(plain)
+    data = pathlib.Path(packed).read_bytes()
+    foreign = gzip.compress(pathlib.Path(_rewrite(plain, str(tmp_path / "f.safetensors"), elax=None)).read_bytes())
+    cases = {"truncated": (data[:-100], "damaged"), "not_gzip": (pathlib.Path(plain).read_bytes(), "damaged"),
+             "garbage": (gzip.compress(b"not a ticket at all"), "damaged"), "foreign": (foreign, "not an elax ticket")}
+    for case, (content, words) in cases.items():
+        path = tmp_path / f"{case}.safetensors.gz"
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=words) as error:
+            tickets.load(str(path))
+        assert_one_line(error, path)
 
 
 def _rewrite(path, out, **meta_changes):
@@ -407,14 +429,14 @@ def test_publish_writes_every_level_and_a_table_and_evaluate_measures_it_again(i
     rows = [line for line in table if line.startswith("| `")]
     assert len(rows) == len(records) == 4
     for record, row in zip(records, rows):
-        name = f"seed_0/imp_cifar_resnet_14_4/level_{record['level']:02d}.safetensors"
+        name = f"seed_0/imp_cifar_resnet_14_4/level_{record['level']:02d}.safetensors.gz"
         path = out / name
         assert row.startswith(f"| `{name}` | cifar_resnet_14_4 | imp | {record['level']} | "
                               f"{100 * record['sparsity']:.2f} | {100 * record['test_accuracy']:.2f} |")
         meta = tickets.info(str(path))
         assert (meta["run"], meta["trained"], meta["test_accuracy"]) == (
             "seed_0/imp_cifar_resnet_14_4", True, record["test_accuracy"])
-    sparsest = str(out / "seed_0" / "imp_cifar_resnet_14_4" / "level_03.safetensors")
+    sparsest = str(out / "seed_0" / "imp_cifar_resnet_14_4" / "level_03.safetensors.gz")
     measured = tickets.evaluate(sparsest)
     assert measured["accuracy"] == pytest.approx(records[3]["test_accuracy"], abs=1e-6)
     assert measured["loss"] == pytest.approx(records[3]["test_loss"], rel=1e-4)
@@ -431,3 +453,26 @@ def test_publish_writes_every_level_and_a_table_and_evaluate_measures_it_again(i
     assert test["accuracy"] == records[3]["test_accuracy"]
     assert cli.main(["publish", str(experiment), str(tmp_path / "none"), "--seed", "1"]) == 2
     assert "holds no finished imp or ett run of seed 1" in capsys.readouterr().err
+
+
+def test_publish_puts_runs_of_several_workdirs_in_one_table_and_refuses_a_name_twice(imp_run, tmp_path, capsys):
+    run, records = imp_run
+    experiment, beside = tmp_path / "experiment", tmp_path / "beside"
+    for workdir, name in ((experiment, "imp_cifar_resnet_14_4"), (beside, "imp_again")):
+        (workdir / "seed_0").mkdir(parents=True)
+        os.symlink(run, workdir / "seed_0" / name)
+    out = tmp_path / "published"
+    assert cli.main(["publish", str(experiment), str(beside), str(out)]) == 0
+    table = (out / "tickets.md").read_text().splitlines()
+    assert table[0] == "# Tickets of seed 0 of experiment and beside"
+    files = [line.split("`")[1] for line in table if line.startswith("| `")]
+    assert files == [f"seed_0/{name}/level_{r['level']:02d}.safetensors.gz"
+                     for name in ("imp_cifar_resnet_14_4", "imp_again") for r in records]
+    assert tickets.info(str(out / files[-1]))["run"] == "seed_0/imp_again"
+    capsys.readouterr()
+    assert cli.main(["publish", str(experiment), str(experiment), str(tmp_path / "twice")]) == 2
+    assert capsys.readouterr().err == (
+        f"elax: error: two runs would be published as seed_0/imp_cifar_resnet_14_4: {experiment}/seed_0/"
+        f"imp_cifar_resnet_14_4 and {experiment}/seed_0/imp_cifar_resnet_14_4; publish them into different "
+        "folders, or rename one run's folder.\n")
+    assert not (tmp_path / "twice").exists()

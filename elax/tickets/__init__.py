@@ -4,15 +4,15 @@
              file with the mask, rewound params, BatchNorm statistics, optionally the trained weights, and
              metadata (model, level, sparsity, rewind step, recipe, run, test accuracy, format version).
 - `from_runs`: `export(run, level, path, trained=False)`: a run's ticket with its recipe and result.
-- `publish`: `publish(experiment, out, seed=0)`: every level of its IMP and ETT runs, trained weights included,
-             and a table; `evaluate(path)`: a file's trained weights' test accuracy, measured again;
+- `publish`: `publish(experiments, out, seed=0)`: every level of their IMP and ETT runs, trained weights
+             included, and a table; `evaluate(path)`: a file's trained weights' test accuracy, measured again;
              `config_of(ticket)`: the config that trains it as its run did.
 - `records`: `record(workdir, ticket, test_accuracy, ...)`: a ticket trained by hand, recorded as a run for
              `elax.report`.
 - `names`, `pytorch`: the reference implementations' parameter names (OpenLTH's CIFAR ResNets and VGGs,
              torchvision's ResNets) and `save_torch`: state dict + mask files that torch loads without elax.
 - `openlth`: `from_openlth(level_dir, model_name)`: a level directory of OpenLTH / ElasticLTH as an elax Ticket.
-- `cli`:     `python -m elax.tickets export RUN --level N OUT [--trained] | publish EXPERIMENT OUT [--seed S] |
+- `cli`:     `python -m elax.tickets export RUN --level N OUT [--trained] | publish EXPERIMENT... OUT [--seed S] |
              info FILE | evaluate FILE | torch FILE OUT_DIR | openlth LEVEL_DIR MODEL OUT`.
 
 docs/tickets.md describes the file format and the PyTorch side.

@@ -23,18 +23,19 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the ticket of a run's level to one file")
     export.add_argument("run", help="the run's --workdir")
     export.add_argument("--level", type=int, required=True, help="the level (0 = the dense network)")
-    export.add_argument("out", help="the file to write, e.g. r20_level10.safetensors")
+    export.add_argument("out", help="the file to write, e.g. r20_level10.safetensors (.gz: gzipped)")
     export.add_argument("--trained", action="store_true", help="also the weights the level trained to")
     export.set_defaults(func=_export)
     info = sub.add_parser("info", help="describe a ticket file")
     info.add_argument("file")
     info.add_argument("--json", action="store_true", help="the metadata as JSON")
     info.set_defaults(func=_info)
-    publish = sub.add_parser("publish", help="every level of an experiment's IMP and ETT runs of one seed, with "
+    publish = sub.add_parser("publish", help="every level of experiments' IMP and ETT runs of one seed, with "
                              "their trained weights, and a table (tickets.md)")
-    publish.add_argument("experiment", help="the experiment's (or a run's) --workdir")
-    publish.add_argument("out", help="the folder to write: OUT/<run>/level_NN.safetensors and OUT/tickets.md "
-                         "(<run>: its path in EXPERIMENT)")
+    publish.add_argument("experiment", nargs="+", help="the experiment's (or a run's) --workdir; several share "
+                         "one table")
+    publish.add_argument("out", help="the folder to write: OUT/<run>/level_NN.safetensors.gz and OUT/tickets.md "
+                         "(<run>: its path in its EXPERIMENT)")
     publish.add_argument("--seed", type=int, default=0, help="the seed whose runs to publish (default 0)")
     publish.add_argument("--methods", default="imp,ett", help="the runs' methods, comma-separated (default imp,ett)")
     publish.add_argument("--title", help="the table's heading (default: 'Tickets of seed N of EXPERIMENT')")

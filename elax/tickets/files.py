@@ -5,19 +5,22 @@ and without JAX (safetensors reads numpy; `safetensors.torch` reads it too).
 Tensors are named by their tree paths with '/' separators under a prefix: params/ (rewound, pruned weights exactly
 0), mask/ (bool, one per params leaf), batch_stats/ (none for a model without BatchNorm), trained/params/ and
 trained/batch_stats/. The metadata is one JSON document under the key "elax" (docs/tickets.md lists its fields),
-with a digest of every tensor, since safetensors itself checks sizes but not contents.
+with a digest of every tensor, since safetensors itself checks sizes but not contents. A path ending in ".gz" is
+the same file gzip-compressed (`gunzip` gives the plain one): a sparse ticket's zeros shrink it 3-6x.
 """
 
 import dataclasses
+import gzip
 import hashlib
 import json
 import os
+import struct
 import tempfile
 
 import jax
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as load_bytes, load_file, save as save_bytes, save_file
 
 import elax
 from elax import masks as masks_lib, models
@@ -58,7 +61,12 @@ def save(ticket: Ticket, path: str, *, trained_params=None, trained_batch_stats=
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".safetensors")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True, allow_nan=False)})
+        header = {METADATA_KEY: json.dumps(meta, sort_keys=True, allow_nan=False)}
+        if _gzipped(path):
+            with open(tmp, "wb") as f:   # mtime 0: the same ticket gives the same bytes
+                f.write(gzip.compress(save_bytes(tensors, metadata=header), mtime=0))
+        else:
+            save_file(tensors, tmp, metadata=header)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -155,8 +163,11 @@ def _header(path: str) -> tuple[dict, list[str]]:
         raise FileNotFoundError(f"{path}: no such ticket file. Export one with python -m elax.tickets export RUN "
                                 "--level N FILE.")
     try:
-        with safe_open(path, framework="numpy") as f:
-            raw, names = (f.metadata() or {}).get(METADATA_KEY), list(f.keys())
+        if _gzipped(path):
+            raw, names = _gzipped_header(path)
+        else:
+            with safe_open(path, framework="numpy") as f:
+                raw, names = (f.metadata() or {}).get(METADATA_KEY), list(f.keys())
     except Exception as e:  # safetensors raises its own error types for every kind of damage
         raise ValueError(f"{path} is damaged or not a safetensors file ({_one_line(e)}). {_EXPORT}") from None
     if raw is None:
@@ -180,6 +191,19 @@ def _header(path: str) -> tuple[dict, list[str]]:
 _REQUIRED = ("model", "num_classes", "input_shape", "level", "rewind_step", "sha256")
 
 
+def _gzipped(path: str) -> bool:
+    return os.fspath(path).endswith(".gz")
+
+
+def _gzipped_header(path: str) -> tuple[str | None, list[str]]:
+    """(elax metadata text, tensor names) of a gzipped safetensors file: its header is an 8-byte little-endian
+    length, then that many bytes of JSON (the safetensors format)."""
+    with gzip.open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    return (header.pop("__metadata__", None) or {}).get(METADATA_KEY), list(header)
+
+
 def _model(path: str, meta: dict):
     """The module of the ticket's model; a family this process has not registered is named with the way out."""
     try:
@@ -194,7 +218,11 @@ def _read(path: str) -> tuple[dict, dict]:
     path = os.fspath(path)
     meta, _ = _header(path)
     try:
-        tensors = load_file(path)
+        if _gzipped(path):
+            with gzip.open(path, "rb") as f:
+                tensors = load_bytes(f.read())
+        else:
+            tensors = load_file(path)
     except Exception as e:
         raise ValueError(f"{path} is damaged ({_one_line(e)}). {_EXPORT}") from None
     if _digest(tensors) != meta.get("sha256"):

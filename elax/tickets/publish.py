@@ -15,31 +15,49 @@ TABLE = "tickets.md"
 TABLE_COLUMNS = ("file", "model", "method", "level", "sparsity %", "test accuracy %", "recipe id")
 
 
-def publish(experiment: str, out: str, *, seed: int = 0, methods=("imp", "ett"), title: str | None = None,
+def publish(experiments, out: str, *, seed: int = 0, methods=("imp", "ett"), title: str | None = None,
             log=print) -> list[dict]:
-    """Write the ticket of every finished level of the runs of `experiment` (a workdir: one run, or an experiment
-    with seed_N/ folders) whose method is in `methods` and whose seed is `seed`, with its trained weights, to
-    OUT/<run>/level_NN.safetensors (<run>: its path in `experiment`, e.g. seed_0/imp_cifar_resnet_20_8), and the
-    table OUT/tickets.md (headed `title`). Each file's metadata names its run so. Returns the table's rows."""
-    runs = _runs(experiment, seed, methods)
-    if not runs:
-        raise ValueError(f"{experiment} holds no finished {' or '.join(methods)} run of seed {seed}: give the workdir "
-                         "of an experiment or run (its results.json records the levels), and a seed it ran.")
+    """Write the ticket of every finished level of the runs of `experiments` (a workdir, or several: one run, or an
+    experiment with seed_N/ folders) whose method is in `methods` and whose seed is `seed`, with its trained
+    weights, to OUT/<run>/level_NN.safetensors.gz (gzipped: pruned weights are zeros; <run>: its path in its
+    workdir, e.g. seed_0/imp_cifar_resnet_20_8), and one table of them all, OUT/tickets.md (headed `title`). Each
+    file's metadata names its run so. Several workdirs let transfer runs made beside an experiment (a run may not
+    sit inside one) share its table. Returns the table's rows."""
+    experiments = [experiments] if isinstance(experiments, str) else list(experiments)
+    named = _named_runs(experiments, seed, methods)
     rows = []
-    for run in runs:
-        relative = os.path.relpath(run, experiment)   # unique: runs of two experiments may share a folder name
-        name = os.path.basename(os.path.abspath(run)) if relative == "." else relative.replace(os.sep, "/")
+    for name, run in named.items():
         records = wd.load_results(run)
         for record in records:
             level = record["level"]
             ticket, weights, _ = from_run(run, level, trained=True)
-            path = os.path.join(out, name, f"level_{level:02d}.safetensors")
+            path = os.path.join(out, name, f"level_{level:02d}.safetensors.gz")
             files.save(files.with_meta(ticket, run=name), path, trained_params=weights["params"],
                        trained_batch_stats=weights["batch_stats"], result=record)
             rows.append(_row(os.path.relpath(path, out), files.info(path)))
         log(f"{name}: {len(records)} tickets")
-    _write_table(out, rows, title or f"Tickets of seed {seed} of {os.path.basename(os.path.abspath(experiment))}")
+    names = " and ".join(os.path.basename(os.path.abspath(e)) for e in experiments)
+    _write_table(out, rows, title or f"Tickets of seed {seed} of {names}")
     return rows
+
+
+def _named_runs(experiments: list[str], seed: int, methods) -> dict[str, str]:
+    """{name in the table: run directory} of the runs to publish, named by their path in their workdir."""
+    named = {}
+    for experiment in experiments:
+        runs = _runs(experiment, seed, methods)
+        if not runs:
+            raise ValueError(f"{experiment} holds no finished {' or '.join(methods)} run of seed {seed}: give the "
+                             "workdir of an experiment or run (its results.json records the levels), and a seed it "
+                             "ran.")
+        for run in runs:
+            relative = os.path.relpath(run, experiment)   # unique: runs of two experiments may share a folder name
+            name = os.path.basename(os.path.abspath(run)) if relative == "." else relative.replace(os.sep, "/")
+            if name in named:
+                raise ValueError(f"two runs would be published as {name}: {named[name]} and {run}; publish them "
+                                 "into different folders, or rename one run's folder.")
+            named[name] = run
+    return named
 
 
 def _runs(experiment: str, seed: int, methods) -> list[str]:
