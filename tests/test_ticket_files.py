@@ -416,6 +416,18 @@ def test_config_of_a_ticket_without_a_recipe_is_refused_and_with_one_is_its_runs
             config.lottery.layer_fractions) == ("imp", "mlp_2x16", 3, "digits", 0.5, (("head", 0.1),))
 
 
+def test_evaluate_reads_the_data_where_data_dir_says(tmp_path, capsys):
+    ticket = random_ticket("cifar_resnet_8_4", meta={"seed": 0, "dataset": "imagefolder",
+                                                     "recipe": {"data.image_size": 32, "data.resize_size": 32}})
+    path = files.save(ticket, str(tmp_path / "t.safetensors.gz"), trained_params=ticket.params,
+                      trained_batch_stats=ticket.batch_stats)
+    elsewhere = tmp_path / "jpegs"   # a folder's place is not part of the recipe: the file cannot know it
+    with pytest.raises(FileNotFoundError, match=f"data dir '{elsewhere}' does not exist"):
+        tickets.evaluate(path, data_dir=str(elsewhere))
+    assert cli.main(["evaluate", path, "--data-dir", str(elsewhere)]) == 2
+    assert f"data dir '{elsewhere}' does not exist" in capsys.readouterr().err
+
+
 def test_publish_writes_every_level_and_a_table_and_evaluate_measures_it_again(imp_run, tmp_path, capsys):
     run, records = imp_run
     experiment = tmp_path / "experiment"

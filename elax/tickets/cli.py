@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     publish.set_defaults(func=_publish)
     evaluate = sub.add_parser("evaluate", help="the test accuracy of a ticket file's trained weights, measured again")
     evaluate.add_argument("file")
+    evaluate.add_argument("--data-dir", help="where the ticket's dataset is here (data.dir), e.g. an image folder")
     evaluate.set_defaults(func=_evaluate)
     torch = sub.add_parser("torch", help="write a ticket file as PyTorch state dict + mask files (reference names)")
     torch.add_argument("file")
@@ -102,7 +103,7 @@ def _publish(args) -> int:
 def _evaluate(args) -> int:
     from elax.tickets import files
     from elax.tickets.publish import evaluate
-    recorded, measured = files.info(args.file).get("test_accuracy"), evaluate(args.file)
+    recorded, measured = files.info(args.file).get("test_accuracy"), evaluate(args.file, args.data_dir)
     print(f"test accuracy {measured['accuracy']:.2%} (loss {measured['loss']:.4f}); recorded: "
           + ("unknown" if recorded is None else f"{recorded:.2%}"))
     return 0

@@ -93,12 +93,16 @@ def _write_table(out: str, rows: list[dict], title: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def evaluate(path: str) -> dict:
+def evaluate(path: str, data_dir: str | None = None) -> dict:
     """{'accuracy', 'loss'} of the weights the ticket file `path` trained to, measured as its run measured them:
-    by the Trainer of its recipe (`config_of`) on the test split of its data, BatchNorm in inference mode."""
+    by the Trainer of its recipe (`config_of`) on the test split of its data, BatchNorm in inference mode.
+    data_dir: where its data is here (data.dir: a folder's place is not part of the recipe)."""
     from elax.runs import context
     variables = files.load_trained(path)
-    ctx = context.setup(config_of(files.load(path)))
+    config = config_of(files.load(path))
+    if data_dir is not None:
+        config.data.dir = data_dir
+    ctx = context.setup(config)
     return ctx.trainer.evaluate(variables["params"], variables.get("batch_stats", {}), ctx.data)
 
 
