@@ -5,7 +5,7 @@
              metadata (model, level, sparsity, rewind step, recipe, run, test accuracy, format version).
 - `from_runs`: `export(run, level, path, trained=False)`: a run's ticket with its recipe and result.
 - `publish`: `publish(experiments, out, seed=0)`: every level of their IMP and ETT runs, trained weights
-             included, and a table; `evaluate(path)`: a file's trained weights' test accuracy, measured again;
+             included, and a table; `evaluate(path, data_dir=None)`: a file's trained weights' test accuracy, again;
              `config_of(ticket)`: the config that trains it as its run did.
 - `records`: `record(workdir, ticket, test_accuracy, ...)`: a ticket trained by hand, recorded as a run for
              `elax.report`.

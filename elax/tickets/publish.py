@@ -51,7 +51,7 @@ def _named_runs(experiments: list[str], seed: int, methods) -> dict[str, str]:
                              "workdir of an experiment or run (its results.json records the levels), and a seed it "
                              "ran.")
         for run in runs:
-            relative = os.path.relpath(run, experiment)   # unique: runs of two experiments may share a folder name
+            relative = os.path.relpath(run, experiment)   # its path there: two experiments may share folder names
             name = os.path.basename(os.path.abspath(run)) if relative == "." else relative.replace(os.sep, "/")
             if name in named:
                 raise ValueError(f"two runs would be published as {name}: {named[name]} and {run}; publish them "
