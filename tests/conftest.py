@@ -130,8 +130,8 @@ def resnet8_variables():
 # short ones fill the end. test_runs.py trains imp_run first; test_stream.py meets it a few tests in.
 _LONGEST_FIRST = ("test_runs.py", "test_stream.py", "test_multihost.py", "test_cli.py", "test_probes.py",
                   "test_train.py", "test_lottery.py", "test_scores.py", "test_families.py", "test_vit_mlp.py",
-                  "test_sparse.py", "test_docs.py", "test_benchmark.py", "test_ticket_files.py", "test_models.py",
-                  "test_stack.py", "test_transfer.py", "test_data.py", "test_published_tickets.py",
+                  "test_sparse.py", "test_published_tickets.py", "test_docs.py", "test_benchmark.py",
+                  "test_ticket_files.py", "test_models.py", "test_stack.py", "test_transfer.py", "test_data.py",
                   "test_plain_family.py", "test_report.py")
 
 
