@@ -58,7 +58,7 @@ def test_a_published_ticket_loads_and_says_what_its_row_says(path):
     assert f"{100 * meta['sparsity']:.2f}" == row["sparsity"]
     assert f"{100 * meta['test_accuracy']:.2f}" == row["accuracy"]
     # The ImageNet ResNets' data: Fashion-MNIST as a folder of JPEGs (docs/results/fashion_mnist_imagenet_resnet).
-    dataset = "imagefolder" if meta["family"] == "imagenet_resnet" else "fashion_mnist"
+    dataset = "imagefolder" if meta["family"].startswith("imagenet_resnet") else "fashion_mnist"
     assert meta["seed"] == 0 and meta["trained"] and meta["dataset"] == dataset
     trained = tickets.load_trained(path)["params"]
     for kept, weights in zip(jax.tree.leaves(ticket.mask), jax.tree.leaves(trained), strict=True):
