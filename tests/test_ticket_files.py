@@ -109,6 +109,16 @@ def assert_one_line(error, path):
     assert "\n" not in message and str(path) in message, message
 
 
+def assert_each_fails_to_load(tmp_path, cases: dict, suffix: str):
+    """{case: (bytes, words)}: each written to CASE + suffix, loading it is a one-line ValueError matching words."""
+    for case, (content, words) in cases.items():
+        path = tmp_path / f"{case}{suffix}"
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=words) as error:
+            tickets.load(str(path))
+        assert_one_line(error, path)
+
+
 # -- the ticket file -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", FAMILIES + [NO_BATCH_NORM])
@@ -162,12 +172,7 @@ def test_a_gz_path_is_the_same_file_gzipped_and_its_damage_is_one_line(tmp_path)
     foreign = gzip.compress(pathlib.Path(_rewrite(plain, str(tmp_path / "f.safetensors"), elax=None)).read_bytes())
     cases = {"truncated": (data[:-100], "damaged"), "not_gzip": (pathlib.Path(plain).read_bytes(), "damaged"),
              "garbage": (gzip.compress(b"not a ticket at all"), "damaged"), "foreign": (foreign, "not an elax ticket")}
-    for case, (content, words) in cases.items():
-        path = tmp_path / f"{case}.safetensors.gz"
-        path.write_bytes(content)
-        with pytest.raises(ValueError, match=words) as error:
-            tickets.load(str(path))
-        assert_one_line(error, path)
+    assert_each_fails_to_load(tmp_path, cases, ".safetensors.gz")
 
 
 def _rewrite(path, out, **meta_changes):
@@ -189,12 +194,7 @@ def test_damaged_foreign_and_newer_files_are_one_line_errors(tmp_path):
     assert_one_line(error, tmp_path / "missing.safetensors")
     cases = {"truncated": (data[:-100], "damaged"), "garbage": (b"not a ticket at all", "damaged"),
              "flipped": (data[:-1] + bytes([data[-1] ^ 1]), "digest")}
-    for case, (content, words) in cases.items():
-        path = tmp_path / f"{case}.safetensors"
-        path.write_bytes(content)
-        with pytest.raises(ValueError, match=words) as error:
-            tickets.load(str(path))
-        assert_one_line(error, path)
+    assert_each_fails_to_load(tmp_path, cases, ".safetensors")
     foreign = _rewrite(good, str(tmp_path / "foreign.safetensors"), elax=None)
     newer = _rewrite(good, str(tmp_path / "newer.safetensors"), format_version=tickets.FORMAT_VERSION + 1)
     unknown = _rewrite(good, str(tmp_path / "unknown.safetensors"), model="cifar_resnet_9")
