@@ -99,7 +99,8 @@ def evaluate(path: str, data_dir: str | None = None) -> dict:
     data_dir: where its data is here (data.dir: a folder's place is not part of the recipe)."""
     from elax.runs import context
     variables = files.load_trained(path)
-    config = config_of(files.load(path))
+    meta = files.info(path)   # the header only: the tensors were read, and their digest checked, just above
+    config = _config_of(meta, meta["model"])
     if data_dir is not None:
         config.data.dir = data_dir
     ctx = context.setup(config)
@@ -109,11 +110,14 @@ def evaluate(path: str, data_dir: str | None = None) -> dict:
 def config_of(ticket: Ticket):
     """A config that trains `ticket` (e.g. `tickets.load(path)`) as the run it came from did: the defaults, then
     the recipe, model, dataset and seed of its metadata; for `runs.setup` and `runs.train_ticket`."""
-    meta = ticket.meta or {}
+    return _config_of(ticket.meta or {}, ticket.model_name)
+
+
+def _config_of(meta: dict, model_name: str):
     if "recipe" not in meta:
-        raise ValueError(f"this ticket of {ticket.model_name} carries no recipe (it was not exported from a run): "
+        raise ValueError(f"this ticket of {model_name} carries no recipe (it was not exported from a run): "
                          "build its config by hand (elax.config.default_config()).")
-    values = {**meta["recipe"], "mode": "imp", "model.name": ticket.model_name, "seed": meta.get("seed", 0)}
+    values = {**meta["recipe"], "mode": "imp", "model.name": model_name, "seed": meta.get("seed", 0)}
     if "dataset" in meta:
         values["data.name"] = meta["dataset"]
     return sources.overlaid(values)
